@@ -1,0 +1,17 @@
+//! Hawker's rules as pure code: money, accounts, the catalog, stock and rooms.
+//!
+//! Every value type here is parsed, not validated: once an `Email`, a `Money` or a
+//! `Handle` exists, it is valid. This crate performs no I/O (no clock reads besides
+//! [`Timestamp::now`], no randomness, no storage) and depends on no other Hawker part.
+
+pub mod account;
+pub mod catalog;
+pub mod ids;
+pub mod money;
+pub mod room;
+pub mod stock;
+mod text;
+mod timestamp;
+
+pub use text::ValidationError;
+pub use timestamp::Timestamp;

@@ -1,0 +1,145 @@
+//! Live rooms: where a seller streams and sells. A room is scheduled, then live,
+//! then ended; the video and live-room parts drive it through [`RoomStatus::apply`].
+
+use serde::Serialize;
+
+use crate::Timestamp;
+use crate::catalog::{Description, Title};
+use crate::ids::{RoomId, ShopId};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RoomStatus {
+    Scheduled,
+    Live,
+    Ended,
+}
+
+/// What happens to a room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoomEvent {
+    /// The seller's encoder started publishing.
+    StreamStarted,
+    /// The encoder stopped; the room may go live again (a reconnect or a break).
+    StreamStopped,
+    /// The seller closed the room for good.
+    Ended,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("a {from:?} room cannot take {event:?}")]
+pub struct TransitionError {
+    pub from: RoomStatus,
+    pub event: RoomEvent,
+}
+
+impl RoomStatus {
+    pub fn apply(self, event: RoomEvent) -> Result<Self, TransitionError> {
+        use RoomEvent as E;
+        use RoomStatus as S;
+        match (self, event) {
+            (S::Scheduled | S::Live, E::StreamStarted) => Ok(S::Live),
+            (S::Live, E::StreamStopped) => Ok(S::Scheduled),
+            (S::Scheduled | S::Live, E::Ended) => Ok(S::Ended),
+            (from, event) => Err(TransitionError { from, event }),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Scheduled => "scheduled",
+            Self::Live => "live",
+            Self::Ended => "ended",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "scheduled" => Some(Self::Scheduled),
+            "live" => Some(Self::Live),
+            "ended" => Some(Self::Ended),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct Room {
+    pub id: RoomId,
+    pub shop_id: ShopId,
+    pub title: Title,
+    pub description: Description,
+    /// Image id of the cover shown before and after the live.
+    pub cover_image: Option<String>,
+    pub scheduled_start: Option<Timestamp>,
+    pub status: RoomStatus,
+    pub started_at: Option<Timestamp>,
+    pub ended_at: Option<Timestamp>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+/// The secret an encoder publishes with: `rtmp://HOST:1935/live/{stream_key}`.
+/// Shown once; only its hash is stored. `Debug` never prints it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StreamKey(String);
+
+impl StreamKey {
+    pub const PREFIX: &'static str = "live_";
+
+    /// Builds a key from 24 bytes that the caller drew from a CSPRNG.
+    pub fn from_random(bytes: [u8; 24]) -> Self {
+        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        Self(format!("{}{hex}", Self::PREFIX))
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for StreamKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StreamKey(..)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn event() -> impl Strategy<Value = RoomEvent> {
+        prop_oneof![
+            Just(RoomEvent::StreamStarted),
+            Just(RoomEvent::StreamStopped),
+            Just(RoomEvent::Ended),
+        ]
+    }
+
+    proptest! {
+        /// An ended room stays ended, and only a started stream makes a room live.
+        #[test]
+        fn ended_is_final(events in prop::collection::vec(event(), 0..50)) {
+            let mut status = RoomStatus::Scheduled;
+            for e in events {
+                let before = status;
+                if let Ok(next) = status.apply(e) {
+                    prop_assert!(before != RoomStatus::Ended);
+                    if next == RoomStatus::Live {
+                        prop_assert_eq!(e, RoomEvent::StreamStarted);
+                    }
+                    status = next;
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn stream_key_is_not_debug_printed() {
+        let k = StreamKey::from_random([7; 24]);
+        assert!(k.expose().starts_with("live_"));
+        assert_eq!(k.expose().len(), 5 + 48);
+        assert_eq!(format!("{k:?}"), "StreamKey(..)");
+    }
+}
