@@ -1,1 +1,161 @@
+//! Hawker's HTTP API: the JSON API under `/api/v1/`, sessions and tokens, the
+//! OpenAPI document, health and metrics endpoints, and uploaded images.
+//!
+//! Only this crate knows about HTTP. It turns requests into domain values, calls
+//! the store, and answers in one error shape (`error.rs`). It never reaches into
+//! the database itself.
 
+mod auth;
+mod error;
+mod extract;
+mod middleware;
+mod ops;
+mod routes;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use store::Store;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use auth::{hash_secret, stream_key_matches};
+pub use error::{ApiError, Code};
+pub use routes::accounts::create_account;
+pub use routes::images::save_image;
+
+/// Settings the API needs; the binary fills them from flags, env and TOML.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// Uploaded images live under `{data_dir}/images`.
+    pub data_dir: PathBuf,
+    pub session_ttl: Duration,
+    /// Mark the session cookie `Secure` (when served over HTTPS).
+    pub secure_cookies: bool,
+    /// Largest JSON body accepted.
+    pub max_body_bytes: usize,
+    /// Largest image upload accepted.
+    pub max_image_bytes: usize,
+    /// Requests that take longer are answered with `timeout`.
+    pub request_timeout: Duration,
+    /// Sign-in attempts allowed per account and per client address, per 15 minutes.
+    pub sign_in_attempts_per_account: u32,
+    pub sign_in_attempts_per_address: u32,
+}
+
+impl ApiConfig {
+    pub fn new(data_dir: PathBuf) -> Self {
+        Self {
+            data_dir,
+            session_ttl: Duration::from_secs(30 * 24 * 3600),
+            secure_cookies: false,
+            max_body_bytes: 1024 * 1024,
+            max_image_bytes: 10 * 1024 * 1024,
+            request_timeout: Duration::from_secs(30),
+            sign_in_attempts_per_account: 10,
+            sign_in_attempts_per_address: 50,
+        }
+    }
+}
+
+struct Inner {
+    store: Store,
+    config: ApiConfig,
+    sign_in_by_account: auth::Throttle,
+    sign_in_by_address: auth::Throttle,
+    metrics: metrics_exporter_prometheus::PrometheusHandle,
+}
+
+/// Shared by every request. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+impl AppState {
+    pub fn new(store: Store, config: ApiConfig) -> Self {
+        const WINDOW: Duration = Duration::from_secs(15 * 60);
+        Self(Arc::new(Inner {
+            sign_in_by_account: auth::Throttle::new(config.sign_in_attempts_per_account, WINDOW),
+            sign_in_by_address: auth::Throttle::new(config.sign_in_attempts_per_address, WINDOW),
+            metrics: middleware::metrics_handle(),
+            store,
+            config,
+        }))
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.0.store
+    }
+
+    pub fn config(&self) -> &ApiConfig {
+        &self.0.config
+    }
+}
+
+/// The whole HTTP surface with its middleware.
+pub fn router(state: AppState) -> Router {
+    let (api, openapi) = routes::api_router(state.config()).split_for_parts();
+    let openapi = Arc::new(openapi);
+    let app = Router::new()
+        .merge(api)
+        .merge(ops::router(openapi))
+        .merge(routes::images::serve_router())
+        .merge(routes::home::router())
+        .fallback(|| async { ApiError::from(Code::RouteNotFound) })
+        .method_not_allowed_fallback(|| async { ApiError::from(Code::MethodNotAllowed) })
+        .layer(DefaultBodyLimit::max(state.config().max_body_bytes))
+        .with_state(state.clone());
+    middleware::wrap(app, state)
+}
+
+/// Serves `router` on `listener` until `shutdown` is cancelled, then lets requests
+/// in flight finish for at most `grace` before returning.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: CancellationToken,
+    grace: Duration,
+) -> std::io::Result<()> {
+    let app = router(state);
+    let server = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let mut running = tokio::spawn(async move { server.await });
+    tokio::select! {
+        done = &mut running => return done.unwrap_or_else(|e| Err(std::io::Error::other(e))),
+        () = shutdown.cancelled() => {}
+    }
+    match tokio::time::timeout(grace, &mut running).await {
+        Ok(done) => done.unwrap_or_else(|e| Err(std::io::Error::other(e))),
+        Err(_) => {
+            tracing::warn!(
+                ?grace,
+                "requests still running after the grace period; closing them"
+            );
+            running.abort();
+            Ok(())
+        }
+    }
+}
+
+/// Deletes expired sessions every hour until `shutdown`.
+pub async fn sweep_sessions(store: Store, shutdown: CancellationToken) {
+    let mut every = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = every.tick() => {
+                match store.delete_expired_sessions(domain::Timestamp::now()).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(sessions = n, "expired sessions removed"),
+                    Err(e) => tracing::warn!(error = %e, "could not remove expired sessions"),
+                }
+            }
+        }
+    }
+}

@@ -7,7 +7,7 @@ use crate::Timestamp;
 use crate::catalog::{Description, Title};
 use crate::ids::{RoomId, ShopId};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RoomStatus {
     Scheduled,

@@ -387,6 +387,21 @@ impl Store {
         )
     }
 
+    /// Every shop, newest first.
+    pub async fn shops(&self, page: &PageRequest) -> Result<Page<Shop>> {
+        let mut c = self.read().await?;
+        let rows = fetch_all!(
+            &mut c,
+            sqlx::query(&format!(
+                "SELECT {SHOP_COLUMNS} FROM shops WHERE id < $1 ORDER BY id DESC LIMIT $2"
+            ))
+            .bind(page.before_id())
+            .bind(page.fetch_limit()),
+            shop
+        )?;
+        Ok(page.page(rows, |s| s.id.as_str().to_owned()))
+    }
+
     pub async fn shops_owned_by(&self, owner: &UserId) -> Result<Vec<Shop>> {
         let mut c = self.read().await?;
         fetch_all!(

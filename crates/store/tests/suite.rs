@@ -1,5 +1,7 @@
 //! The storage conformance suite: every test runs against SQLite and PostgreSQL.
 
+#![allow(clippy::unwrap_used)] // Tests may unwrap: a panic is a failed test.
+
 use std::collections::BTreeMap;
 
 use domain::Timestamp;
@@ -212,6 +214,9 @@ async fn shops(store: &Store) {
     assert_eq!(updated.name.as_str(), "Ann & Co");
     assert_eq!(updated.handle.as_str(), "anns");
     assert_eq!(store.shops_owned_by(&ann).await.unwrap().len(), 1);
+    let listed = store.shops(&page(10, None)).await.unwrap();
+    assert_eq!(listed.items.len(), 1);
+    assert_eq!(listed.items[0].id, s.id);
 }
 
 async fn products_and_variants(store: &Store) {

@@ -1,0 +1,187 @@
+//! Secrets: password hashing, session and API tokens, and sign-in throttling.
+//!
+//! Passwords are hashed with Argon2id on the blocking pool. Tokens and stream keys
+//! are 32 random bytes from the operating system's CSPRNG; only their SHA-256 is
+//! stored, and hashes are compared in constant time. Nothing here logs a secret.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use domain::account::Password;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::error::{ApiError, ApiResult, Code};
+
+/// The cookie that carries a browser's session token.
+pub const SESSION_COOKIE: &str = "hawker_session";
+/// Session tokens start with this; personal API tokens with [`API_TOKEN_PREFIX`].
+pub const SESSION_PREFIX: &str = "hks_";
+pub const API_TOKEN_PREFIX: &str = "hkp_";
+
+/// Bytes from the operating system's CSPRNG.
+pub fn random_bytes<const N: usize>() -> ApiResult<[u8; N]> {
+    let mut buf = [0u8; N];
+    getrandom::fill(&mut buf).map_err(|e| {
+        tracing::error!(error = %e, "the operating system's random source failed");
+        ApiError::from(Code::Internal)
+    })?;
+    Ok(buf)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A new secret token: `prefix` followed by 64 hex digits (256 random bits).
+pub fn new_token(prefix: &str) -> ApiResult<String> {
+    Ok(format!("{prefix}{}", hex(&random_bytes::<32>()?)))
+}
+
+/// What the store keeps instead of a token or a stream key.
+pub fn hash_secret(secret: &str) -> String {
+    hex(&Sha256::digest(secret.as_bytes()))
+}
+
+/// Whether a presented stream key matches the stored hash, compared in constant
+/// time so that timing reveals nothing about the stored value.
+pub fn stream_key_matches(stored_hash: &str, presented: &str) -> bool {
+    hash_secret(presented)
+        .as_bytes()
+        .ct_eq(stored_hash.as_bytes())
+        .into()
+}
+
+pub async fn hash_password(password: Password) -> ApiResult<String> {
+    let salt = random_bytes::<16>()?;
+    tokio::task::spawn_blocking(move || {
+        let salt = SaltString::encode_b64(&salt).map_err(|_| Code::Internal)?;
+        Argon2::default()
+            .hash_password(password.expose().as_bytes(), &salt)
+            .map(|h| h.to_string())
+            .map_err(|_| Code::Internal)
+    })
+    .await
+    .map_err(|_| Code::Internal)?
+    .map_err(ApiError::from)
+}
+
+/// Checks a password against a stored hash. With no hash (an unknown email) it
+/// verifies against a dummy hash anyway, so both cases take the same time.
+pub async fn verify_password(password: String, hash: Option<String>) -> bool {
+    static DUMMY: OnceLock<Option<String>> = OnceLock::new();
+    tokio::task::spawn_blocking(move || {
+        let known = hash.is_some();
+        let hash = match hash {
+            Some(h) => h,
+            None => {
+                let dummy = DUMMY.get_or_init(|| {
+                    let salt = SaltString::encode_b64(b"hawker-dummy-salt").ok()?;
+                    Argon2::default()
+                        .hash_password(b"not a password anyone has", &salt)
+                        .ok()
+                        .map(|h| h.to_string())
+                });
+                dummy.clone().unwrap_or_default()
+            }
+        };
+        let matches = PasswordHash::new(&hash)
+            .map(|parsed| {
+                Argon2::default()
+                    .verify_password(password.as_bytes(), &parsed)
+                    .is_ok()
+            })
+            .unwrap_or(false);
+        known && matches
+    })
+    .await
+    .unwrap_or(false)
+}
+
+/// A fixed-window counter per key: at most `limit` hits per `window`.
+pub struct Throttle {
+    limit: u32,
+    window: Duration,
+    hits: Mutex<HashMap<String, (Instant, u32)>>,
+}
+
+impl Throttle {
+    /// Above this many keys, expired windows are swept before adding another.
+    const SWEEP_AT: usize = 50_000;
+
+    pub fn new(limit: u32, window: Duration) -> Self {
+        Self {
+            limit,
+            window,
+            hits: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Counts a hit for `key`; when the window is full, the error says how many
+    /// seconds until it opens again.
+    pub fn hit(&self, key: &str) -> Result<(), u64> {
+        let now = Instant::now();
+        let mut hits = self.hits.lock().unwrap_or_else(|p| p.into_inner());
+        if hits.len() >= Self::SWEEP_AT {
+            hits.retain(|_, (start, _)| now.duration_since(*start) < self.window);
+        }
+        let entry = hits.entry(key.to_owned()).or_insert((now, 0));
+        if now.duration_since(entry.0) >= self.window {
+            *entry = (now, 0);
+        }
+        if entry.1 >= self.limit {
+            let open_at = entry.0 + self.window;
+            return Err(open_at.duration_since(now).as_secs().max(1));
+        }
+        entry.1 += 1;
+        Ok(())
+    }
+
+    /// Forgets `key`, as after a successful sign-in.
+    pub fn clear(&self, key: &str) {
+        self.hits
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_random_and_hashes_compare() {
+        let a = new_token(SESSION_PREFIX).unwrap();
+        let b = new_token(SESSION_PREFIX).unwrap();
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 4 + 64);
+        assert!(stream_key_matches(&hash_secret(&a), &a));
+        assert!(!stream_key_matches(&hash_secret(&a), &b));
+    }
+
+    #[test]
+    fn throttle_opens_after_the_window() {
+        let t = Throttle::new(2, Duration::from_millis(50));
+        assert!(t.hit("k").is_ok());
+        assert!(t.hit("k").is_ok());
+        assert!(t.hit("k").is_err());
+        assert!(t.hit("other").is_ok());
+        t.clear("k");
+        assert!(t.hit("k").is_ok());
+    }
+
+    #[tokio::test]
+    async fn passwords_verify() {
+        let hash = hash_password(Password::parse("correct horse").unwrap())
+            .await
+            .unwrap();
+        assert!(hash.starts_with("$argon2id$"));
+        assert!(verify_password("correct horse".into(), Some(hash.clone())).await);
+        assert!(!verify_password("wrong horse".into(), Some(hash)).await);
+        assert!(!verify_password("correct horse".into(), None).await);
+    }
+}

@@ -1,0 +1,222 @@
+//! Every error the API can answer, in one table: a stable code (clients depend on
+//! it, so codes are API), an HTTP status and a default message. Every 4xx and 5xx
+//! body has one shape: `{"error": {"code": "...", "message": "..."}}`.
+
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use store::{Conflict, StoreError};
+
+macro_rules! error_codes {
+    ($($variant:ident = ($status:ident, $code:literal, $message:literal),)*) => {
+        /// Stable error codes. See the table in `crates/api/src/error.rs`.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+        pub enum Code {
+            $(#[serde(rename = $code)] $variant,)*
+        }
+
+        impl Code {
+            pub const ALL: &[Code] = &[$(Code::$variant,)*];
+
+            pub fn status(self) -> StatusCode {
+                match self { $(Code::$variant => StatusCode::$status,)* }
+            }
+
+            pub fn as_str(self) -> &'static str {
+                match self { $(Code::$variant => $code,)* }
+            }
+
+            pub fn default_message(self) -> &'static str {
+                match self { $(Code::$variant => $message,)* }
+            }
+        }
+    };
+}
+
+error_codes! {
+    BadRequest = (BAD_REQUEST, "bad_request", "The request could not be understood."),
+    InvalidJson = (BAD_REQUEST, "invalid_json", "The body is not valid JSON."),
+    InvalidQuery = (BAD_REQUEST, "invalid_query", "The query string is invalid."),
+    InvalidCursor = (BAD_REQUEST, "invalid_cursor", "The cursor does not come from this list."),
+    Unauthenticated = (UNAUTHORIZED, "unauthenticated", "Sign in first."),
+    InvalidCredentials = (UNAUTHORIZED, "invalid_credentials", "The email or the password is wrong."),
+    Forbidden = (FORBIDDEN, "forbidden", "This belongs to someone else."),
+    SellerOnly = (FORBIDDEN, "seller_only", "Only sellers can do this; open a shop first."),
+    NotFound = (NOT_FOUND, "not_found", "Not found."),
+    RouteNotFound = (NOT_FOUND, "route_not_found", "There is no such route."),
+    MethodNotAllowed = (METHOD_NOT_ALLOWED, "method_not_allowed", "This route does not take that method."),
+    EmailTaken = (CONFLICT, "email_taken", "An account with this email exists."),
+    HandleTaken = (CONFLICT, "handle_taken", "A shop with this handle exists."),
+    SkuTaken = (CONFLICT, "sku_taken", "This shop already has a variant with this SKU."),
+    InsufficientStock = (CONFLICT, "insufficient_stock", "There is not enough stock for this change."),
+    InvalidTransition = (CONFLICT, "invalid_transition", "The room cannot make that change in its current state."),
+    NotASession = (CONFLICT, "not_a_session", "Signed in with an API token: there is no session to end."),
+    PayloadTooLarge = (PAYLOAD_TOO_LARGE, "payload_too_large", "The body is larger than this route accepts."),
+    UnsupportedMediaType = (UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "Send JSON with Content-Type: application/json."),
+    UnsupportedImage = (UNSUPPORTED_MEDIA_TYPE, "unsupported_image", "Upload a JPEG, PNG or WebP image."),
+    InvalidBody = (UNPROCESSABLE_ENTITY, "invalid_body", "The body does not have the expected fields and types."),
+    InvalidField = (UNPROCESSABLE_ENTITY, "invalid_field", "A field has an invalid value."),
+    CurrencyMismatch = (UNPROCESSABLE_ENTITY, "currency_mismatch", "Prices must be in the shop's currency."),
+    UnknownImage = (UNPROCESSABLE_ENTITY, "unknown_image", "The image was not uploaded to this shop."),
+    RateLimited = (TOO_MANY_REQUESTS, "rate_limited", "Too many attempts; wait and try again."),
+    Internal = (INTERNAL_SERVER_ERROR, "internal", "Something went wrong on our side; it has been logged."),
+    Unavailable = (SERVICE_UNAVAILABLE, "unavailable", "The service is not ready; try again shortly."),
+    Timeout = (SERVICE_UNAVAILABLE, "timeout", "The request took too long."),
+}
+
+/// An error answer. Build it from a [`Code`], a store error or a validation error.
+#[derive(Debug)]
+pub struct ApiError {
+    pub code: Code,
+    pub message: String,
+    /// The input field at fault, for `invalid_field`.
+    pub field: Option<&'static str>,
+    /// Seconds until a retry can succeed, for `rate_limited`.
+    pub retry_after: Option<u64>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    pub code: Code,
+    pub message: String,
+    /// The input field at fault, when one is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<&'static str>,
+}
+
+impl ApiError {
+    pub fn new(code: Code, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            field: None,
+            retry_after: None,
+        }
+    }
+
+    pub fn retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds);
+        self
+    }
+}
+
+impl From<Code> for ApiError {
+    fn from(code: Code) -> Self {
+        Self::new(code, code.default_message())
+    }
+}
+
+impl From<domain::ValidationError> for ApiError {
+    fn from(e: domain::ValidationError) -> Self {
+        Self {
+            field: Some(e.field),
+            ..Self::new(Code::InvalidField, e.to_string())
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound => Code::NotFound.into(),
+            StoreError::Conflict(Conflict::Email) => Code::EmailTaken.into(),
+            StoreError::Conflict(Conflict::Handle) => Code::HandleTaken.into(),
+            StoreError::Conflict(Conflict::Sku) => Code::SkuTaken.into(),
+            StoreError::InsufficientStock { on_hand } => ApiError::new(
+                Code::InsufficientStock,
+                format!("Stock on hand is {on_hand}; stock cannot go below zero."),
+            ),
+            StoreError::UnknownImage(id) => ApiError::new(
+                Code::UnknownImage,
+                format!("Image {id} was not uploaded to this shop."),
+            ),
+            e if e.is_unavailable() => {
+                tracing::warn!(error = %e, "store unavailable");
+                Code::Unavailable.into()
+            }
+            e => {
+                tracing::error!(error = %e, "store error");
+                Code::Internal.into()
+            }
+        }
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(r: JsonRejection) -> Self {
+        let code = match &r {
+            JsonRejection::JsonDataError(_) => Code::InvalidBody,
+            JsonRejection::JsonSyntaxError(_) => Code::InvalidJson,
+            JsonRejection::MissingJsonContentType(_) => Code::UnsupportedMediaType,
+            _ if r.status() == StatusCode::PAYLOAD_TOO_LARGE => Code::PayloadTooLarge,
+            _ => Code::BadRequest,
+        };
+        Self::new(code, r.body_text())
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(r: QueryRejection) -> Self {
+        Self::new(Code::InvalidQuery, r.body_text())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.code.status();
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code,
+                message: self.message,
+                field: self.field,
+            },
+        };
+        let mut response = (status, axum::Json(body)).into_response();
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
+    }
+}
+
+/// The error code for an error status that came from outside our handlers
+/// (routing, body limits, extractors we do not wrap).
+pub(crate) fn code_for_status(status: StatusCode) -> Code {
+    match status {
+        StatusCode::NOT_FOUND => Code::RouteNotFound,
+        StatusCode::METHOD_NOT_ALLOWED => Code::MethodNotAllowed,
+        StatusCode::PAYLOAD_TOO_LARGE => Code::PayloadTooLarge,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => Code::UnsupportedMediaType,
+        StatusCode::UNPROCESSABLE_ENTITY => Code::InvalidBody,
+        StatusCode::TOO_MANY_REQUESTS => Code::RateLimited,
+        StatusCode::SERVICE_UNAVAILABLE | StatusCode::REQUEST_TIMEOUT => Code::Timeout,
+        s if s.is_server_error() => Code::Internal,
+        _ => Code::BadRequest,
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_unique_and_errors_only() {
+        let mut seen = std::collections::HashSet::new();
+        for code in Code::ALL {
+            assert!(seen.insert(code.as_str()), "{} repeats", code.as_str());
+            assert!(code.status().as_u16() >= 400);
+            let json = serde_json::to_value(code).unwrap();
+            assert_eq!(json, code.as_str());
+        }
+    }
+}

@@ -1,0 +1,168 @@
+//! Request extractors that answer in the API's error shape.
+
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::header;
+use axum::http::request::Parts;
+use domain::Timestamp;
+use domain::account::{Role, User};
+use domain::ids::SessionId;
+use serde::de::DeserializeOwned;
+
+use crate::AppState;
+use crate::auth::{API_TOKEN_PREFIX, SESSION_COOKIE, SESSION_PREFIX, hash_secret};
+use crate::error::{ApiError, Code};
+
+/// A JSON body; its rejections become `invalid_json`, `invalid_body`,
+/// `unsupported_media_type` or `payload_too_large`.
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let axum::Json(value) = axum::Json::<T>::from_request(req, state).await?;
+        Ok(Self(value))
+    }
+}
+
+/// Query parameters; a malformed query is `invalid_query`.
+pub struct QueryParams<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for QueryParams<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let axum::extract::Query(value) =
+            axum::extract::Query::<T>::from_request_parts(parts, state).await?;
+        Ok(Self(value))
+    }
+}
+
+/// How the caller proved who they are.
+#[derive(Debug, Clone)]
+pub enum Credential {
+    Session(SessionId),
+    Token,
+}
+
+/// The signed-in caller. Rejects with `unauthenticated` when there is none.
+#[derive(Debug, Clone)]
+pub struct CurrentUser {
+    pub user: User,
+    pub credential: Credential,
+}
+
+impl CurrentUser {
+    pub fn require_seller(&self) -> Result<(), ApiError> {
+        match self.user.role {
+            Role::Seller | Role::Admin => Ok(()),
+            Role::Buyer => Err(Code::SellerOnly.into()),
+        }
+    }
+}
+
+/// The caller if signed in, or `None`. A bearer token that is wrong is still an
+/// error (the client meant to sign in); a stale cookie is simply ignored.
+pub struct MaybeUser(pub Option<CurrentUser>);
+
+enum Presented {
+    Bearer(String),
+    Cookie(String),
+    Nothing,
+}
+
+fn presented(parts: &Parts) -> Presented {
+    if let Some(value) = parts.headers.get(header::AUTHORIZATION) {
+        let token = value
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .unwrap_or_default();
+        return Presented::Bearer(token.to_owned());
+    }
+    let cookie = parts
+        .headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == SESSION_COOKIE)
+        .map(|(_, value)| value.to_owned());
+    cookie.map_or(Presented::Nothing, Presented::Cookie)
+}
+
+async fn resolve(state: &AppState, token: &str) -> Result<Option<CurrentUser>, ApiError> {
+    let hash = hash_secret(token);
+    let store = state.store();
+    if token.starts_with(SESSION_PREFIX) {
+        let found = store.session_user(&hash, Timestamp::now()).await?;
+        return Ok(found.map(|(id, user)| CurrentUser {
+            user,
+            credential: Credential::Session(id),
+        }));
+    }
+    if token.starts_with(API_TOKEN_PREFIX) {
+        let found = store.token_user(&hash).await?;
+        return Ok(found.map(|(_, user)| CurrentUser {
+            user,
+            credential: Credential::Token,
+        }));
+    }
+    Ok(None)
+}
+
+impl FromRequestParts<AppState> for MaybeUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        if let Some(cached) = parts.extensions.get::<CurrentUser>() {
+            return Ok(Self(Some(cached.clone())));
+        }
+        let user = match presented(parts) {
+            Presented::Nothing => None,
+            Presented::Cookie(token) => resolve(state, &token).await?,
+            Presented::Bearer(token) => match resolve(state, &token).await? {
+                Some(user) => Some(user),
+                None => {
+                    return Err(ApiError::new(
+                        Code::Unauthenticated,
+                        "The bearer token is unknown, expired or revoked.",
+                    ));
+                }
+            },
+        };
+        if let Some(user) = &user {
+            parts.extensions.insert(user.clone());
+        }
+        Ok(Self(user))
+    }
+}
+
+impl FromRequestParts<AppState> for CurrentUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        MaybeUser::from_request_parts(parts, state)
+            .await?
+            .0
+            .ok_or_else(|| Code::Unauthenticated.into())
+    }
+}
+
+/// The client's IP address as the TCP connection shows it (no proxy headers are
+/// trusted), or `None` where the server was started without connection info.
+pub struct ClientAddr(pub Option<std::net::IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let peer = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0.ip());
+        Ok(Self(peer))
+    }
+}

@@ -1,0 +1,62 @@
+//! Operating endpoints: liveness, readiness, Prometheus metrics and the OpenAPI document.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::json;
+
+use crate::AppState;
+use crate::error::{ApiError, Code};
+
+pub(crate) fn router(openapi: Arc<utoipa::openapi::OpenApi>) -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/readyz", get(ready))
+        .route("/metrics", get(metrics))
+        .route(
+            "/api/openapi.json",
+            get(move || {
+                let doc = openapi.clone();
+                async move { Json(doc.as_ref().clone()) }
+            }),
+        )
+}
+
+/// Ready when the store answers within two seconds.
+async fn ready(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    match tokio::time::timeout(Duration::from_secs(2), state.store().ping()).await {
+        Ok(Ok(())) => Ok(Json(json!({
+            "status": "ready",
+            "store": state.store().backend().as_str(),
+        }))),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "readiness check: store unreachable");
+            Err(ApiError::new(
+                Code::Unavailable,
+                "The store is unreachable.",
+            ))
+        }
+        Err(_) => Err(ApiError::new(
+            Code::Unavailable,
+            "The store did not answer in time.",
+        )),
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let pool = state.store().pool_stats();
+    let backend = [("backend", pool.backend.as_str())];
+    metrics::gauge!("hawker_store_connections", &backend).set(f64::from(pool.connections));
+    metrics::gauge!("hawker_store_idle_connections", &backend).set(f64::from(pool.idle));
+    metrics::gauge!("hawker_store_writer_connections", &backend)
+        .set(f64::from(pool.writer_connections));
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.0.metrics.render(),
+    )
+}

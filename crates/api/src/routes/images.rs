@@ -1,0 +1,154 @@
+//! Product and room images: uploaded by content (JPEG, PNG or WebP, recognised
+//! from their bytes), stored once under `{data_dir}/images/` by their SHA-256, and
+//! served with long cache lifetimes since a given URL never changes.
+
+use std::path::{Path, PathBuf};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path as UrlPath, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use domain::catalog::ImageFormat;
+use domain::ids::ShopId;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use store::Store;
+use utoipa::ToSchema;
+
+use crate::AppState;
+use crate::error::{ApiError, ApiResult, Code};
+
+/// An uploaded image. Use `id` in a product's or room's `images`/`cover_image`.
+#[derive(Serialize, ToSchema)]
+pub struct ImageView {
+    /// SHA-256 of the content, hex.
+    pub id: String,
+    pub url: String,
+    pub content_type: &'static str,
+    pub byte_size: usize,
+}
+
+fn image_path(data_dir: &Path, id: &str) -> PathBuf {
+    data_dir.join("images").join(&id[..2]).join(id)
+}
+
+fn is_image_id(id: &str) -> bool {
+    id.len() == 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// Checks an upload by its content, writes it (atomically, once per content) and
+/// records it for the shop.
+pub async fn save_image(
+    store: &Store,
+    data_dir: &Path,
+    shop: &ShopId,
+    bytes: &[u8],
+) -> ApiResult<ImageView> {
+    let format = ImageFormat::sniff(bytes).ok_or(Code::UnsupportedImage)?;
+    let id: String = Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let path = image_path(data_dir, &id);
+    if tokio::fs::metadata(&path).await.is_err() {
+        let dir = path.parent().ok_or(Code::Internal)?;
+        let tmp = dir.join(format!("{id}.{}.tmp", uuid_like()?));
+        let write = async {
+            tokio::fs::create_dir_all(dir).await?;
+            tokio::fs::write(&tmp, bytes).await?;
+            tokio::fs::rename(&tmp, &path).await
+        };
+        if let Err(e) = write.await {
+            tracing::error!(error = %e, path = %path.display(), "could not store an image");
+            let _ = tokio::fs::remove_file(&tmp).await;
+            return Err(Code::Internal.into());
+        }
+    }
+    store
+        .add_image(shop, &id, format.content_type(), bytes.len() as i64)
+        .await?;
+    Ok(ImageView {
+        url: format!("/images/{id}"),
+        id,
+        content_type: format.content_type(),
+        byte_size: bytes.len(),
+    })
+}
+
+fn uuid_like() -> ApiResult<String> {
+    Ok(crate::auth::random_bytes::<8>()?
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
+/// Uploads an image to a shop: send the file's bytes as the body. The format is
+/// recognised from the content, whatever the name or Content-Type says.
+#[utoipa::path(post, path = "/api/v1/shops/{shop}/images", tag = "catalog",
+    params(("shop" = String, Path, description = "Shop id or handle")),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream",
+        description = "JPEG, PNG or WebP bytes, at most the configured size (10 MiB by default)"),
+    security(("bearer" = []), ("cookie" = [])),
+    responses(
+        (status = 201, body = ImageView),
+        (status = 401, description = "`unauthenticated`", body = crate::error::ErrorBody),
+        (status = 403, description = "`forbidden`: not your shop", body = crate::error::ErrorBody),
+        (status = 404, description = "`not_found`", body = crate::error::ErrorBody),
+        (status = 415, description = "`unsupported_image`", body = crate::error::ErrorBody),
+    ))]
+pub(crate) async fn upload_image(
+    State(state): State<AppState>,
+    current: crate::extract::CurrentUser,
+    UrlPath(shop): UrlPath<String>,
+    body: Bytes,
+) -> ApiResult<(StatusCode, axum::Json<ImageView>)> {
+    let shop = super::catalog::owned_shop(&state, &current, &shop).await?;
+    let image = save_image(state.store(), &state.config().data_dir, &shop.id, &body).await?;
+    Ok((StatusCode::CREATED, axum::Json(image)))
+}
+
+pub(crate) fn serve_router() -> Router<AppState> {
+    Router::new().route("/images/{id}", get(serve_image))
+}
+
+async fn serve_image(
+    State(state): State<AppState>,
+    UrlPath(id): UrlPath<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    if !is_image_id(&id) {
+        return Err(Code::NotFound.into());
+    }
+    let content_type = state
+        .store()
+        .image_content_type(&id)
+        .await?
+        .ok_or(Code::NotFound)?;
+    let etag = format!("\"{id}\"");
+    let cache = [
+        (
+            header::CACHE_CONTROL,
+            "public, max-age=31536000, immutable".to_owned(),
+        ),
+        (header::ETAG, etag.clone()),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_owned()),
+    ];
+    if headers
+        .get(header::IF_NONE_MATCH)
+        .is_some_and(|v| v.as_bytes() == etag.as_bytes())
+    {
+        return Ok((StatusCode::NOT_MODIFIED, cache).into_response());
+    }
+    let bytes = tokio::fs::read(image_path(&state.config().data_dir, &id))
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, image = %id, "an image in the store is missing on disk");
+            ApiError::from(Code::NotFound)
+        })?;
+    Ok((cache, [(header::CONTENT_TYPE, content_type)], bytes).into_response())
+}

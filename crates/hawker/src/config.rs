@@ -1,0 +1,284 @@
+//! Settings, from lowest to highest precedence: built-in defaults, the TOML file
+//! given by `--config`, `HAWKER_*` environment variables, command-line flags.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde::Deserialize;
+
+#[derive(Parser)]
+#[command(
+    name = "hawker",
+    version,
+    about = "Self-hosted live shopping: stream, chat and sell in one binary"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Start Hawker: the HTTP API on embedded SQLite unless --database-url says otherwise
+    Serve(Settings),
+    /// Start Hawker with a demo shop, products and accounts (safe to run again)
+    Demo(Settings),
+    /// Apply the database migrations this binary carries, then exit
+    Migrate(Settings),
+    /// Administrative tasks
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum AdminCommand {
+    /// Create an account (an admin with --admin)
+    CreateUser(CreateUser),
+}
+
+#[derive(Args)]
+pub struct CreateUser {
+    #[arg(long)]
+    pub email: String,
+    #[arg(long)]
+    pub display_name: String,
+    /// Make the account an administrator
+    #[arg(long)]
+    pub admin: bool,
+    /// Read the password from the first line of standard input; otherwise one is
+    /// generated and printed once
+    #[arg(long)]
+    pub password_stdin: bool,
+    #[command(flatten)]
+    pub settings: Settings,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Every setting, each optional here so that the layers can be merged; the
+/// defaults are applied in [`Settings::resolve`].
+#[derive(Debug, Clone, Default, Args, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// TOML file with any of these settings (same names, with underscores)
+    #[arg(long, env = "HAWKER_CONFIG")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Directory for the SQLite database and uploaded images [default: ./hawker-data]
+    #[arg(long, env = "HAWKER_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Address the HTTP server listens on [default: 127.0.0.1:8080]
+    #[arg(long, env = "HAWKER_HTTP_ADDR")]
+    pub http_addr: Option<SocketAddr>,
+    /// postgres://user@host/db to use PostgreSQL [default: SQLite in the data directory]
+    #[arg(long, env = "HAWKER_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Database connections (PostgreSQL) or reader connections (SQLite) [default: 8]
+    #[arg(long, env = "HAWKER_DB_POOL_SIZE")]
+    pub db_pool_size: Option<u32>,
+    /// Log format [default: text]
+    #[arg(long, env = "HAWKER_LOG_FORMAT")]
+    pub log_format: Option<LogFormat>,
+    /// Log filter, such as `info` or `hawker=debug,sqlx=warn` [default: info]
+    #[arg(long, env = "HAWKER_LOG")]
+    pub log: Option<String>,
+    /// Seconds that requests in flight get to finish on shutdown [default: 10]
+    #[arg(long, env = "HAWKER_SHUTDOWN_GRACE")]
+    pub shutdown_grace: Option<u64>,
+    /// Seconds after which a request is answered with `timeout` [default: 30]
+    #[arg(long, env = "HAWKER_REQUEST_TIMEOUT")]
+    pub request_timeout: Option<u64>,
+    /// Days a sign-in lasts [default: 30]
+    #[arg(long, env = "HAWKER_SESSION_DAYS")]
+    pub session_days: Option<u64>,
+    /// Mark the session cookie Secure; set it when serving over HTTPS [default: false]
+    #[arg(long, env = "HAWKER_SECURE_COOKIES", num_args = 0..=1, default_missing_value = "true")]
+    pub secure_cookies: Option<bool>,
+    /// Largest JSON request body, in bytes [default: 1048576]
+    #[arg(long, env = "HAWKER_MAX_BODY_BYTES")]
+    pub max_body_bytes: Option<usize>,
+    /// Largest image upload, in bytes [default: 10485760]
+    #[arg(long, env = "HAWKER_MAX_IMAGE_BYTES")]
+    pub max_image_bytes: Option<usize>,
+    /// Sign-in attempts allowed per account per 15 minutes [default: 10]
+    #[arg(long, env = "HAWKER_SIGN_IN_ATTEMPTS_PER_ACCOUNT")]
+    pub sign_in_attempts_per_account: Option<u32>,
+    /// Sign-in attempts allowed per client address per 15 minutes [default: 50]
+    #[arg(long, env = "HAWKER_SIGN_IN_ATTEMPTS_PER_ADDRESS")]
+    pub sign_in_attempts_per_address: Option<u32>,
+}
+
+/// Settings with every default applied.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub http_addr: SocketAddr,
+    pub database_url: Option<String>,
+    pub db_pool_size: u32,
+    pub log_format: LogFormat,
+    pub log: String,
+    pub shutdown_grace: Duration,
+    pub api: api::ApiConfig,
+}
+
+macro_rules! merge {
+    ($high:expr, $low:expr, $($field:ident),*) => {
+        Settings {
+            config: $high.config.clone(),
+            $($field: $high.$field.clone().or_else(|| $low.$field.clone()),)*
+        }
+    };
+}
+
+impl Settings {
+    /// Applies the TOML file under these settings, then the defaults.
+    pub fn resolve(&self) -> anyhow::Result<Config> {
+        let file = match &self.config {
+            Some(path) => read_file(path)?,
+            None => Settings::default(),
+        };
+        let s = merge!(
+            self,
+            file,
+            data_dir,
+            http_addr,
+            database_url,
+            db_pool_size,
+            log_format,
+            log,
+            shutdown_grace,
+            request_timeout,
+            session_days,
+            secure_cookies,
+            max_body_bytes,
+            max_image_bytes,
+            sign_in_attempts_per_account,
+            sign_in_attempts_per_address
+        );
+        let data_dir = s.data_dir.unwrap_or_else(|| PathBuf::from("./hawker-data"));
+        let mut api = api::ApiConfig::new(data_dir.clone());
+        if let Some(days) = s.session_days {
+            api.session_ttl = Duration::from_secs(days.max(1) * 24 * 3600);
+        }
+        if let Some(secure) = s.secure_cookies {
+            api.secure_cookies = secure;
+        }
+        if let Some(n) = s.max_body_bytes {
+            api.max_body_bytes = n;
+        }
+        if let Some(n) = s.max_image_bytes {
+            api.max_image_bytes = n;
+        }
+        if let Some(secs) = s.request_timeout {
+            api.request_timeout = Duration::from_secs(secs.max(1));
+        }
+        if let Some(n) = s.sign_in_attempts_per_account {
+            api.sign_in_attempts_per_account = n;
+        }
+        if let Some(n) = s.sign_in_attempts_per_address {
+            api.sign_in_attempts_per_address = n;
+        }
+        Ok(Config {
+            data_dir,
+            http_addr: s
+                .http_addr
+                .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8080))),
+            database_url: s.database_url.filter(|u| !u.is_empty()),
+            db_pool_size: s.db_pool_size.unwrap_or(8).max(1),
+            log_format: s.log_format.unwrap_or(LogFormat::Text),
+            log: s.log.unwrap_or_else(|| "info".to_owned()),
+            shutdown_grace: Duration::from_secs(s.shutdown_grace.unwrap_or(10)),
+            api,
+        })
+    }
+}
+
+fn read_file(path: &Path) -> anyhow::Result<Settings> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the config file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("in the config file {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn flags_beat_the_file_and_the_file_beats_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("hawker.toml");
+        std::fs::write(
+            &file,
+            "http_addr = \"127.0.0.1:9000\"\nlog = \"debug\"\ndb_pool_size = 3\n",
+        )
+        .unwrap();
+        let cli = Settings {
+            config: Some(file),
+            http_addr: Some("127.0.0.1:9100".parse().unwrap()),
+            ..Settings::default()
+        };
+        let c = cli.resolve().unwrap();
+        assert_eq!(c.http_addr.port(), 9100);
+        assert_eq!(c.log, "debug");
+        assert_eq!(c.db_pool_size, 3);
+        assert_eq!(c.data_dir, PathBuf::from("./hawker-data"));
+    }
+
+    #[test]
+    fn unknown_file_settings_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("hawker.toml");
+        std::fs::write(&file, "http_adr = \"127.0.0.1:9000\"\n").unwrap();
+        let cli = Settings {
+            config: Some(file),
+            ..Settings::default()
+        };
+        let err = format!("{:#}", cli.resolve().unwrap_err());
+        assert!(err.contains("http_adr"), "{err}");
+    }
+
+    /// `--help` states each default; this keeps the text and the code in step.
+    #[test]
+    fn help_lists_the_real_defaults_and_variables() {
+        let c = Settings::default().resolve().unwrap();
+        let mut cmd = Cli::command();
+        let serve = cmd.find_subcommand_mut("serve").unwrap();
+        let help = serve.render_long_help().to_string();
+        for expected in [
+            format!("[default: {}]", c.data_dir.display()),
+            format!("[default: {}]", c.http_addr),
+            format!("[default: {}]", c.db_pool_size),
+            format!("[default: {}]", c.log),
+            format!("[default: {}]", c.shutdown_grace.as_secs()),
+            format!("[default: {}]", c.api.request_timeout.as_secs()),
+            format!("[default: {}]", c.api.session_ttl.as_secs() / 86400),
+            format!("[default: {}]", c.api.secure_cookies),
+            format!("[default: {}]", c.api.max_body_bytes),
+            format!("[default: {}]", c.api.max_image_bytes),
+            format!("[default: {}]", c.api.sign_in_attempts_per_account),
+            format!("[default: {}]", c.api.sign_in_attempts_per_address),
+        ] {
+            assert!(help.contains(&expected), "--help lacks {expected}");
+        }
+        for var in [
+            "HAWKER_DATA_DIR",
+            "HAWKER_HTTP_ADDR",
+            "HAWKER_DATABASE_URL",
+            "HAWKER_CONFIG",
+            "HAWKER_LOG_FORMAT",
+        ] {
+            assert!(help.contains(var), "--help lacks {var}");
+        }
+    }
+}

@@ -1,0 +1,133 @@
+//! Start-up and shutdown: every long-running task starts here and stops on one
+//! cancellation token.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Instant;
+
+use anyhow::Context;
+use domain::account::Role;
+use store::{Store, StoreOptions};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+
+/// Seeds data after migrations and before the server starts answering (the demo).
+pub type Seed = for<'a> fn(
+    &'a Store,
+    &'a Config,
+) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send + 'a>>;
+
+pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
+    let options = StoreOptions {
+        max_connections: config.db_pool_size,
+        ..StoreOptions::default()
+    };
+    Store::open(config.database_url.as_deref(), &config.data_dir, &options)
+        .await
+        .context("opening the database")
+}
+
+/// A random 24-character password for generated accounts.
+pub fn generate_password() -> anyhow::Result<String> {
+    const ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    let mut bytes = [0u8; 24];
+    getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+    Ok(bytes
+        .iter()
+        .map(|b| ALPHABET[usize::from(*b) % ALPHABET.len()] as char)
+        .collect())
+}
+
+/// On a database without accounts, creates an admin and writes its credentials
+/// to a file only the owner can read (never to the log).
+async fn first_run_admin(store: &Store, config: &Config) -> anyhow::Result<()> {
+    if store.count_users().await? > 0 {
+        return Ok(());
+    }
+    let password = generate_password()?;
+    let email = "admin@hawker.localhost";
+    api::create_account(store, email, "Admin", &password, Role::Admin)
+        .await
+        .map_err(|e| anyhow::anyhow!("creating the first admin: {}", e.message))?;
+    let path = config.data_dir.join("initial-admin.txt");
+    write_private(&path, &format!("email: {email}\npassword: {password}\n"))?;
+    tracing::info!(file = %path.display(), "created the first admin account; its password is in the file");
+    Ok(())
+}
+
+fn write_private(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    file.write_all(text.as_bytes())?;
+    Ok(())
+}
+
+pub async fn serve(config: Config, seed: Option<Seed>) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let store = open_store(&config).await?;
+    let applied = store.migrate().await.context("migrating the database")?;
+    if !applied.is_empty() {
+        tracing::info!(
+            ?applied,
+            backend = store.backend().as_str(),
+            "applied migrations"
+        );
+    }
+    first_run_admin(&store, &config).await?;
+    if let Some(seed) = seed {
+        seed(&store, &config).await.context("seeding the demo")?;
+    }
+    let listener = tokio::net::TcpListener::bind(config.http_addr)
+        .await
+        .with_context(|| format!("listening on {}", config.http_addr))?;
+    let addr = listener.local_addr()?;
+
+    let shutdown = CancellationToken::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(api::sweep_sessions(store.clone(), shutdown.clone()));
+    tasks.spawn(stop_on_signal(shutdown.clone()));
+
+    let state = api::AppState::new(store.clone(), config.api.clone());
+    tracing::info!(
+        %addr,
+        backend = store.backend().as_str(),
+        data_dir = %config.data_dir.display(),
+        ms = started.elapsed().as_millis() as u64,
+        "Hawker is ready at http://{addr}"
+    );
+    let served = api::serve(listener, state, shutdown.clone(), config.shutdown_grace).await;
+    shutdown.cancel();
+    while tasks.join_next().await.is_some() {}
+    store.close().await;
+    tracing::info!("stopped");
+    served.context("serving HTTP")
+}
+
+/// Cancels `shutdown` on SIGINT or SIGTERM (or returns when it is cancelled
+/// elsewhere).
+async fn stop_on_signal(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        tracing::error!("cannot listen for signals; stop Hawker by killing it");
+        return;
+    };
+    tokio::select! {
+        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        () = shutdown.cancelled() => return,
+    }
+    shutdown.cancel();
+}
