@@ -11,9 +11,11 @@ use store::{Conflict, StoreError};
 macro_rules! error_codes {
     ($($variant:ident = ($status:ident, $code:literal, $message:literal),)*) => {
         /// Stable error codes. See the table in `crates/api/src/error.rs`.
+        // Each code is its variant's name in snake_case; a unit test holds them equal.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+        #[serde(rename_all = "snake_case")]
         pub enum Code {
-            $(#[serde(rename = $code)] $variant,)*
+            $($variant,)*
         }
 
         impl Code {

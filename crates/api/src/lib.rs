@@ -97,7 +97,8 @@ impl AppState {
 
 /// The whole HTTP surface with its middleware.
 pub fn router(state: AppState) -> Router {
-    let (api, openapi) = routes::api_router(state.config()).split_for_parts();
+    let (api, mut openapi) = routes::api_router(state.config()).split_for_parts();
+    routes::document_common_errors(&mut openapi);
     let openapi = Arc::new(openapi);
     let app = Router::new()
         .merge(api)

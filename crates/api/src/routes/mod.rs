@@ -26,7 +26,7 @@ use crate::{ApiConfig, AppState};
             or `Authorization: Bearer <token>` (a session token or a personal API token).",
     ),
     components(schemas(ErrorBody, Code)),
-    modifiers(&Security, &CommonErrors),
+    modifiers(&Security),
 )]
 struct ApiDoc;
 
@@ -49,11 +49,10 @@ impl Modify for Security {
 }
 
 /// Adds the errors any route can answer (bad input, limits, server trouble) to
-/// every operation, beside the route-specific ones its annotation lists.
-struct CommonErrors;
-
-impl Modify for CommonErrors {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+/// every operation, beside the route-specific ones its annotation lists. Runs on
+/// the finished document, once every route is in it.
+pub(crate) fn document_common_errors(openapi: &mut utoipa::openapi::OpenApi) {
+    {
         let common = [
             (
                 "400",

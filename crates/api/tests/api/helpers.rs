@@ -1,0 +1,190 @@
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use api::{ApiConfig, AppState};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use store::testing::TestDatabase;
+use tokio_util::sync::CancellationToken;
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub client: reqwest::Client,
+    pub db: TestDatabase,
+    shutdown: CancellationToken,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// A signed-in account: its bearer token and id.
+pub struct Account {
+    pub token: String,
+    pub id: String,
+}
+
+impl TestApp {
+    pub async fn spawn() -> Self {
+        Self::start(TestDatabase::sqlite().await, |_| {}).await
+    }
+
+    pub async fn spawn_postgres() -> Self {
+        Self::start(TestDatabase::postgres().await, |_| {}).await
+    }
+
+    pub async fn spawn_with(configure: impl FnOnce(&mut ApiConfig)) -> Self {
+        Self::start(TestDatabase::sqlite().await, configure).await
+    }
+
+    async fn start(db: TestDatabase, configure: impl FnOnce(&mut ApiConfig)) -> Self {
+        let mut config = ApiConfig::new(db.dir().to_path_buf());
+        configure(&mut config);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        let state = AppState::new(db.store.clone(), config);
+        tokio::spawn(api::serve(
+            listener,
+            state,
+            shutdown.clone(),
+            Duration::from_secs(1),
+        ));
+        Self {
+            addr,
+            client: reqwest::Client::new(),
+            db,
+            shutdown,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Sends a request with an optional bearer token and JSON body; returns the
+    /// status and the body parsed as JSON (`Value::Null` when empty).
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = self.client.request(method, self.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let res = req.send().await.unwrap();
+        let status = res.status();
+        let bytes = res.bytes().await.unwrap();
+        let value = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+                panic!(
+                    "{path} answered non-JSON: {}",
+                    String::from_utf8_lossy(&bytes)
+                )
+            })
+        };
+        (status, value)
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> (StatusCode, Value) {
+        self.call(Method::GET, path, token, None).await
+    }
+
+    pub async fn post(&self, path: &str, token: Option<&str>, body: Value) -> (StatusCode, Value) {
+        self.call(Method::POST, path, token, Some(body)).await
+    }
+
+    pub async fn patch(&self, path: &str, token: Option<&str>, body: Value) -> (StatusCode, Value) {
+        self.call(Method::PATCH, path, token, Some(body)).await
+    }
+
+    pub async fn delete(&self, path: &str, token: Option<&str>) -> (StatusCode, Value) {
+        self.call(Method::DELETE, path, token, None).await
+    }
+
+    pub async fn sign_up(&self, email: &str) -> Account {
+        let (status, body) = self
+            .post(
+                "/api/v1/users",
+                None,
+                json!({"email": email, "password": "correct horse", "display_name": "Tester"}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        Account {
+            token: body["token"].as_str().unwrap().to_owned(),
+            id: body["user"]["id"].as_str().unwrap().to_owned(),
+        }
+    }
+
+    /// A seller with a EUR shop under `handle`.
+    pub async fn seller(&self, handle: &str) -> Account {
+        let account = self.sign_up(&format!("{handle}@example.com")).await;
+        let (status, body) = self
+            .post(
+                "/api/v1/shops",
+                Some(&account.token),
+                json!({"handle": handle, "name": format!("{handle} shop"), "currency": "EUR"}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        account
+    }
+
+    /// An active product with one variant (SKU `sku`, 19.99 EUR, `stock` units).
+    pub async fn product(&self, seller: &Account, shop: &str, sku: &str, stock: i64) -> Value {
+        let (status, body) = self
+            .post(
+                &format!("/api/v1/shops/{shop}/products"),
+                Some(&seller.token),
+                json!({
+                    "title": format!("Product {sku}"),
+                    "status": "active",
+                    "variants": [{"sku": sku, "options": {"size": "M"},
+                                  "price": {"amount": 1999, "currency": "EUR"}, "stock": stock}]
+                }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body
+    }
+}
+
+/// Asserts the API's error shape and code.
+#[track_caller]
+pub fn assert_error(actual: (StatusCode, Value), status: StatusCode, code: &str) {
+    let (got_status, body) = actual;
+    assert_eq!(got_status, status, "{body}");
+    assert_eq!(body["error"]["code"], code, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+}
+
+/// A small valid PNG.
+pub fn png(width: u32, height: u32) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut encoder = png::Encoder::new(&mut out, width, height);
+    encoder.set_color(png::ColorType::Rgb);
+    encoder.set_depth(png::BitDepth::Eight);
+    let pixels = vec![200u8; (width * height * 3) as usize];
+    encoder
+        .write_header()
+        .unwrap()
+        .write_image_data(&pixels)
+        .unwrap();
+    out
+}

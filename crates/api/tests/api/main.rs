@@ -1,0 +1,11 @@
+//! HTTP API tests: each starts the real server on port 0 with a fresh database.
+
+#![allow(clippy::unwrap_used)] // Tests may unwrap: a panic is a failed test.
+
+mod accounts;
+mod bad_input;
+mod catalog;
+mod helpers;
+mod images;
+mod ops;
+mod rooms;

@@ -1,0 +1,166 @@
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use crate::helpers::TestApp;
+
+#[tokio::test]
+async fn health_readiness_metrics_and_request_ids() {
+    let app = TestApp::spawn().await;
+    assert_eq!(
+        app.get("/healthz", None).await,
+        (StatusCode::OK, serde_json::json!({"status": "ok"}))
+    );
+    let (status, ready) = app.get("/readyz", None).await;
+    assert_eq!(
+        (status, ready["store"].as_str()),
+        (StatusCode::OK, Some("sqlite"))
+    );
+    app.get("/api/v1/shops/nobody", None).await;
+
+    for path in ["/healthz", "/api/v1/nope", "/api/v1/shops/nobody"] {
+        let res = app.client.get(app.url(path)).send().await.unwrap();
+        let id = res
+            .headers()
+            .get("x-request-id")
+            .expect("x-request-id on every response");
+        assert_eq!(id.len(), 36, "a UUID");
+    }
+    let res = app
+        .client
+        .get(app.url("/healthz"))
+        .header("x-request-id", "trace-me-42")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        res.headers()["x-request-id"],
+        "trace-me-42",
+        "a client's id is kept"
+    );
+
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(
+            "http_requests_total{method=\"GET\",route=\"/api/v1/shops/{shop}\",status=\"404\"}"
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("http_request_duration_seconds_bucket"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("hawker_store_connections{backend=\"sqlite\"}"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn readiness_fails_when_the_store_is_gone() {
+    let app = TestApp::spawn().await;
+    app.db.store.close().await;
+    let (status, body) = app.get("/readyz", None).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["error"]["code"], "unavailable");
+    let (status, body) = app.get("/api/v1/shops/demo", None).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+}
+
+#[tokio::test]
+async fn openapi_describes_every_route_body_and_error() {
+    let app = TestApp::spawn().await;
+    let (status, doc) = app.get("/api/openapi.json", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    let expected: &[(&str, &str)] = &[
+        ("/api/v1/users", "post"),
+        ("/api/v1/sessions", "post"),
+        ("/api/v1/sessions/current", "delete"),
+        ("/api/v1/me", "get"),
+        ("/api/v1/tokens", "post"),
+        ("/api/v1/tokens", "get"),
+        ("/api/v1/tokens/{id}", "delete"),
+        ("/api/v1/shops", "post"),
+        ("/api/v1/shops/{shop}", "get"),
+        ("/api/v1/shops/{shop}", "patch"),
+        ("/api/v1/shops/{shop}/products", "post"),
+        ("/api/v1/shops/{shop}/products", "get"),
+        ("/api/v1/shops/{shop}/images", "post"),
+        ("/api/v1/products/{product}", "get"),
+        ("/api/v1/products/{product}", "patch"),
+        ("/api/v1/products/{product}/variants", "post"),
+        ("/api/v1/variants/{variant}", "patch"),
+        ("/api/v1/variants/{variant}/stock-adjustments", "post"),
+        ("/api/v1/variants/{variant}/stock-adjustments", "get"),
+        ("/api/v1/shops/{shop}/rooms", "post"),
+        ("/api/v1/shops/{shop}/rooms", "get"),
+        ("/api/v1/rooms", "get"),
+        ("/api/v1/rooms/{room}", "get"),
+        ("/api/v1/rooms/{room}", "patch"),
+        ("/api/v1/rooms/{room}/stream-key", "post"),
+    ];
+    let paths = doc["paths"].as_object().unwrap();
+    let mut count = 0;
+    for (path, item) in paths {
+        for (method, op) in item.as_object().unwrap() {
+            count += 1;
+            let responses = op["responses"].as_object().unwrap();
+            assert!(
+                responses.keys().any(|s| s.starts_with('2')),
+                "{method} {path} has no success response"
+            );
+            assert!(
+                responses.contains_key("500") && responses.contains_key("422"),
+                "{method} {path} lacks common errors"
+            );
+        }
+    }
+    for (path, method) in expected {
+        assert!(
+            paths.get(*path).and_then(|p| p.get(*method)).is_some(),
+            "{method} {path} is not documented"
+        );
+    }
+    assert_eq!(
+        count,
+        expected.len(),
+        "every documented operation is expected, and the reverse"
+    );
+    let schemas = doc["components"]["schemas"].as_object().unwrap();
+    for name in [
+        "ErrorBody",
+        "Code",
+        "Product",
+        "Variant",
+        "Money",
+        "Shop",
+        "Room",
+        "StockAdjustment",
+        "CreateProduct",
+        "SignUp",
+    ] {
+        assert!(schemas.contains_key(name), "schema {name} missing");
+    }
+    let codes: Vec<&str> = schemas["Code"]["enum"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    for code in api::Code::ALL {
+        assert!(
+            codes.contains(&code.as_str()),
+            "error code {} undocumented",
+            code.as_str()
+        );
+    }
+    assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+}
