@@ -103,7 +103,8 @@ fn init_logs(config: &Config) -> anyhow::Result<()> {
         .with_context(|| format!("invalid log filter {:?}", config.log))?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_target(false);
+        .with_target(false)
+        .with_writer(std::io::stderr);
     let result = match config.log_format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),

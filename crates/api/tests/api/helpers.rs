@@ -60,6 +60,11 @@ impl TestApp {
         }
     }
 
+    /// Starts the graceful shutdown, as SIGTERM does in the binary.
+    pub fn begin_shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }

@@ -1,5 +1,8 @@
+use std::time::Duration;
+
 use reqwest::StatusCode;
 use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::helpers::TestApp;
 
@@ -163,4 +166,29 @@ async fn openapi_describes_every_route_body_and_error() {
         );
     }
     assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+}
+
+#[tokio::test]
+async fn a_request_in_flight_finishes_during_shutdown() {
+    let app = TestApp::spawn().await;
+    let body =
+        br#"{"email": "late@example.com", "password": "correct horse", "display_name": "Late"}"#;
+    let mut socket = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    let head = format!(
+        "POST /api/v1/users HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    socket.write_all(head.as_bytes()).await.unwrap();
+    socket.write_all(&body[..10]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    app.begin_shutdown();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    socket.write_all(&body[10..]).await.unwrap();
+    let mut answer = Vec::new();
+    socket.read_to_end(&mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
+    // New connections are refused once the server has drained.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(tokio::net::TcpStream::connect(app.addr).await.is_err());
 }

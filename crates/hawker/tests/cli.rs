@@ -1,0 +1,371 @@
+//! The `hawker` binary from the outside: flags, logs, signals, migrations, the demo.
+
+#![allow(clippy::unwrap_used)] // Tests may unwrap: a panic is a failed test.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_hawker");
+
+/// A running `hawker` process with JSON logs on stderr.
+struct Running {
+    child: Child,
+    addr: String,
+    logs: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Running {
+    fn start(subcommand: &str, data_dir: &Path, extra: &[&str]) -> Self {
+        let mut child = Command::new(BIN)
+            .arg(subcommand)
+            .args([
+                "--http-addr",
+                "127.0.0.1:0",
+                "--log-format",
+                "json",
+                "--data-dir",
+            ])
+            .arg(data_dir)
+            .args(extra)
+            .env_remove("HAWKER_DATABASE_URL")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (tx, logs) = mpsc::channel();
+        let streams: [Box<dyn Read + Send>; 2] = [
+            Box::new(child.stderr.take().unwrap()),
+            Box::new(child.stdout.take().unwrap()),
+        ];
+        for stream in streams {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    let _ = tx.send(line);
+                }
+            });
+        }
+        let mut running = Self {
+            child,
+            addr: String::new(),
+            logs,
+            seen: Vec::new(),
+        };
+        let ready = running.wait_for("Hawker is ready");
+        let ready: Value = serde_json::from_str(&ready).unwrap();
+        running.addr = ready["addr"].as_str().unwrap().to_owned();
+        running
+    }
+
+    fn wait_for(&mut self, needle: &str) -> String {
+        loop {
+            match self.logs.recv_timeout(Duration::from_secs(60)) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!("no {needle:?} in the output:\n{}", self.seen.join("\n")),
+            }
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Sends SIGTERM and returns the exit code and everything the process printed.
+    fn stop(mut self) -> (i32, String) {
+        let pid = self.child.id().to_string();
+        assert!(
+            Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        let status = self.child.wait().unwrap();
+        while let Ok(line) = self.logs.recv_timeout(Duration::from_secs(2)) {
+            self.seen.push(line);
+        }
+        (status.code().unwrap_or(-1), self.seen.join("\n"))
+    }
+}
+
+/// These tests drive a separate process; a current-thread runtime per request
+/// keeps them synchronous.
+fn send(method: reqwest::Method, url: &str, body: Option<Value>) -> (u16, Value) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut req = reqwest::Client::new().request(method, url);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let res = req.send().await.unwrap();
+        let status = res.status().as_u16();
+        let text = res.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    })
+}
+
+fn get(url: &str) -> (u16, Value) {
+    send(reqwest::Method::GET, url, None)
+}
+
+fn post(url: &str, body: Value) -> (u16, Value) {
+    send(reqwest::Method::POST, url, Some(body))
+}
+
+fn run(args: &[&str], data_dir: &Path, stdin: Option<&str>) -> (i32, String, String) {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env_remove("HAWKER_DATABASE_URL")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+    }
+    drop(child.stdin.take());
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn version_and_help() {
+    let out = Command::new(BIN).arg("--version").output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("hawker {}", env!("CARGO_PKG_VERSION"))
+    );
+    let help = Command::new(BIN)
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    for flag in [
+        "--data-dir",
+        "--http-addr",
+        "--database-url",
+        "--config",
+        "--log-format",
+        "HAWKER_HTTP_ADDR",
+    ] {
+        assert!(help.contains(flag), "serve --help lacks {flag}");
+    }
+}
+
+#[test]
+fn serve_starts_creates_an_admin_privately_and_stops_on_sigterm() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = Running::start("serve", dir.path(), &[]);
+    assert_eq!(get(&server.url("/readyz")).0, 200);
+
+    let admin_file = dir.path().join("initial-admin.txt");
+    let text = std::fs::read_to_string(&admin_file).unwrap();
+    let mode = std::fs::metadata(&admin_file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let password = text
+        .lines()
+        .find_map(|l| l.strip_prefix("password: "))
+        .unwrap()
+        .to_owned();
+    let (status, session) = post(
+        &server.url("/api/v1/sessions"),
+        json!({"email": "admin@hawker.localhost", "password": password}),
+    );
+    assert_eq!(status, 201, "{session}");
+    assert_eq!(session["user"]["role"], "admin");
+    let (status, signup) = post(
+        &server.url("/api/v1/users"),
+        json!({"email": "a@example.com", "password": "correct horse", "display_name": "A"}),
+    );
+    assert_eq!(status, 201);
+    let token = signup["token"].as_str().unwrap().to_owned();
+
+    let (code, output) = server.stop();
+    assert_eq!(code, 0, "{output}");
+    assert!(output.contains("SIGTERM"), "{output}");
+    for secret in [password.as_str(), token.as_str(), "correct horse"] {
+        assert!(
+            !output.contains(secret),
+            "a secret reached the log:\n{output}"
+        );
+    }
+    for line in output.lines() {
+        let entry: Value =
+            serde_json::from_str(line).unwrap_or_else(|_| panic!("not a JSON log line: {line}"));
+        assert!(entry["level"].is_string(), "{line}");
+    }
+    // A second start finds the admin and does not make another.
+    let again = Running::start("serve", dir.path(), &[]);
+    assert_eq!(again.stop().0, 0);
+    assert_eq!(std::fs::read_to_string(&admin_file).unwrap(), text);
+}
+
+#[test]
+fn migrate_is_idempotent_and_admin_create_user_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out, err) = run(&["migrate"], dir.path(), None);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("Applied migrations [1]"), "{out}");
+    let (code, out, _) = run(&["migrate"], dir.path(), None);
+    assert_eq!(code, 0);
+    assert!(out.contains("up to date"), "{out}");
+
+    let args = [
+        "admin",
+        "create-user",
+        "--email",
+        "Boss@Example.com",
+        "--display-name",
+        "Boss",
+        "--admin",
+        "--password-stdin",
+    ];
+    let (code, out, err) = run(&args, dir.path(), Some("a long passphrase\n"));
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("Created admin boss@example.com"), "{out}");
+    let (code, _, err) = run(&args, dir.path(), Some("a long passphrase\n"));
+    assert_ne!(code, 0);
+    assert!(err.contains("email_taken"), "{err}");
+    let generated = [
+        "admin",
+        "create-user",
+        "--email",
+        "c@example.com",
+        "--display-name",
+        "C",
+    ];
+    let (code, out, _) = run(&generated, dir.path(), None);
+    assert_eq!(code, 0);
+    assert!(out.contains("Password (shown once): "), "{out}");
+
+    let server = Running::start("serve", dir.path(), &[]);
+    let (status, session) = post(
+        &server.url("/api/v1/sessions"),
+        json!({"email": "boss@example.com", "password": "a long passphrase"}),
+    );
+    assert_eq!(
+        (status, session["user"]["role"].as_str()),
+        (201, Some("admin"))
+    );
+    assert!(
+        !dir.path().join("initial-admin.txt").exists(),
+        "accounts existed, so no admin was generated"
+    );
+    assert_eq!(server.stop().0, 0);
+}
+
+#[test]
+fn demo_seeds_once_and_runs_again_without_duplicates() {
+    let dir = tempfile::tempdir().unwrap();
+    for _ in 0..2 {
+        let demo = Running::start("demo", dir.path(), &[]);
+        let (status, products) = get(&demo.url("/api/v1/shops/demo/products?limit=100"));
+        assert_eq!(status, 200);
+        let items = products["items"].as_array().unwrap();
+        assert_eq!(items.len(), 8);
+        assert!(
+            items
+                .iter()
+                .all(|p| p["images"].as_array().unwrap().len() == 1)
+        );
+        let image = items[0]["images"][0].as_str().unwrap();
+        assert_eq!(get(&demo.url(&format!("/images/{image}"))).0, 200);
+        let (status, rooms) = get(&demo.url("/api/v1/shops/demo/rooms"));
+        assert_eq!(status, 200);
+        assert_eq!(rooms["items"].as_array().unwrap().len(), 1);
+        let (status, _) = post(
+            &demo.url("/api/v1/sessions"),
+            json!({"email": "seller@demo.hawker.localhost", "password": "hawker-demo"}),
+        );
+        assert_eq!(status, 201);
+        let (status, home) = get(&demo.url("/"));
+        assert_eq!(status, 200);
+        assert!(home.as_str().unwrap().contains("Organic Cotton Tee"));
+        let (code, output) = demo.stop();
+        assert_eq!(code, 0, "{output}");
+        assert!(
+            output.contains("seller@demo.hawker.localhost / hawker-demo"),
+            "{output}"
+        );
+    }
+}
+
+#[test]
+fn serves_from_postgres_when_given_a_database_url() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let db = rt.block_on(store::testing::TestDatabase::postgres());
+    let dir = tempfile::tempdir().unwrap();
+    let url = db.url.clone().unwrap();
+    let server = Running::start("serve", dir.path(), &["--database-url", &url]);
+    let (status, ready) = get(&server.url("/readyz"));
+    assert_eq!((status, ready["store"].as_str()), (200, Some("postgres")));
+    let (code, output) = server.stop();
+    assert_eq!(code, 0, "{output}");
+    assert!(
+        !output.contains(&url),
+        "the database URL may hold a password: it is never logged"
+    );
+    rt.block_on(db.store.close());
+}
+
+#[test]
+fn bad_configuration_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, _, err) = run(
+        &["serve", "--config", "/nonexistent/hawker.toml"],
+        dir.path(),
+        None,
+    );
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("reading the config file /nonexistent/hawker.toml"),
+        "{err}"
+    );
+    let file = dir.path().join("bad.toml");
+    std::fs::write(&file, "http_addr = \"not an address\"\n").unwrap();
+    let (code, _, err) = run(
+        &["serve", "--config", file.to_str().unwrap()],
+        dir.path(),
+        None,
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("bad.toml"), "{err}");
+    let (code, _, err) = run(&["serve", "--http-addr", "nowhere"], dir.path(), None);
+    assert_eq!(code, 2, "clap's usage error: {err}");
+    assert!(err.contains("--http-addr"), "{err}");
+}
