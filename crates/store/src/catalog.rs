@@ -63,9 +63,16 @@ pub struct VariantPatch {
 
 const SHOP_COLUMNS: &str =
     "id, owner_id, handle, name, currency, description, created_at, updated_at";
-const PRODUCT_COLUMNS: &str = "id, shop_id, title, description, status, created_at, updated_at";
+const PRODUCT_COLUMNS: &str =
+    "id, shop_id, title, description, status, images, created_at, updated_at";
+/// Product columns under `p_` names, so they can share a row with a variant's.
+const PRODUCT_SELECT: &str = "p.id AS p_id, p.shop_id AS p_shop_id, p.title AS p_title, \
+     p.description AS p_description, p.status AS p_status, p.images AS p_images, \
+     p.created_at AS p_created_at, p.updated_at AS p_updated_at";
 const VARIANT_COLUMNS: &str = "id, product_id, sku, options, price_amount, currency, \
      stock_on_hand, created_at, updated_at";
+const VARIANT_SELECT: &str = "v.id, v.product_id, v.sku, v.options, v.price_amount, \
+     v.currency, v.stock_on_hand, v.created_at, v.updated_at";
 const ADJUSTMENT_COLUMNS: &str =
     "id, variant_id, delta, reason, note, actor_id, on_hand_after, created_at";
 
@@ -83,21 +90,33 @@ fn shop<R: Get>(r: &R) -> Result<Shop> {
     })
 }
 
-/// A product row without its images and variants, which [`assemble`] adds.
+/// A product's own columns (selected as [`PRODUCT_SELECT`]), without its variants.
 fn product_row<R: Get>(r: &R) -> Result<Product> {
-    let status = r.text("status")?;
+    let status = r.text("p_status")?;
+    let images: Vec<String> =
+        serde_json::from_str(&r.text("p_images")?).map_err(|e| corrupt("product images", e))?;
     Ok(Product {
-        id: ProductId::from_string(r.text("id")?),
-        shop_id: ShopId::from_string(r.text("shop_id")?),
-        title: Title::parse(&r.text("title")?).map_err(|e| corrupt("title", e))?,
-        description: Description::parse(&r.text("description")?)
+        id: ProductId::from_string(r.text("p_id")?),
+        shop_id: ShopId::from_string(r.text("p_shop_id")?),
+        title: Title::parse(&r.text("p_title")?).map_err(|e| corrupt("title", e))?,
+        description: Description::parse(&r.text("p_description")?)
             .map_err(|e| corrupt("description", e))?,
         status: ProductStatus::parse(&status).ok_or_else(|| corrupt("status", status))?,
-        images: Vec::new(),
+        images,
         variants: Vec::new(),
-        created_at: Timestamp::from_millis(r.int("created_at")?),
-        updated_at: Timestamp::from_millis(r.int("updated_at")?),
+        created_at: Timestamp::from_millis(r.int("p_created_at")?),
+        updated_at: Timestamp::from_millis(r.int("p_updated_at")?),
     })
+}
+
+/// A row of a product joined with one of its variants (none for a product
+/// without variants, where the LEFT JOIN leaves the variant columns NULL).
+fn product_and_variant<R: Get>(r: &R) -> Result<(Product, Option<Variant>)> {
+    let variant = match r.opt_text("id")? {
+        Some(_) => Some(variant(r)?),
+        None => None,
+    };
+    Ok((product_row(r)?, variant))
 }
 
 fn variant<R: Get>(r: &R) -> Result<Variant> {
@@ -115,10 +134,6 @@ fn variant<R: Get>(r: &R) -> Result<Variant> {
         created_at: Timestamp::from_millis(r.int("created_at")?),
         updated_at: Timestamp::from_millis(r.int("updated_at")?),
     })
-}
-
-fn product_image<R: Get>(r: &R) -> Result<(String, String)> {
-    Ok((r.text("product_id")?, r.text("image_id")?))
 }
 
 fn adjustment<R: Get>(r: &R) -> Result<StockAdjustment> {
@@ -147,9 +162,9 @@ fn content_type<R: Get>(r: &R) -> Result<String> {
     r.text("content_type")
 }
 
-/// Fills in the images and variants of `products` (all of one shop, ids between
-/// `low` and `high`) with one query each, instead of two per product.
-async fn assemble(
+/// Fills in the variants of `products` (all of one shop) with one query for the
+/// whole page, instead of one per product.
+async fn with_variants(
     e: &mut impl Execute,
     shop: &ShopId,
     mut products: Vec<Product>,
@@ -160,25 +175,12 @@ async fn assemble(
     ) else {
         return Ok(products);
     };
-    let images = fetch_all!(
-        e,
-        sqlx::query(
-            "SELECT pi.product_id, pi.image_id FROM product_images pi
-             JOIN products p ON p.id = pi.product_id
-             WHERE p.shop_id = $1 AND pi.product_id >= $2 AND pi.product_id <= $3
-             ORDER BY pi.product_id, pi.position"
-        )
-        .bind(shop.as_str())
-        .bind(&low)
-        .bind(&high),
-        product_image
-    )?;
     let variants = fetch_all!(
         e,
         sqlx::query(&format!(
-            "SELECT {VARIANT_COLUMNS} FROM variants
-             WHERE shop_id = $1 AND product_id >= $2 AND product_id <= $3
-             ORDER BY product_id, position"
+            "SELECT {VARIANT_SELECT} FROM variants v
+             WHERE v.shop_id = $1 AND v.product_id >= $2 AND v.product_id <= $3
+             ORDER BY v.product_id, v.position"
         ))
         .bind(shop.as_str())
         .bind(&low)
@@ -189,11 +191,6 @@ async fn assemble(
         .iter_mut()
         .map(|p| (p.id.as_str().to_owned(), p))
         .collect();
-    for (product, image) in images {
-        if let Some(p) = by_id.get_mut(&product) {
-            p.images.push(image);
-        }
-    }
     for v in variants {
         if let Some(p) = by_id.get_mut(v.product_id.as_str()) {
             p.variants.push(v);
@@ -202,35 +199,33 @@ async fn assemble(
     Ok(products)
 }
 
+/// A product with its variants, in one query.
 async fn load_product(e: &mut impl Execute, id: &ProductId) -> Result<Option<Product>> {
-    let Some(p) = fetch_optional!(
+    let rows = fetch_all!(
         e,
         sqlx::query(&format!(
-            "SELECT {PRODUCT_COLUMNS} FROM products WHERE id = $1"
+            "SELECT {PRODUCT_SELECT}, {VARIANT_SELECT}
+             FROM products p LEFT JOIN variants v ON v.product_id = p.id
+             WHERE p.id = $1 ORDER BY v.position"
         ))
         .bind(id.as_str()),
-        product_row
-    )?
-    else {
+        product_and_variant
+    )?;
+    let mut rows = rows.into_iter();
+    let Some((mut product, first)) = rows.next() else {
         return Ok(None);
     };
-    let shop = p.shop_id.clone();
-    Ok(assemble(e, &shop, vec![p]).await?.pop())
+    product.variants = first
+        .into_iter()
+        .chain(rows.filter_map(|(_, v)| v))
+        .collect();
+    Ok(Some(product))
 }
 
-/// Checks that every image was uploaded to `shop`, then makes them the product's
-/// images in the given order.
-async fn set_images(
-    e: &mut impl Execute,
-    shop: &ShopId,
-    product: &ProductId,
-    images: &[String],
-) -> Result<()> {
-    execute!(
-        e,
-        sqlx::query("DELETE FROM product_images WHERE product_id = $1").bind(product.as_str())
-    )?;
-    for (position, image) in images.iter().enumerate() {
+/// Checks that every image was uploaded to `shop` and returns the list as the
+/// JSON the product row keeps.
+async fn checked_images(e: &mut impl Execute, shop: &ShopId, images: &[String]) -> Result<String> {
+    for image in images {
         let known = fetch_optional!(
             e,
             sqlx::query("SELECT content_type FROM images WHERE shop_id = $1 AND id = $2")
@@ -241,17 +236,8 @@ async fn set_images(
         if known.is_none() {
             return Err(StoreError::UnknownImage(image.clone()));
         }
-        execute!(
-            e,
-            sqlx::query(
-                "INSERT INTO product_images (product_id, position, image_id) VALUES ($1, $2, $3)"
-            )
-            .bind(product.as_str())
-            .bind(position as i64)
-            .bind(image)
-        )?;
     }
-    Ok(())
+    serde_json::to_string(images).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
 async fn insert_variant(
@@ -476,19 +462,20 @@ impl Store {
         let id = ProductId::generate();
         let now = Timestamp::now().as_millis();
         let mut tx = self.write().await?;
+        let images = checked_images(&mut tx, &new.shop, &new.images).await?;
         execute!(
             &mut tx,
             sqlx::query(&format!(
-                "INSERT INTO products ({PRODUCT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $6)"
+                "INSERT INTO products ({PRODUCT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $7)"
             ))
             .bind(id.as_str())
             .bind(new.shop.as_str())
             .bind(new.title.as_str())
             .bind(new.description.as_str())
             .bind(new.status.as_str())
+            .bind(&images)
             .bind(now)
         )?;
-        set_images(&mut tx, &new.shop, &id, &new.images).await?;
         for (position, v) in new.variants.iter().enumerate() {
             insert_variant(&mut tx, &new.shop, &id, position as i64, v, actor).await?;
         }
@@ -499,6 +486,7 @@ impl Store {
         Ok(product)
     }
 
+    /// A product with its variants, in one query.
     pub async fn product(&self, id: &ProductId) -> Result<Option<Product>> {
         let mut c = self.read().await?;
         load_product(&mut c, id).await
@@ -517,9 +505,9 @@ impl Store {
         let rows = fetch_all!(
             &mut c,
             sqlx::query(&format!(
-                "SELECT {PRODUCT_COLUMNS} FROM products
-                 WHERE shop_id = $1 AND status IN ($2, $3, $4) AND id < $5
-                 ORDER BY id DESC LIMIT $6"
+                "SELECT {PRODUCT_SELECT} FROM products p
+                 WHERE p.shop_id = $1 AND p.status IN ($2, $3, $4) AND p.id < $5
+                 ORDER BY p.id DESC LIMIT $6"
             ))
             .bind(shop.as_str())
             .bind(status(0))
@@ -529,30 +517,38 @@ impl Store {
             .bind(page.fetch_limit()),
             product_row
         )?;
-        let products = assemble(&mut c, shop, rows).await?;
+        let products = with_variants(&mut c, shop, rows).await?;
         Ok(page.page(products, |p| p.id.as_str().to_owned()))
     }
 
     pub async fn update_product(&self, id: &ProductId, patch: ProductPatch) -> Result<Product> {
         let mut tx = self.write().await?;
-        let updated = fetch_optional!(
+        let images = match &patch.images {
+            Some(images) => {
+                let product = load_product(&mut tx, id)
+                    .await?
+                    .ok_or(StoreError::NotFound)?;
+                Some(checked_images(&mut tx, &product.shop_id, images).await?)
+            }
+            None => None,
+        };
+        let changed = execute!(
             &mut tx,
-            sqlx::query(&format!(
+            sqlx::query(
                 "UPDATE products SET title = COALESCE($2, title),
                      description = COALESCE($3, description), status = COALESCE($4, status),
-                     updated_at = $5
-                 WHERE id = $1 RETURNING {PRODUCT_COLUMNS}"
-            ))
+                     images = COALESCE($5, images), updated_at = $6
+                 WHERE id = $1"
+            )
             .bind(id.as_str())
             .bind(patch.title.as_ref().map(Title::as_str))
             .bind(patch.description.as_ref().map(Description::as_str))
             .bind(patch.status.map(ProductStatus::as_str))
-            .bind(Timestamp::now().as_millis()),
-            product_row
-        )?
-        .ok_or(StoreError::NotFound)?;
-        if let Some(images) = &patch.images {
-            set_images(&mut tx, &updated.shop_id, id, images).await?;
+            .bind(images.as_deref())
+            .bind(Timestamp::now().as_millis())
+        )?;
+        if changed == 0 {
+            return Err(StoreError::NotFound);
         }
         let product = load_product(&mut tx, id)
             .await?
@@ -592,7 +588,7 @@ impl Store {
         fetch_optional!(
             &mut c,
             sqlx::query(&format!(
-                "SELECT shop_id, {VARIANT_COLUMNS} FROM variants WHERE id = $1"
+                "SELECT v.shop_id, {VARIANT_SELECT} FROM variants v WHERE v.id = $1"
             ))
             .bind(id.as_str()),
             variant_owner

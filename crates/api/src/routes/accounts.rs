@@ -165,15 +165,9 @@ async fn sign_in(
             return Err(ApiError::from(Code::RateLimited).retry_after(wait));
         }
     }
-    let found = state.store().user_by_email(&email).await?;
-    let (user, hash) = match found {
-        Some((user, hash)) => (Some(user), Some(hash)),
-        None => (None, None),
-    };
-    if !verify_password(body.password, hash).await {
-        return Err(Code::InvalidCredentials.into());
-    }
-    let Some(user) = user else {
+    let (user, hash) = state.store().user_by_email(&email).await?.unzip();
+    let verified = verify_password(body.password, hash).await;
+    let Some(user) = user.filter(|_| verified) else {
         return Err(Code::InvalidCredentials.into());
     };
     state.0.sign_in_by_account.clear(&account_key);

@@ -60,17 +60,15 @@ CREATE TABLE products (
     title TEXT NOT NULL,
     description TEXT NOT NULL,
     status TEXT NOT NULL CHECK (status IN ('draft', 'active', 'archived')),
+    -- Image ids in display order, as a JSON array; each was checked against
+    -- images(shop_id, id) when written. Kept on the row so that a product and its
+    -- variants load in one query.
+    images TEXT NOT NULL,
     created_at BIGINT NOT NULL,
     updated_at BIGINT NOT NULL
 );
 CREATE INDEX products_shop ON products (shop_id, id);
 
-CREATE TABLE product_images (
-    product_id TEXT COLLATE "C" NOT NULL REFERENCES products (id) ON DELETE CASCADE,
-    position BIGINT NOT NULL,
-    image_id TEXT COLLATE "C" NOT NULL,
-    PRIMARY KEY (product_id, position)
-);
 
 CREATE TABLE variants (
     id TEXT COLLATE "C" PRIMARY KEY,

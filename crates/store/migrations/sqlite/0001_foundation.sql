@@ -59,17 +59,15 @@ CREATE TABLE products (
     title TEXT NOT NULL,
     description TEXT NOT NULL,
     status TEXT NOT NULL CHECK (status IN ('draft', 'active', 'archived')),
+    -- Image ids in display order, as a JSON array; each was checked against
+    -- images(shop_id, id) when written. Kept on the row so that a product and its
+    -- variants load in one query.
+    images TEXT NOT NULL,
     created_at INTEGER NOT NULL,
     updated_at INTEGER NOT NULL
 ) STRICT;
 CREATE INDEX products_shop ON products (shop_id, id);
 
-CREATE TABLE product_images (
-    product_id TEXT NOT NULL REFERENCES products (id) ON DELETE CASCADE,
-    position INTEGER NOT NULL,
-    image_id TEXT NOT NULL,
-    PRIMARY KEY (product_id, position)
-) STRICT;
 
 CREATE TABLE variants (
     id TEXT PRIMARY KEY,
