@@ -344,6 +344,47 @@ fn serves_from_postgres_when_given_a_database_url() {
 }
 
 #[test]
+fn environment_variables_configure_and_flags_win() {
+    let from_env = tempfile::tempdir().unwrap();
+    let from_flag = tempfile::tempdir().unwrap();
+    let migrate = |flag: Option<&Path>| {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("migrate").env("HAWKER_DATA_DIR", from_env.path());
+        if let Some(dir) = flag {
+            cmd.arg("--data-dir").arg(dir);
+        }
+        assert!(cmd.output().unwrap().status.success());
+    };
+    migrate(None);
+    assert!(from_env.path().join("hawker.db").exists());
+    migrate(Some(from_flag.path()));
+    assert!(from_flag.path().join("hawker.db").exists());
+
+    let file = from_flag.path().join("hawker.toml");
+    let file_dir = from_flag.path().join("from-file");
+    std::fs::write(
+        &file,
+        format!("data_dir = {:?}\n", file_dir.to_str().unwrap()),
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["migrate", "--config"])
+        .arg(&file)
+        .env_remove("HAWKER_DATA_DIR")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        file_dir.join("hawker.db").exists(),
+        "the file's data_dir is used"
+    );
+}
+
+#[test]
 fn bad_configuration_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let (code, _, err) = run(

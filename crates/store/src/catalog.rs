@@ -226,18 +226,22 @@ async fn load_product(e: &mut impl Execute, id: &ProductId) -> Result<Option<Pro
 /// JSON the product row keeps.
 async fn checked_images(e: &mut impl Execute, shop: &ShopId, images: &[String]) -> Result<String> {
     for image in images {
-        let known = fetch_optional!(
-            e,
-            sqlx::query("SELECT content_type FROM images WHERE shop_id = $1 AND id = $2")
-                .bind(shop.as_str())
-                .bind(image),
-            content_type
-        )?;
-        if known.is_none() {
+        if !image_in_shop(e, shop, image).await? {
             return Err(StoreError::UnknownImage(image.clone()));
         }
     }
     serde_json::to_string(images).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+async fn image_in_shop(e: &mut impl Execute, shop: &ShopId, image: &str) -> Result<bool> {
+    let found = fetch_optional!(
+        e,
+        sqlx::query("SELECT content_type FROM images WHERE shop_id = $1 AND id = $2")
+            .bind(shop.as_str())
+            .bind(image),
+        content_type
+    )?;
+    Ok(found.is_some())
 }
 
 async fn insert_variant(
@@ -444,6 +448,12 @@ impl Store {
             .bind(Timestamp::now().as_millis())
         )?;
         tx.commit().await
+    }
+
+    /// Whether `image` was uploaded to `shop` (images are usable only in their shop).
+    pub async fn shop_has_image(&self, shop: &ShopId, image: &str) -> Result<bool> {
+        let mut c = self.read().await?;
+        image_in_shop(&mut c, shop, image).await
     }
 
     /// The content type of an uploaded image, by its content hash.

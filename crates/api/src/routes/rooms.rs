@@ -6,7 +6,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use domain::Timestamp;
 use domain::catalog::{Description, Title};
-use domain::ids::RoomId;
+use domain::ids::{RoomId, ShopId};
 use domain::room::{Room, RoomEvent, RoomStatus, StreamKey};
 use serde::{Deserialize, Serialize};
 use store::{NewRoom, RoomFilter, RoomPatch, StoreError};
@@ -106,13 +106,14 @@ async fn owned_room(state: &AppState, current: &CurrentUser, id: &str) -> ApiRes
     Ok(room)
 }
 
-async fn check_cover(state: &AppState, image: Option<&str>) -> ApiResult<()> {
+/// A cover must be an image uploaded to the room's own shop.
+async fn check_cover(state: &AppState, shop: &ShopId, image: Option<&str>) -> ApiResult<()> {
     if let Some(image) = image
-        && state.store().image_content_type(image).await?.is_none()
+        && !state.store().shop_has_image(shop, image).await?
     {
         return Err(ApiError::new(
             Code::UnknownImage,
-            format!("Image {image} was not uploaded."),
+            format!("Image {image} was not uploaded to this shop."),
         ));
     }
     Ok(())
@@ -135,7 +136,7 @@ async fn create_room(
     JsonBody(body): JsonBody<CreateRoom>,
 ) -> ApiResult<(StatusCode, Json<RoomWithKey>)> {
     let shop = owned_shop(&state, &current, &shop).await?;
-    check_cover(&state, body.cover_image.as_deref()).await?;
+    check_cover(&state, &shop.id, body.cover_image.as_deref()).await?;
     let key = new_stream_key()?;
     let room = state
         .store()
@@ -236,7 +237,7 @@ async fn update_room(
         return Err(Code::InvalidTransition.into());
     }
     if let Some(Some(image)) = &body.cover_image {
-        check_cover(&state, Some(image)).await?;
+        check_cover(&state, &room.shop_id, Some(image)).await?;
     }
     let patch = RoomPatch {
         title: body.title.as_deref().map(Title::parse).transpose()?,

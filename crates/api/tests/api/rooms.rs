@@ -1,7 +1,7 @@
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::helpers::{TestApp, assert_error};
+use crate::helpers::{TestApp, assert_error, png};
 
 #[tokio::test]
 async fn rooms_with_stream_keys_shown_once() {
@@ -106,6 +106,45 @@ async fn rooms_with_stream_keys_shown_once() {
             .await,
         StatusCode::UNPROCESSABLE_ENTITY,
         "unknown_image",
+    );
+
+    // A cover must come from the room's own shop.
+    let upload = |token: &str, shop: &str| {
+        let req = app
+            .client
+            .post(app.url(&format!("/api/v1/shops/{shop}/images")))
+            .bearer_auth(token)
+            .body(png(6, 6));
+        async move {
+            req.send()
+                .await
+                .unwrap()
+                .json::<serde_json::Value>()
+                .await
+                .unwrap()
+        }
+    };
+    let bobs = upload(&bob.token, "bobs").await;
+    assert_error(
+        app.patch(&path, Some(&ann.token), json!({"cover_image": bobs["id"]}))
+            .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "unknown_image",
+    );
+    let anns = upload(&ann.token, "anns").await;
+    let (status, covered) = app
+        .patch(&path, Some(&ann.token), json!({"cover_image": anns["id"]}))
+        .await;
+    assert_eq!(
+        (status, &covered["cover_image"]),
+        (StatusCode::OK, &anns["id"])
+    );
+    let (status, cleared) = app
+        .patch(&path, Some(&ann.token), json!({"cover_image": null}))
+        .await;
+    assert_eq!(
+        (status, &cleared["cover_image"]),
+        (StatusCode::OK, &json!(null))
     );
 }
 
