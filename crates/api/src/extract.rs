@@ -93,6 +93,29 @@ fn presented(parts: &Parts) -> Presented {
     cookie.map_or(Presented::Nothing, Presented::Cookie)
 }
 
+/// Whether a cookie-authenticated request may act: reads always; writes only
+/// when the browser says they come from this origin. SameSite=Lax keeps the cookie
+/// off cross-site posts already; this also stops sibling subdomains ("same-site")
+/// and browsers that ignore SameSite.
+fn same_origin_write(parts: &Parts) -> bool {
+    use axum::http::Method;
+    if matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS) {
+        return true;
+    }
+    let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+    if let Some(site) = header("sec-fetch-site") {
+        return matches!(site, "same-origin" | "none");
+    }
+    match (header("origin"), header("host")) {
+        (Some(origin), Some(host)) => origin
+            .split_once("://")
+            .is_some_and(|(_, origin_host)| origin_host == host),
+        (Some(_), None) => false,
+        // No Origin: not a cross-origin browser request.
+        (None, _) => true,
+    }
+}
+
 async fn resolve(state: &AppState, token: &str) -> Result<Option<CurrentUser>, ApiError> {
     let hash = hash_secret(token);
     let store = state.store();
@@ -122,6 +145,12 @@ impl FromRequestParts<AppState> for MaybeUser {
         }
         let user = match presented(parts) {
             Presented::Nothing => None,
+            Presented::Cookie(_) if !same_origin_write(parts) => {
+                return Err(ApiError::new(
+                    Code::Forbidden,
+                    "A cookie-signed request that changes something must come from this site.",
+                ));
+            }
             Presented::Cookie(token) => resolve(state, &token).await?,
             Presented::Bearer(token) => match resolve(state, &token).await? {
                 Some(user) => Some(user),

@@ -243,3 +243,71 @@ async fn api_tokens_are_for_sellers_shown_once_and_revocable() {
         "not_a_session",
     );
 }
+
+#[tokio::test]
+async fn cookie_writes_must_come_from_this_origin() {
+    let app = TestApp::spawn().await;
+    let res = app
+        .client
+        .post(app.url("/api/v1/users"))
+        .json(&json!({"email": "ann@example.com", "password": "correct horse", "display_name": "Ann"}))
+        .send()
+        .await
+        .unwrap();
+    let cookie = res.headers()[SET_COOKIE]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let open_shop = |headers: Vec<(&'static str, String)>, handle: &'static str| {
+        let mut req = app
+            .client
+            .post(app.url("/api/v1/shops"))
+            .header(COOKIE, cookie.clone())
+            .json(&json!({"handle": handle, "name": "Ann", "currency": "EUR"}));
+        for (name, value) in headers {
+            req = req.header(name, value);
+        }
+        async move { req.send().await.unwrap().status() }
+    };
+    let own_origin = format!("http://{}", app.addr);
+    assert_eq!(
+        open_shop(vec![("sec-fetch-site", "cross-site".into())], "cross-a").await,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        open_shop(vec![("sec-fetch-site", "same-site".into())], "cross-b").await,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        open_shop(vec![("origin", "https://evil.example".into())], "cross-c").await,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        open_shop(
+            vec![
+                ("sec-fetch-site", "same-origin".into()),
+                ("origin", own_origin.clone())
+            ],
+            "own-a"
+        )
+        .await,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        open_shop(vec![("origin", own_origin)], "own-b").await,
+        StatusCode::CREATED
+    );
+    // Reads are fine from anywhere, and bearer tokens are not cookies.
+    let read = app
+        .client
+        .get(app.url("/api/v1/me"))
+        .header(COOKIE, cookie.clone())
+        .header("sec-fetch-site", "cross-site")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.status(), StatusCode::OK);
+}
