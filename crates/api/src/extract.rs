@@ -140,9 +140,6 @@ impl FromRequestParts<AppState> for MaybeUser {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        if let Some(cached) = parts.extensions.get::<CurrentUser>() {
-            return Ok(Self(Some(cached.clone())));
-        }
         let user = match presented(parts) {
             Presented::Nothing => None,
             Presented::Cookie(_) if !same_origin_write(parts) => {
@@ -162,9 +159,6 @@ impl FromRequestParts<AppState> for MaybeUser {
                 }
             },
         };
-        if let Some(user) = &user {
-            parts.extensions.insert(user.clone());
-        }
         Ok(Self(user))
     }
 }

@@ -53,8 +53,6 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let backend = [("backend", pool.backend.as_str())];
     metrics::gauge!("hawker_store_connections", &backend).set(f64::from(pool.connections));
     metrics::gauge!("hawker_store_idle_connections", &backend).set(f64::from(pool.idle));
-    metrics::gauge!("hawker_store_writer_connections", &backend)
-        .set(f64::from(pool.writer_connections));
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.0.metrics.render(),

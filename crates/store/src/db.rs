@@ -66,9 +66,9 @@ impl Default for StoreOptions {
 #[derive(Debug, Clone, Copy)]
 pub struct PoolStats {
     pub backend: Backend,
+    /// Open connections; on SQLite the readers and the one writer.
     pub connections: u32,
     pub idle: u32,
-    pub writer_connections: u32,
 }
 
 #[derive(Clone)]
@@ -202,13 +202,11 @@ impl Store {
                 backend: Backend::Sqlite,
                 connections: reader.size() + writer.size(),
                 idle: (reader.num_idle() + writer.num_idle()) as u32,
-                writer_connections: writer.size(),
             },
             Db::Postgres(pool) => PoolStats {
                 backend: Backend::Postgres,
                 connections: pool.size(),
                 idle: pool.num_idle() as u32,
-                writer_connections: pool.size(),
             },
         }
     }

@@ -3,9 +3,9 @@
 //! versioned migrations embedded in the binary.
 //!
 //! Every query is written once, with `$1` placeholders that both databases accept,
-//! and runs on either backend through the [`sql`] macros; dialect differences live in
-//! the migrations. This crate knows nothing of HTTP, sessions cookies or JSON bodies:
-//! it stores and returns domain types.
+//! and runs on either backend through the macros in `db.rs`; dialect differences
+//! live in the migrations. This crate knows nothing of HTTP, cookies or request
+//! bodies: it stores and returns domain types.
 
 mod accounts;
 mod catalog;
