@@ -71,6 +71,19 @@ id_type!(
     RoomId, "room"
 );
 
+id_type!(
+    /// A flash sale.
+    SaleId, "sale"
+);
+id_type!(
+    /// An order.
+    OrderId, "ord"
+);
+id_type!(
+    /// One entry of an order's history.
+    OrderEventId, "oev"
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;

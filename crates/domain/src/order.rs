@@ -4,6 +4,8 @@
 
 use serde::Serialize;
 
+use crate::Timestamp;
+use crate::ids::{OrderEventId, OrderId, ProductId, RoomId, SaleId, ShopId, UserId, VariantId};
 use crate::money::Money;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
@@ -49,6 +51,50 @@ impl OrderStatus {
             _ => None,
         }
     }
+}
+
+/// One line of an order, with the price at the moment of purchase.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct OrderLine {
+    pub variant_id: VariantId,
+    pub product_id: ProductId,
+    pub sku: String,
+    pub title: String,
+    pub quantity: i64,
+    pub unit_price: Money,
+}
+
+/// One change of an order's state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct OrderHistoryEntry {
+    pub id: OrderEventId,
+    /// The state after the change.
+    pub status: OrderStatus,
+    /// Who made it; absent for Hawker itself (expiry, a payment provider's callback).
+    pub actor_id: Option<UserId>,
+    pub reason: String,
+    /// The money moved, for payments and refunds.
+    pub amount: Option<Money>,
+    pub at: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct Order {
+    pub id: OrderId,
+    pub buyer_id: UserId,
+    pub shop_id: ShopId,
+    pub room_id: Option<RoomId>,
+    pub sale_id: Option<SaleId>,
+    pub status: OrderStatus,
+    pub lines: Vec<OrderLine>,
+    pub total: Money,
+    pub paid: Money,
+    pub refunded: Money,
+    /// When an unpaid reservation lapses.
+    pub expires_at: Option<Timestamp>,
+    pub history: Vec<OrderHistoryEntry>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
 }
 
 /// What happens to an order.

@@ -6,7 +6,9 @@
 
 use serde::Serialize;
 
-use crate::ValidationError;
+use crate::ids::{RoomId, SaleId, ShopId, VariantId};
+use crate::money::Money;
+use crate::{Timestamp, ValidationError};
 
 /// The most units one buyer may take from one sale, whatever the seller sets.
 pub const MAX_PER_BUYER: i64 = 100;
@@ -51,6 +53,35 @@ impl SaleStatus {
     /// Ended and cancelled sales never change again.
     pub fn is_closed(self) -> bool {
         matches!(self, Self::Ended | Self::Cancelled)
+    }
+}
+
+/// A flash sale as clients see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct FlashSale {
+    pub id: SaleId,
+    pub room_id: RoomId,
+    pub shop_id: ShopId,
+    pub variant_id: VariantId,
+    pub price: Money,
+    pub quantity: i64,
+    /// Units not yet reserved.
+    pub available: i64,
+    pub per_buyer_limit: i64,
+    pub status: SaleStatus,
+    pub starts_at: Timestamp,
+    pub ends_at: Timestamp,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+impl FlashSale {
+    pub fn stock(&self) -> SaleStock {
+        SaleStock {
+            status: self.status,
+            quantity: self.quantity,
+            available: self.available,
+        }
     }
 }
 

@@ -20,6 +20,10 @@ pub enum AdjustmentReason {
     Damaged,
     /// A buyer sent goods back.
     Returned,
+    /// Units set aside for a flash sale when it started.
+    SaleAllocated,
+    /// Units of a flash sale that were not sold, back when it ended.
+    SaleReturned,
 }
 
 impl AdjustmentReason {
@@ -30,7 +34,18 @@ impl AdjustmentReason {
             Self::Correction => "correction",
             Self::Damaged => "damaged",
             Self::Returned => "returned",
+            Self::SaleAllocated => "sale_allocated",
+            Self::SaleReturned => "sale_returned",
         }
+    }
+
+    /// Whether a seller may record this reason by hand; the others are written
+    /// by Hawker itself (a variant's creation, flash sales).
+    pub fn is_manual(self) -> bool {
+        matches!(
+            self,
+            Self::Received | Self::Correction | Self::Damaged | Self::Returned
+        )
     }
 
     pub fn parse(s: &str) -> Option<Self> {
@@ -40,6 +55,8 @@ impl AdjustmentReason {
             "correction" => Some(Self::Correction),
             "damaged" => Some(Self::Damaged),
             "returned" => Some(Self::Returned),
+            "sale_allocated" => Some(Self::SaleAllocated),
+            "sale_returned" => Some(Self::SaleReturned),
             _ => None,
         }
     }

@@ -282,7 +282,7 @@ async fn insert_variant(
 
 /// The one path by which stock on hand changes: a conditional update that cannot
 /// take stock below zero, and its ledger line, in the caller's transaction.
-async fn adjust(
+pub(crate) async fn adjust(
     e: &mut impl Execute,
     variant: &VariantId,
     delta: StockDelta,

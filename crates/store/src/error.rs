@@ -14,12 +14,18 @@ pub enum StoreError {
     Conflict(Conflict),
     #[error("stock on hand is {on_hand}; the change would take it below zero")]
     InsufficientStock { on_hand: i64 },
+    #[error("the record is not in the state this change needs")]
+    WrongState,
     #[error("image {0} was not uploaded to this shop")]
     UnknownImage(String),
     #[error("stored data is invalid: {0}")]
     Corrupt(String),
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    #[error(transparent)]
+    Shared(std::sync::Arc<StoreError>),
+    #[error("the inventory batcher stopped before answering")]
+    Interrupted,
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
@@ -37,12 +43,14 @@ impl StoreError {
 
     /// True when the database could not be reached or answered with an I/O error.
     pub fn is_unavailable(&self) -> bool {
-        matches!(
-            self,
+        match self {
             StoreError::Database(
-                sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed
+                sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed,
             )
-        )
+            | StoreError::Interrupted => true,
+            StoreError::Shared(inner) => inner.is_unavailable(),
+            _ => false,
+        }
     }
 }
 

@@ -11,15 +11,20 @@ mod accounts;
 mod catalog;
 mod db;
 mod error;
+mod inventory;
+mod orders;
 mod rooms;
 mod row;
+mod sales;
 pub mod testing;
 
 pub use accounts::NewUser;
 pub use catalog::{NewProduct, NewShop, NewVariant, ProductPatch, ShopPatch, VariantPatch};
 pub use db::{Backend, PoolStats, Store, StoreOptions};
 pub use error::{Conflict, StoreError};
+pub use inventory::{Claim, ClaimOutcome, Inventory};
 pub use rooms::{NewRoom, RoomFilter, RoomPatch};
+pub use sales::{NewSale, SaleTally};
 
 /// A page of a list, newest first; `next` is the cursor for the page after it.
 #[derive(Debug, Clone)]

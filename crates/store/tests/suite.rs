@@ -11,10 +11,15 @@ use domain::ids::{ProductId, UserId};
 use domain::money::{Currency, Money};
 use domain::room::RoomStatus;
 use domain::stock::{AdjustmentReason, StockDelta};
+use std::time::Duration;
 use store::testing::TestDatabase;
+
+use domain::ids::{SaleId, VariantId};
+use domain::sale::{BuyQuantity, SaleQuantity, SaleStatus};
 use store::{
-    Conflict, NewProduct, NewRoom, NewShop, NewUser, NewVariant, PageRequest, ProductPatch,
-    RoomFilter, RoomPatch, ShopPatch, Store, StoreError, VariantPatch,
+    Claim, ClaimOutcome, Conflict, Inventory, NewProduct, NewRoom, NewSale, NewShop, NewUser,
+    NewVariant, PageRequest, ProductPatch, RoomFilter, RoomPatch, SaleTally, ShopPatch, Store,
+    StoreError, VariantPatch,
 };
 
 /// Runs each listed test once on SQLite and once on PostgreSQL.
@@ -47,6 +52,10 @@ conformance!(
     stock_ledger,
     stock_never_goes_negative_under_concurrency,
     rooms,
+    sale_lifecycle_moves_stock_through_the_ledger,
+    a_batch_allocates_exactly_what_is_left,
+    a_storm_sells_exactly_the_quantity,
+    parallel_taps_cannot_pass_the_per_buyer_limit,
 );
 
 async fn user(store: &Store, email: &str) -> UserId {
@@ -553,4 +562,320 @@ async fn rooms(store: &Store) {
         store.stream_key_hash(&room.id).await.unwrap().as_deref(),
         Some("k2")
     );
+}
+
+/// A seller with a product of `stock` units and a scheduled sale of `quantity`
+/// of them at 9.99 EUR, `limit` per buyer, open from a second ago for an hour.
+async fn sale_setup(
+    store: &Store,
+    stock: i64,
+    quantity: i64,
+    limit: i64,
+) -> (UserId, VariantId, SaleId) {
+    let seller = user(store, "seller@example.com").await;
+    let s = shop(store, &seller, "anns").await;
+    let p = store
+        .create_product(
+            product(&s, "Hot", vec![variant("HOT", 1999, stock)]),
+            &seller,
+        )
+        .await
+        .unwrap();
+    let room = store
+        .create_room(NewRoom {
+            shop: s.id.clone(),
+            title: Title::parse("Live").unwrap(),
+            description: Description::parse("").unwrap(),
+            cover_image: None,
+            scheduled_start: None,
+            stream_key_hash: "k".into(),
+        })
+        .await
+        .unwrap();
+    let now = Timestamp::now();
+    let sale = store
+        .create_sale(NewSale {
+            room: room.id,
+            shop: s.id,
+            variant: p.variants[0].id.clone(),
+            price: Money::parse(999, "EUR").unwrap(),
+            quantity: SaleQuantity::parse(quantity).unwrap(),
+            per_buyer_limit: limit,
+            starts_at: now.plus_millis(-1000),
+            ends_at: now.plus_millis(3_600_000),
+        })
+        .await
+        .unwrap();
+    (seller, p.variants[0].id.clone(), sale.id)
+}
+
+/// Another sale in the same room on the same variant, open from a second ago.
+async fn another_sale(store: &Store, like: &SaleId, quantity: i64, limit: i64) -> SaleId {
+    let first = store.sale(like).await.unwrap().unwrap();
+    let now = Timestamp::now();
+    store
+        .create_sale(NewSale {
+            room: first.room_id,
+            shop: first.shop_id,
+            variant: first.variant_id,
+            price: Money::parse(1, "EUR").unwrap(),
+            quantity: SaleQuantity::parse(quantity).unwrap(),
+            per_buyer_limit: limit,
+            starts_at: now.plus_millis(-1000),
+            ends_at: now.plus_millis(60_000),
+        })
+        .await
+        .unwrap()
+        .id
+}
+
+async fn buyers(store: &Store, n: usize) -> Vec<UserId> {
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        out.push(user(store, &format!("buyer{i}@example.com")).await);
+    }
+    out
+}
+
+fn tap(buyer: &UserId, n: i64) -> Claim {
+    Claim {
+        buyer: buyer.clone(),
+        quantity: BuyQuantity::parse("quantity", n).unwrap(),
+    }
+}
+
+const WINDOW: Duration = Duration::from_secs(600);
+
+async fn sale_lifecycle_moves_stock_through_the_ledger(store: &Store) {
+    let (seller, variant, sale) = sale_setup(store, 10, 6, 2).await;
+    let buyer = user(store, "b@example.com").await;
+    let scheduled = store
+        .claim_batch(&sale, &[tap(&buyer, 1)], WINDOW)
+        .await
+        .unwrap();
+    assert!(matches!(scheduled[0], ClaimOutcome::NotLive));
+
+    let live = store.start_sale(&sale, &seller).await.unwrap();
+    assert_eq!((live.status, live.available), (SaleStatus::Live, 6));
+    assert_eq!(
+        store
+            .variant(&variant)
+            .await
+            .unwrap()
+            .unwrap()
+            .0
+            .stock_on_hand,
+        4
+    );
+    assert!(matches!(
+        store.start_sale(&sale, &seller).await,
+        Err(StoreError::WrongState)
+    ));
+
+    let got = store
+        .claim_batch(&sale, &[tap(&buyer, 2)], WINDOW)
+        .await
+        .unwrap();
+    let ClaimOutcome::Reserved(order) = &got[0] else {
+        panic!("{got:?}")
+    };
+    assert_eq!(order.total, Money::parse(1998, "EUR").unwrap());
+    assert_eq!(order.lines[0].sku, "HOT");
+    let stored = store.order(&order.id).await.unwrap().unwrap();
+    assert_eq!(
+        &stored,
+        order.as_ref(),
+        "what was answered is what was committed"
+    );
+
+    let ended = store
+        .close_sale(&sale, SaleStatus::Ended, &seller)
+        .await
+        .unwrap();
+    assert_eq!((ended.status, ended.available), (SaleStatus::Ended, 4));
+    // The four unsold units are back on the shelf; the two sold are not.
+    assert_eq!(
+        store
+            .variant(&variant)
+            .await
+            .unwrap()
+            .unwrap()
+            .0
+            .stock_on_hand,
+        8
+    );
+    let ledger = store.stock_ledger(&variant, &page(10, None)).await.unwrap();
+    let reasons: Vec<_> = ledger.items.iter().map(|a| (a.reason, a.delta)).collect();
+    assert_eq!(
+        reasons,
+        [
+            (AdjustmentReason::SaleReturned, 4),
+            (AdjustmentReason::SaleAllocated, -6),
+            (AdjustmentReason::Initial, 10)
+        ]
+    );
+    assert!(matches!(
+        store
+            .close_sale(&sale, SaleStatus::Cancelled, &seller)
+            .await,
+        Err(StoreError::WrongState)
+    ));
+    let after = store
+        .claim_batch(&sale, &[tap(&buyer, 1)], WINDOW)
+        .await
+        .unwrap();
+    assert!(matches!(after[0], ClaimOutcome::NotLive));
+
+    // A sale larger than the shelf cannot start, and nothing moves.
+    let big = another_sale(store, &sale, 9, 1).await;
+    assert!(matches!(
+        store.start_sale(&big, &seller).await,
+        Err(StoreError::InsufficientStock { on_hand: 8 })
+    ));
+    assert_eq!(
+        store.sale(&big).await.unwrap().unwrap().status,
+        SaleStatus::Scheduled
+    );
+    assert_eq!(
+        store
+            .variant(&variant)
+            .await
+            .unwrap()
+            .unwrap()
+            .0
+            .stock_on_hand,
+        8
+    );
+}
+
+async fn a_batch_allocates_exactly_what_is_left(store: &Store) {
+    let (seller, _, sale) = sale_setup(store, 50, 5, 10).await;
+    store.start_sale(&sale, &seller).await.unwrap();
+    let b = buyers(store, 4).await;
+    // 3 fits, the next 3 does not (2 left), the 2 after it does: nothing oversold,
+    // nothing stranded.
+    let got = store
+        .claim_batch(
+            &sale,
+            &[tap(&b[0], 3), tap(&b[1], 3), tap(&b[2], 2), tap(&b[3], 1)],
+            WINDOW,
+        )
+        .await
+        .unwrap();
+    let kinds: Vec<&str> = got
+        .iter()
+        .map(|o| match o {
+            ClaimOutcome::Reserved(_) => "reserved",
+            ClaimOutcome::SoldOut => "sold_out",
+            ClaimOutcome::LimitReached => "limit",
+            ClaimOutcome::NotLive => "not_live",
+        })
+        .collect();
+    assert_eq!(kinds, ["reserved", "sold_out", "reserved", "sold_out"]);
+    let s = store.sale(&sale).await.unwrap().unwrap();
+    assert_eq!((s.available, s.status), (0, SaleStatus::SoldOut));
+    assert_eq!(
+        store.sale_tally(&sale).await.unwrap(),
+        SaleTally {
+            orders: 2,
+            units: 5
+        }
+    );
+
+    // Units claimed for a refused tap go back: 3 + 3 wanted with 5 left, one fits.
+    let sale2 = another_sale(store, &sale, 5, 10).await;
+    store.start_sale(&sale2, &seller).await.unwrap();
+    let got = store
+        .claim_batch(&sale2, &[tap(&b[0], 3), tap(&b[1], 3)], WINDOW)
+        .await
+        .unwrap();
+    assert!(matches!(got[0], ClaimOutcome::Reserved(_)));
+    assert!(matches!(got[1], ClaimOutcome::SoldOut));
+    let s = store.sale(&sale2).await.unwrap().unwrap();
+    assert_eq!((s.available, s.status), (2, SaleStatus::Live));
+}
+
+async fn a_storm_sells_exactly_the_quantity(store: &Store) {
+    let (seller, _, sale) = sale_setup(store, 1000, 100, 1).await;
+    store.start_sale(&sale, &seller).await.unwrap();
+    let crowd = buyers(store, 1500).await;
+    let inventory = Inventory::new(store.clone(), WINDOW);
+    let taps: Vec<_> = crowd
+        .iter()
+        .map(|b| {
+            let (inventory, sale, claim) = (inventory.clone(), sale.clone(), tap(b, 1));
+            tokio::spawn(async move { inventory.buy(&sale, claim).await })
+        })
+        .collect();
+    let (mut reserved, mut sold_out) = (0, 0);
+    let mut orders = std::collections::HashSet::new();
+    for t in taps {
+        match t.await.unwrap().unwrap() {
+            ClaimOutcome::Reserved(order) => {
+                reserved += 1;
+                assert!(orders.insert(order.id.clone()));
+            }
+            ClaimOutcome::SoldOut => sold_out += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!((reserved, sold_out), (100, 1400));
+    let s = store.sale(&sale).await.unwrap().unwrap();
+    assert_eq!((s.available, s.status), (0, SaleStatus::SoldOut));
+    assert_eq!(
+        store.sale_tally(&sale).await.unwrap(),
+        SaleTally {
+            orders: 100,
+            units: 100
+        }
+    );
+    for id in orders.iter().take(5) {
+        assert!(
+            store.order(id).await.unwrap().is_some(),
+            "every answered order is stored"
+        );
+    }
+}
+
+async fn parallel_taps_cannot_pass_the_per_buyer_limit(store: &Store) {
+    let (seller, _, sale) = sale_setup(store, 100, 50, 2).await;
+    store.start_sale(&sale, &seller).await.unwrap();
+    let greedy = user(store, "greedy@example.com").await;
+    let inventory = Inventory::new(store.clone(), WINDOW);
+    let taps: Vec<_> = (0..20)
+        .map(|_| {
+            let (inventory, sale, claim) = (inventory.clone(), sale.clone(), tap(&greedy, 1));
+            tokio::spawn(async move { inventory.buy(&sale, claim).await })
+        })
+        .collect();
+    let mut reserved = 0;
+    for t in taps {
+        match t.await.unwrap().unwrap() {
+            ClaimOutcome::Reserved(_) => reserved += 1,
+            ClaimOutcome::LimitReached => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(reserved, 2);
+    // Also straight through one batch, and across two batches.
+    let other = user(store, "other@example.com").await;
+    let got = store
+        .claim_batch(&sale, &[tap(&other, 2), tap(&other, 1)], WINDOW)
+        .await
+        .unwrap();
+    assert!(matches!(got[0], ClaimOutcome::Reserved(_)));
+    assert!(matches!(got[1], ClaimOutcome::LimitReached));
+    let too_many = store
+        .claim_batch(&sale, &[tap(&other, 3)], WINDOW)
+        .await
+        .unwrap();
+    assert!(matches!(too_many[0], ClaimOutcome::LimitReached));
+    assert_eq!(
+        store.sale_tally(&sale).await.unwrap(),
+        SaleTally {
+            orders: 3,
+            units: 4
+        }
+    );
+    assert_eq!(store.sale(&sale).await.unwrap().unwrap().available, 46);
 }

@@ -530,10 +530,10 @@ async fn adjust_stock(
 ) -> ApiResult<(StatusCode, Json<StockAdjustment>)> {
     let (variant, _) = owned_variant(&state, &current, &VariantId::from_string(id)).await?;
     let delta = StockDelta::parse(body.delta)?;
-    if body.reason == AdjustmentReason::Initial {
+    if !body.reason.is_manual() {
         return Err(domain::ValidationError::new(
             "reason",
-            "`initial` is set when a variant is created",
+            "use received, correction, damaged or returned; the others are Hawker's own",
         )
         .into());
     }

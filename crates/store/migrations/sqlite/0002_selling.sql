@@ -1,0 +1,79 @@
+-- Flash sales, orders and their history (SQLite dialect).
+
+CREATE TABLE sales (
+    id TEXT PRIMARY KEY,
+    room_id TEXT NOT NULL REFERENCES rooms (id),
+    shop_id TEXT NOT NULL REFERENCES shops (id),
+    variant_id TEXT NOT NULL REFERENCES variants (id),
+    price_amount INTEGER NOT NULL CHECK (price_amount >= 0),
+    currency TEXT NOT NULL,
+    quantity INTEGER NOT NULL CHECK (quantity > 0),
+    -- Units not yet reserved. Only the conditional updates in inventory.rs change it.
+    available INTEGER NOT NULL CHECK (available >= 0 AND available <= quantity),
+    per_buyer_limit INTEGER NOT NULL CHECK (per_buyer_limit > 0),
+    status TEXT NOT NULL CHECK (status IN ('scheduled', 'live', 'sold_out', 'ended', 'cancelled')),
+    starts_at INTEGER NOT NULL,
+    ends_at INTEGER NOT NULL CHECK (ends_at > starts_at),
+    -- Units the latest batch claim was granted: SET expressions read the old row,
+    -- so one UPDATE can both take stock and say how much it took.
+    last_claim INTEGER NOT NULL DEFAULT 0,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+) STRICT;
+CREATE INDEX sales_room ON sales (room_id, id);
+CREATE INDEX sales_status ON sales (status, starts_at);
+
+-- Units each buyer holds in a sale, for the per-buyer limit.
+CREATE TABLE sale_buyers (
+    sale_id TEXT NOT NULL REFERENCES sales (id),
+    buyer_id TEXT NOT NULL REFERENCES users (id),
+    quantity INTEGER NOT NULL CHECK (quantity >= 0),
+    PRIMARY KEY (sale_id, buyer_id)
+) STRICT;
+
+CREATE TABLE orders (
+    id TEXT PRIMARY KEY,
+    buyer_id TEXT NOT NULL REFERENCES users (id),
+    shop_id TEXT NOT NULL REFERENCES shops (id),
+    room_id TEXT REFERENCES rooms (id),
+    sale_id TEXT REFERENCES sales (id),
+    status TEXT NOT NULL CHECK (status IN ('reserved', 'paid', 'fulfilled', 'cancelled',
+        'expired', 'refunded', 'partially_refunded')),
+    currency TEXT NOT NULL,
+    total_amount INTEGER NOT NULL CHECK (total_amount >= 0),
+    paid_amount INTEGER NOT NULL CHECK (paid_amount >= 0),
+    refunded_amount INTEGER NOT NULL CHECK (refunded_amount >= 0 AND refunded_amount <= paid_amount),
+    -- When an unpaid reservation lapses; NULL once paid or closed.
+    expires_at INTEGER,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+) STRICT;
+CREATE INDEX orders_buyer ON orders (buyer_id, id);
+CREATE INDEX orders_shop ON orders (shop_id, id);
+CREATE INDEX orders_sale ON orders (sale_id, id);
+CREATE INDEX orders_expiry ON orders (expires_at) WHERE expires_at IS NOT NULL;
+
+-- What was bought, at the price of the moment.
+CREATE TABLE order_lines (
+    order_id TEXT NOT NULL REFERENCES orders (id),
+    position INTEGER NOT NULL,
+    variant_id TEXT NOT NULL REFERENCES variants (id),
+    product_id TEXT NOT NULL,
+    sku TEXT NOT NULL,
+    title TEXT NOT NULL,
+    quantity INTEGER NOT NULL CHECK (quantity > 0),
+    unit_amount INTEGER NOT NULL CHECK (unit_amount >= 0),
+    PRIMARY KEY (order_id, position)
+) STRICT;
+
+-- Every change of an order's state: who, when, why.
+CREATE TABLE order_events (
+    id TEXT PRIMARY KEY,
+    order_id TEXT NOT NULL REFERENCES orders (id),
+    status TEXT NOT NULL,
+    actor_id TEXT REFERENCES users (id),
+    reason TEXT NOT NULL,
+    amount INTEGER,
+    created_at INTEGER NOT NULL
+) STRICT;
+CREATE INDEX order_events_order ON order_events (order_id, id);

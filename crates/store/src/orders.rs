@@ -1,0 +1,132 @@
+//! Reading orders back with their lines and their history.
+
+use domain::Timestamp;
+use domain::ids::{OrderEventId, OrderId, ProductId, RoomId, SaleId, ShopId, UserId, VariantId};
+use domain::money::{Currency, Money};
+use domain::order::{Order, OrderHistoryEntry, OrderLine, OrderStatus};
+
+use crate::Store;
+use crate::db::{Execute, fetch_all, fetch_optional};
+use crate::error::Result;
+use crate::row::{Get, corrupt};
+
+const ORDER_COLUMNS: &str = "id, buyer_id, shop_id, room_id, sale_id, status, currency, \
+     total_amount, paid_amount, refunded_amount, expires_at, created_at, updated_at";
+
+fn money(amount: i64, currency: Currency) -> Money {
+    Money { amount, currency }
+}
+
+fn order_head<R: Get>(r: &R) -> Result<Order> {
+    let status = r.text("status")?;
+    let currency = Currency::parse(&r.text("currency")?).map_err(|e| corrupt("currency", e))?;
+    Ok(Order {
+        id: OrderId::from_string(r.text("id")?),
+        buyer_id: UserId::from_string(r.text("buyer_id")?),
+        shop_id: ShopId::from_string(r.text("shop_id")?),
+        room_id: r.opt_text("room_id")?.map(RoomId::from_string),
+        sale_id: r.opt_text("sale_id")?.map(SaleId::from_string),
+        status: OrderStatus::parse(&status).ok_or_else(|| corrupt("order status", status))?,
+        lines: Vec::new(),
+        total: money(r.int("total_amount")?, currency),
+        paid: money(r.int("paid_amount")?, currency),
+        refunded: money(r.int("refunded_amount")?, currency),
+        expires_at: r.opt_int("expires_at")?.map(Timestamp::from_millis),
+        history: Vec::new(),
+        created_at: Timestamp::from_millis(r.int("created_at")?),
+        updated_at: Timestamp::from_millis(r.int("updated_at")?),
+    })
+}
+
+/// A line as stored: its unit price gets the order's currency in [`load_order`].
+struct LineRow {
+    variant_id: String,
+    product_id: String,
+    sku: String,
+    title: String,
+    quantity: i64,
+    unit_amount: i64,
+}
+
+fn line<R: Get>(r: &R) -> Result<LineRow> {
+    Ok(LineRow {
+        variant_id: r.text("variant_id")?,
+        product_id: r.text("product_id")?,
+        sku: r.text("sku")?,
+        title: r.text("title")?,
+        quantity: r.int("quantity")?,
+        unit_amount: r.int("unit_amount")?,
+    })
+}
+
+fn history<R: Get>(r: &R) -> Result<(OrderHistoryEntry, Option<i64>)> {
+    let status = r.text("status")?;
+    Ok((
+        OrderHistoryEntry {
+            id: OrderEventId::from_string(r.text("id")?),
+            status: OrderStatus::parse(&status).ok_or_else(|| corrupt("order status", status))?,
+            actor_id: r.opt_text("actor_id")?.map(UserId::from_string),
+            reason: r.text("reason")?,
+            amount: None,
+            at: Timestamp::from_millis(r.int("created_at")?),
+        },
+        r.opt_int("amount")?,
+    ))
+}
+
+pub(crate) async fn load_order(e: &mut impl Execute, id: &OrderId) -> Result<Option<Order>> {
+    let Some(mut order) = fetch_optional!(
+        e,
+        sqlx::query(&format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1")).bind(id.as_str()),
+        order_head
+    )?
+    else {
+        return Ok(None);
+    };
+    let currency = order.total.currency;
+    let lines = fetch_all!(
+        e,
+        sqlx::query(
+            "SELECT variant_id, product_id, sku, title, quantity, unit_amount
+             FROM order_lines WHERE order_id = $1 ORDER BY position"
+        )
+        .bind(id.as_str()),
+        line
+    )?;
+    order.lines = lines
+        .into_iter()
+        .map(|l| OrderLine {
+            variant_id: VariantId::from_string(l.variant_id),
+            product_id: ProductId::from_string(l.product_id),
+            sku: l.sku,
+            title: l.title,
+            quantity: l.quantity,
+            unit_price: money(l.unit_amount, currency),
+        })
+        .collect();
+    let events = fetch_all!(
+        e,
+        sqlx::query(
+            "SELECT id, status, actor_id, reason, amount, created_at
+             FROM order_events WHERE order_id = $1 ORDER BY id"
+        )
+        .bind(id.as_str()),
+        history
+    )?;
+    order.history = events
+        .into_iter()
+        .map(|(mut h, amount)| {
+            h.amount = amount.map(|a| money(a, currency));
+            h
+        })
+        .collect();
+    Ok(Some(order))
+}
+
+impl Store {
+    /// An order with its lines and its whole history.
+    pub async fn order(&self, id: &OrderId) -> Result<Option<Order>> {
+        let mut c = self.read().await?;
+        load_order(&mut c, id).await
+    }
+}
