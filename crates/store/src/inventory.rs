@@ -33,6 +33,8 @@ use crate::row::{Get, corrupt};
 pub struct Claim {
     pub buyer: UserId,
     pub quantity: BuyQuantity,
+    /// The buyer's Idempotency-Key, kept on the order (unique per buyer).
+    pub idempotency_key: Option<String>,
 }
 
 /// The answer to one tap.
@@ -101,6 +103,7 @@ pub(crate) struct NewOrder<'a> {
     pub lines: Vec<OrderLine>,
     pub expires_at: Timestamp,
     pub reason: &'a str,
+    pub idempotency_key: Option<&'a str>,
 }
 
 /// Writes a reserved order, its lines and the first line of its history, and
@@ -128,8 +131,9 @@ pub(crate) async fn insert_order(e: &mut impl Execute, new: NewOrder<'_>) -> Res
         e,
         sqlx::query(
             "INSERT INTO orders (id, buyer_id, shop_id, room_id, sale_id, status, currency,
-                 total_amount, paid_amount, refunded_amount, expires_at, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, 'reserved', $6, $7, 0, 0, $8, $9, $9)"
+                 total_amount, paid_amount, refunded_amount, expires_at, created_at, updated_at,
+                 idempotency_key)
+             VALUES ($1, $2, $3, $4, $5, 'reserved', $6, $7, 0, 0, $8, $9, $9, $10)"
         )
         .bind(id.as_str())
         .bind(new.buyer.as_str())
@@ -140,6 +144,7 @@ pub(crate) async fn insert_order(e: &mut impl Execute, new: NewOrder<'_>) -> Res
         .bind(total.amount)
         .bind(new.expires_at.as_millis())
         .bind(now.as_millis())
+        .bind(new.idempotency_key)
     )?;
     for (position, l) in new.lines.iter().enumerate() {
         execute!(
@@ -309,6 +314,7 @@ impl Store {
                     }],
                     expires_at,
                     reason: "reserved in a flash sale",
+                    idempotency_key: claim.idempotency_key.as_deref(),
                 },
             )
             .await?;

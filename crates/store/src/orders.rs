@@ -5,10 +5,10 @@ use domain::ids::{OrderEventId, OrderId, ProductId, RoomId, SaleId, ShopId, User
 use domain::money::{Currency, Money};
 use domain::order::{Order, OrderHistoryEntry, OrderLine, OrderStatus};
 
-use crate::Store;
 use crate::db::{Execute, fetch_all, fetch_optional};
 use crate::error::Result;
 use crate::row::{Get, corrupt};
+use crate::{Page, PageRequest, Store};
 
 const ORDER_COLUMNS: &str = "id, buyer_id, shop_id, room_id, sale_id, status, currency, \
      total_amount, paid_amount, refunded_amount, expires_at, created_at, updated_at";
@@ -123,7 +123,53 @@ pub(crate) async fn load_order(e: &mut impl Execute, id: &OrderId) -> Result<Opt
     Ok(Some(order))
 }
 
+fn order_id<R: Get>(r: &R) -> Result<OrderId> {
+    Ok(OrderId::from_string(r.text("id")?))
+}
+
 impl Store {
+    /// The order a buyer made with an Idempotency-Key, if that purchase committed.
+    pub async fn order_by_idempotency_key(
+        &self,
+        buyer: &UserId,
+        key: &str,
+    ) -> Result<Option<Order>> {
+        let mut c = self.read().await?;
+        let id = fetch_optional!(
+            &mut c,
+            sqlx::query("SELECT id FROM orders WHERE buyer_id = $1 AND idempotency_key = $2")
+                .bind(buyer.as_str())
+                .bind(key),
+            order_id
+        )?;
+        match id {
+            Some(id) => load_order(&mut c, &id).await,
+            None => Ok(None),
+        }
+    }
+
+    /// A buyer's orders, newest first, each with its lines and history.
+    pub async fn orders_of_buyer(&self, buyer: &UserId, page: &PageRequest) -> Result<Page<Order>> {
+        let mut c = self.read().await?;
+        let ids = fetch_all!(
+            &mut c,
+            sqlx::query(
+                "SELECT id FROM orders WHERE buyer_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3"
+            )
+            .bind(buyer.as_str())
+            .bind(page.before_id())
+            .bind(page.fetch_limit()),
+            order_id
+        )?;
+        let mut orders = Vec::with_capacity(ids.len());
+        for id in &ids {
+            if let Some(order) = load_order(&mut c, id).await? {
+                orders.push(order);
+            }
+        }
+        Ok(page.page(orders, |o| o.id.as_str().to_owned()))
+    }
+
     /// An order with its lines and its whole history.
     pub async fn order(&self, id: &OrderId) -> Result<Option<Order>> {
         let mut c = self.read().await?;

@@ -62,6 +62,10 @@ pub(crate) fn sale<R: Get>(r: &R) -> Result<FlashSale> {
     })
 }
 
+fn sale_and_owner<R: Get>(r: &R) -> Result<(FlashSale, UserId)> {
+    Ok((sale(r)?, UserId::from_string(r.text("owner_id")?)))
+}
+
 impl Store {
     /// Records a scheduled sale. Stock moves only when it starts.
     pub async fn create_sale(&self, new: NewSale) -> Result<FlashSale> {
@@ -135,6 +139,29 @@ impl Store {
             )
             .bind(id.as_str()),
             tally
+        )
+    }
+
+    /// Sales whose time has come: scheduled ones past their start, open ones past
+    /// their end. The scheduler moves them; several nodes may race, and the
+    /// conditional updates let one win.
+    pub async fn due_sales(&self, now: Timestamp) -> Result<Vec<(FlashSale, UserId)>> {
+        let mut c = self.read().await?;
+        fetch_all!(
+            &mut c,
+            sqlx::query(&format!(
+                "SELECT sh.owner_id, {} FROM sales s JOIN shops sh ON sh.id = s.shop_id
+                 WHERE (s.status = 'scheduled' AND s.starts_at <= $1)
+                    OR (s.status IN ('scheduled', 'live', 'sold_out') AND s.ends_at <= $1)
+                 ORDER BY s.starts_at LIMIT 100",
+                SALE_COLUMNS
+                    .split(", ")
+                    .map(|c| format!("s.{c}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+            .bind(now.as_millis()),
+            sale_and_owner
         )
     }
 

@@ -17,9 +17,9 @@ use store::testing::TestDatabase;
 use domain::ids::{SaleId, VariantId};
 use domain::sale::{BuyQuantity, SaleQuantity, SaleStatus};
 use store::{
-    Claim, ClaimOutcome, Conflict, Inventory, NewProduct, NewRoom, NewSale, NewShop, NewUser,
-    NewVariant, PageRequest, ProductPatch, RoomFilter, RoomPatch, SaleTally, ShopPatch, Store,
-    StoreError, VariantPatch,
+    Claim, ClaimOutcome, Conflict, Inventory, KeyState, NewProduct, NewRoom, NewSale, NewShop,
+    NewUser, NewVariant, PageRequest, ProductPatch, RoomFilter, RoomPatch, SaleTally, ShopPatch,
+    Store, StoreError, VariantPatch,
 };
 
 /// Runs each listed test once on SQLite and once on PostgreSQL.
@@ -56,6 +56,8 @@ conformance!(
     a_batch_allocates_exactly_what_is_left,
     a_storm_sells_exactly_the_quantity,
     parallel_taps_cannot_pass_the_per_buyer_limit,
+    idempotency_keys,
+    due_sales_are_found,
 );
 
 async fn user(store: &Store, email: &str) -> UserId {
@@ -641,6 +643,7 @@ fn tap(buyer: &UserId, n: i64) -> Claim {
     Claim {
         buyer: buyer.clone(),
         quantity: BuyQuantity::parse("quantity", n).unwrap(),
+        idempotency_key: None,
     }
 }
 
@@ -878,4 +881,121 @@ async fn parallel_taps_cannot_pass_the_per_buyer_limit(store: &Store) {
         }
     );
     assert_eq!(store.sale(&sale).await.unwrap().unwrap().available, 46);
+}
+
+async fn idempotency_keys(store: &Store) {
+    let ann = user(store, "ann@example.com").await;
+    let bob = user(store, "bob@example.com").await;
+    let long = Duration::from_secs(60);
+    assert_eq!(
+        store
+            .begin_idempotent(&ann, "k1", "h1", long)
+            .await
+            .unwrap(),
+        KeyState::Fresh
+    );
+    assert_eq!(
+        store
+            .begin_idempotent(&ann, "k1", "h1", long)
+            .await
+            .unwrap(),
+        KeyState::InUse
+    );
+    assert_eq!(
+        store
+            .begin_idempotent(&ann, "k1", "h2", long)
+            .await
+            .unwrap(),
+        KeyState::Reused
+    );
+    assert_eq!(
+        store
+            .begin_idempotent(&bob, "k1", "h1", long)
+            .await
+            .unwrap(),
+        KeyState::Fresh,
+        "keys are per user"
+    );
+    store
+        .finish_idempotent(&ann, "k1", 201, "{\"id\":1}")
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .begin_idempotent(&ann, "k1", "h1", long)
+            .await
+            .unwrap(),
+        KeyState::Replay {
+            status: 201,
+            body: "{\"id\":1}".into()
+        }
+    );
+    // An unfinished request older than any request may run was abandoned; one
+    // caller takes it over.
+    store.begin_idempotent(&ann, "k2", "h", long).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert_eq!(
+        store
+            .begin_idempotent(&ann, "k2", "h", Duration::ZERO)
+            .await
+            .unwrap(),
+        KeyState::Abandoned
+    );
+    store.forget_idempotent(&ann, "k2").await.unwrap();
+    assert_eq!(
+        store
+            .begin_idempotent(&ann, "k2", "other", long)
+            .await
+            .unwrap(),
+        KeyState::Fresh
+    );
+    assert_eq!(store.delete_expired_idempotency_keys().await.unwrap(), 0);
+
+    // The key on an order finds it again.
+    let (seller, _, sale) = sale_setup(store, 10, 5, 5).await;
+    store.start_sale(&sale, &seller).await.unwrap();
+    let mut claim = tap(&ann, 1);
+    claim.idempotency_key = Some("buy-1".into());
+    let got = store.claim_batch(&sale, &[claim], WINDOW).await.unwrap();
+    let ClaimOutcome::Reserved(order) = &got[0] else {
+        panic!("{got:?}")
+    };
+    let found = store
+        .order_by_idempotency_key(&ann, "buy-1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.id, order.id);
+    assert!(
+        store
+            .order_by_idempotency_key(&bob, "buy-1")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let mine = store.orders_of_buyer(&ann, &page(10, None)).await.unwrap();
+    assert_eq!(mine.items.len(), 1);
+    assert_eq!(mine.items[0].history.len(), 1);
+}
+
+async fn due_sales_are_found(store: &Store) {
+    let (seller, _, sale) = sale_setup(store, 10, 5, 5).await;
+    let now = Timestamp::now();
+    let due = store.due_sales(now).await.unwrap();
+    assert_eq!(due.len(), 1, "scheduled and past its start");
+    assert_eq!(
+        (due[0].0.id.clone(), due[0].1.clone()),
+        (sale.clone(), seller.clone())
+    );
+    store.start_sale(&sale, &seller).await.unwrap();
+    assert!(
+        store.due_sales(now).await.unwrap().is_empty(),
+        "live and before its end"
+    );
+    let later = now.plus_millis(2 * 3_600_000);
+    assert_eq!(
+        store.due_sales(later).await.unwrap().len(),
+        1,
+        "live and past its end"
+    );
 }

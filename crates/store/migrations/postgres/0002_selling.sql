@@ -45,6 +45,9 @@ CREATE TABLE orders (
     refunded_amount BIGINT NOT NULL CHECK (refunded_amount >= 0 AND refunded_amount <= paid_amount),
     -- When an unpaid reservation lapses; NULL once paid or closed.
     expires_at BIGINT,
+    -- The buyer's Idempotency-Key for the purchase, unique per buyer: written in
+    -- the purchase's own transaction, so a retry after a crash finds the order.
+    idempotency_key TEXT,
     created_at BIGINT NOT NULL,
     updated_at BIGINT NOT NULL
 );
@@ -52,6 +55,8 @@ CREATE INDEX orders_buyer ON orders (buyer_id, id);
 CREATE INDEX orders_shop ON orders (shop_id, id);
 CREATE INDEX orders_sale ON orders (sale_id, id);
 CREATE INDEX orders_expiry ON orders (expires_at) WHERE expires_at IS NOT NULL;
+CREATE UNIQUE INDEX orders_idempotency ON orders (buyer_id, idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
 
 -- What was bought, at the price of the moment.
 CREATE TABLE order_lines (
@@ -77,3 +82,16 @@ CREATE TABLE order_events (
     created_at BIGINT NOT NULL
 );
 CREATE INDEX order_events_order ON order_events (order_id, id);
+
+-- Stripe-style idempotency: the first answer to a user's key, replayed for 24 hours.
+-- status is NULL while the first request is still running.
+CREATE TABLE idempotency_keys (
+    user_id TEXT COLLATE "C" NOT NULL REFERENCES users (id),
+    key TEXT NOT NULL,
+    request_hash TEXT NOT NULL,
+    status BIGINT,
+    body TEXT,
+    created_at BIGINT NOT NULL,
+    PRIMARY KEY (user_id, key)
+);
+CREATE INDEX idempotency_keys_age ON idempotency_keys (created_at);
