@@ -95,7 +95,9 @@ pub async fn serve(config: Config, seed: Option<Seed>) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(api::sweep_sessions(store.clone(), shutdown.clone()));
-    tasks.spawn(stop_on_signal(shutdown.clone()));
+    // Register the handlers before saying we are ready: a SIGTERM that arrives
+    // right after must drain, not kill.
+    tasks.spawn(stop_on_signal(Signals::register()?, shutdown.clone()));
 
     let state = api::AppState::new(store.clone(), config.api.clone());
     tracing::info!(
@@ -113,20 +115,28 @@ pub async fn serve(config: Config, seed: Option<Seed>) -> anyhow::Result<()> {
     served.context("serving HTTP")
 }
 
+/// SIGINT and SIGTERM, listened for from the moment they are registered.
+struct Signals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn register() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            interrupt: signal(SignalKind::interrupt()).context("listening for SIGINT")?,
+            terminate: signal(SignalKind::terminate()).context("listening for SIGTERM")?,
+        })
+    }
+}
+
 /// Cancels `shutdown` on SIGINT or SIGTERM (or returns when it is cancelled
 /// elsewhere).
-async fn stop_on_signal(shutdown: CancellationToken) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut int), Ok(mut term)) = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) else {
-        tracing::error!("cannot listen for signals; stop Hawker by killing it");
-        return;
-    };
+async fn stop_on_signal(mut signals: Signals, shutdown: CancellationToken) {
     tokio::select! {
-        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
-        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = signals.interrupt.recv() => tracing::info!("SIGINT: shutting down"),
+        _ = signals.terminate.recv() => tracing::info!("SIGTERM: shutting down"),
         () = shutdown.cancelled() => return,
     }
     shutdown.cancel();
