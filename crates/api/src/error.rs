@@ -41,6 +41,7 @@ error_codes! {
     InvalidJson = (BAD_REQUEST, "invalid_json", "The body is not valid JSON."),
     InvalidQuery = (BAD_REQUEST, "invalid_query", "The query string is invalid."),
     InvalidCursor = (BAD_REQUEST, "invalid_cursor", "The cursor does not come from this list."),
+    InvalidIdempotencyKey = (BAD_REQUEST, "invalid_idempotency_key", "Send an Idempotency-Key header of 1 to 255 visible ASCII characters."),
     Unauthenticated = (UNAUTHORIZED, "unauthenticated", "Sign in first."),
     InvalidCredentials = (UNAUTHORIZED, "invalid_credentials", "The email or the password is wrong."),
     Forbidden = (FORBIDDEN, "forbidden", "This belongs to someone else."),
@@ -52,7 +53,11 @@ error_codes! {
     HandleTaken = (CONFLICT, "handle_taken", "A shop with this handle exists."),
     SkuTaken = (CONFLICT, "sku_taken", "This shop already has a variant with this SKU."),
     InsufficientStock = (CONFLICT, "insufficient_stock", "There is not enough stock for this change."),
-    InvalidTransition = (CONFLICT, "invalid_transition", "The room cannot make that change in its current state."),
+    SoldOut = (CONFLICT, "sold_out", "Sold out."),
+    LimitReached = (CONFLICT, "limit_reached", "You already hold as many as one buyer may in this sale."),
+    SaleNotLive = (CONFLICT, "sale_not_live", "The sale has not started, has ended or was cancelled."),
+    IdempotencyKeyInUse = (CONFLICT, "idempotency_key_in_use", "A request with this Idempotency-Key is still running; retry shortly."),
+    InvalidTransition = (CONFLICT, "invalid_transition", "That change is not possible in the current state."),
     NotASession = (CONFLICT, "not_a_session", "Signed in with an API token: there is no session to end."),
     PayloadTooLarge = (PAYLOAD_TOO_LARGE, "payload_too_large", "The body is larger than this route accepts."),
     UnsupportedMediaType = (UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "Send JSON with Content-Type: application/json."),
@@ -61,6 +66,7 @@ error_codes! {
     InvalidField = (UNPROCESSABLE_ENTITY, "invalid_field", "A field has an invalid value."),
     CurrencyMismatch = (UNPROCESSABLE_ENTITY, "currency_mismatch", "Prices must be in the shop's currency."),
     UnknownImage = (UNPROCESSABLE_ENTITY, "unknown_image", "The image was not uploaded to this shop."),
+    IdempotencyKeyReused = (UNPROCESSABLE_ENTITY, "idempotency_key_reused", "This Idempotency-Key was used for a different request."),
     RateLimited = (TOO_MANY_REQUESTS, "rate_limited", "Too many attempts; wait and try again."),
     Internal = (INTERNAL_SERVER_ERROR, "internal", "Something went wrong on our side; it has been logged."),
     Unavailable = (SERVICE_UNAVAILABLE, "unavailable", "The service is not ready; try again shortly."),
@@ -134,6 +140,7 @@ impl From<StoreError> for ApiError {
                 Code::InsufficientStock,
                 format!("Stock on hand is {on_hand}; stock cannot go below zero."),
             ),
+            StoreError::WrongState => Code::InvalidTransition.into(),
             StoreError::UnknownImage(id) => ApiError::new(
                 Code::UnknownImage,
                 format!("Image {id} was not uploaded to this shop."),
@@ -169,17 +176,23 @@ impl From<QueryRejection> for ApiError {
     }
 }
 
+impl ApiError {
+    /// The body this error is answered with.
+    pub fn body(&self) -> ErrorBody {
+        ErrorBody {
+            error: ErrorDetail {
+                code: self.code,
+                message: self.message.clone(),
+                field: self.field,
+            },
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.code.status();
-        let body = ErrorBody {
-            error: ErrorDetail {
-                code: self.code,
-                message: self.message,
-                field: self.field,
-            },
-        };
-        let mut response = (status, axum::Json(body)).into_response();
+        let mut response = (status, axum::Json(self.body())).into_response();
         if let Some(seconds) = self.retry_after {
             response
                 .headers_mut()

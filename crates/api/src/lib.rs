@@ -8,6 +8,7 @@
 mod auth;
 mod error;
 mod extract;
+mod idempotency;
 mod middleware;
 mod ops;
 mod routes;
@@ -45,6 +46,8 @@ pub struct ApiConfig {
     /// Sign-in attempts allowed per account and per client address, per 15 minutes.
     pub sign_in_attempts_per_account: u32,
     pub sign_in_attempts_per_address: u32,
+    /// How long a reserved order waits for payment before its stock returns.
+    pub reservation_window: Duration,
 }
 
 impl ApiConfig {
@@ -58,12 +61,14 @@ impl ApiConfig {
             request_timeout: Duration::from_secs(30),
             sign_in_attempts_per_account: 10,
             sign_in_attempts_per_address: 50,
+            reservation_window: Duration::from_secs(10 * 60),
         }
     }
 }
 
 struct Inner {
     store: Store,
+    inventory: store::Inventory,
     config: ApiConfig,
     sign_in_by_account: auth::Throttle,
     sign_in_by_address: auth::Throttle,
@@ -81,6 +86,7 @@ impl AppState {
             sign_in_by_account: auth::Throttle::new(config.sign_in_attempts_per_account, WINDOW),
             sign_in_by_address: auth::Throttle::new(config.sign_in_attempts_per_address, WINDOW),
             metrics: middleware::metrics_handle(),
+            inventory: store::Inventory::new(store.clone(), config.reservation_window),
             store,
             config,
         }))
@@ -92,6 +98,11 @@ impl AppState {
 
     pub fn config(&self) -> &ApiConfig {
         &self.0.config
+    }
+
+    /// The flash-sale batchers.
+    pub fn inventory(&self) -> &store::Inventory {
+        &self.0.inventory
     }
 }
 
@@ -144,7 +155,51 @@ pub async fn serve(
     }
 }
 
-/// Deletes expired sessions every hour until `shutdown`.
+/// Starts sales whose start has come and ends those whose end has, every second,
+/// until `shutdown`. Several nodes may run it: the store's conditional updates
+/// let one of them make each change.
+pub async fn run_sale_clock(store: Store, shutdown: CancellationToken) {
+    use domain::sale::SaleStatus;
+    let mut every = tokio::time::interval(Duration::from_secs(1));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        let now = domain::Timestamp::now();
+        let due = match store.due_sales(now).await {
+            Ok(due) => due,
+            Err(e) => {
+                tracing::warn!(error = %e, "sale clock: cannot read due sales");
+                continue;
+            }
+        };
+        for (sale, owner) in due {
+            let result = if sale.ends_at <= now {
+                store.close_sale(&sale.id, SaleStatus::Ended, &owner).await
+            } else {
+                match store.start_sale(&sale.id, &owner).await {
+                    Err(store::StoreError::InsufficientStock { on_hand }) => {
+                        tracing::warn!(sale = %sale.id, on_hand, "sale cannot start: not enough stock; cancelled");
+                        store
+                            .close_sale(&sale.id, SaleStatus::Cancelled, &owner)
+                            .await
+                    }
+                    other => other,
+                }
+            };
+            match result {
+                Ok(s) => tracing::info!(sale = %s.id, status = s.status.as_str(), "sale clock"),
+                // Another node or the seller got there first.
+                Err(store::StoreError::WrongState) => {}
+                Err(e) => tracing::warn!(sale = %sale.id, error = %e, "sale clock"),
+            }
+        }
+    }
+}
+
+/// Deletes expired sessions and idempotency keys every hour until `shutdown`.
 pub async fn sweep_sessions(store: Store, shutdown: CancellationToken) {
     let mut every = tokio::time::interval(Duration::from_secs(3600));
     loop {
@@ -155,6 +210,9 @@ pub async fn sweep_sessions(store: Store, shutdown: CancellationToken) {
                     Ok(0) => {}
                     Ok(n) => tracing::info!(sessions = n, "expired sessions removed"),
                     Err(e) => tracing::warn!(error = %e, "could not remove expired sessions"),
+                }
+                if let Err(e) = store.delete_expired_idempotency_keys().await {
+                    tracing::warn!(error = %e, "could not remove expired idempotency keys");
                 }
             }
         }

@@ -116,6 +116,9 @@ pub struct Settings {
     /// Sign-in attempts allowed per client address per 15 minutes [default: 50]
     #[arg(long, env = "HAWKER_SIGN_IN_ATTEMPTS_PER_ADDRESS")]
     pub sign_in_attempts_per_address: Option<u32>,
+    /// Minutes a reserved order waits for payment before its stock returns [default: 10]
+    #[arg(long, env = "HAWKER_RESERVATION_MINUTES")]
+    pub reservation_minutes: Option<u64>,
 }
 
 /// Settings with every default applied.
@@ -163,7 +166,8 @@ impl Settings {
             max_body_bytes,
             max_image_bytes,
             sign_in_attempts_per_account,
-            sign_in_attempts_per_address
+            sign_in_attempts_per_address,
+            reservation_minutes
         );
         let data_dir = s.data_dir.unwrap_or_else(|| PathBuf::from("./hawker-data"));
         let mut api = api::ApiConfig::new(data_dir.clone());
@@ -187,6 +191,9 @@ impl Settings {
         }
         if let Some(n) = s.sign_in_attempts_per_address {
             api.sign_in_attempts_per_address = n;
+        }
+        if let Some(minutes) = s.reservation_minutes {
+            api.reservation_window = Duration::from_secs(minutes.max(1) * 60);
         }
         Ok(Config {
             data_dir,
@@ -268,6 +275,7 @@ mod tests {
             format!("[default: {}]", c.api.max_image_bytes),
             format!("[default: {}]", c.api.sign_in_attempts_per_account),
             format!("[default: {}]", c.api.sign_in_attempts_per_address),
+            format!("[default: {}]", c.api.reservation_window.as_secs() / 60),
         ] {
             assert!(help.contains(&expected), "--help lacks {expected}");
         }

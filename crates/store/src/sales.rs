@@ -165,8 +165,9 @@ impl Store {
         )
     }
 
-    /// Starts a scheduled sale: its quantity leaves the variant's stock, with a
-    /// ledger line, in the same transaction. `InsufficientStock` when the variant
+    /// Starts a scheduled sale now (moving its start forward if it was later):
+    /// its quantity leaves the variant's stock, with a ledger line, in the same
+    /// transaction. `InsufficientStock` when the variant
     /// lacks the units; `WrongState` when the sale is not scheduled.
     pub async fn start_sale(&self, id: &SaleId, actor: &UserId) -> Result<FlashSale> {
         let now = Timestamp::now().as_millis();
@@ -174,8 +175,10 @@ impl Store {
         let started = fetch_optional!(
             &mut tx,
             sqlx::query(&format!(
-                "UPDATE sales SET status = 'live', updated_at = $2
-                 WHERE id = $1 AND status = 'scheduled' RETURNING {SALE_COLUMNS}"
+                "UPDATE sales SET status = 'live', updated_at = $2,
+                     starts_at = CASE WHEN starts_at > $2 THEN $2 ELSE starts_at END
+                 WHERE id = $1 AND status = 'scheduled' AND ends_at > $2
+                 RETURNING {SALE_COLUMNS}"
             ))
             .bind(id.as_str())
             .bind(now),

@@ -55,7 +55,7 @@ pub(crate) struct MoneyInput {
 
 impl MoneyInput {
     /// The price, which must be in the shop's currency.
-    fn parse_for(&self, shop: &Shop) -> ApiResult<Money> {
+    pub(crate) fn parse_for(&self, shop: &Shop) -> ApiResult<Money> {
         let money = Money::parse(self.amount, &self.currency)?;
         if money.currency != shop.currency {
             return Err(ApiError::new(

@@ -5,7 +5,9 @@ pub(crate) mod accounts;
 pub(crate) mod catalog;
 pub(crate) mod home;
 pub(crate) mod images;
+pub(crate) mod orders;
 pub(crate) mod rooms;
+pub(crate) mod sales;
 
 use serde::{Deserialize, Serialize};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -107,6 +109,8 @@ pub(crate) fn api_router(config: &ApiConfig) -> OpenApiRouter<AppState> {
         .merge(accounts::router())
         .merge(catalog::router(config))
         .merge(rooms::router())
+        .merge(sales::router())
+        .merge(orders::router())
 }
 
 /// `?limit=&cursor=` on every list.

@@ -9,3 +9,4 @@ mod helpers;
 mod images;
 mod ops;
 mod rooms;
+mod selling;

@@ -109,6 +109,13 @@ async fn openapi_describes_every_route_body_and_error() {
         ("/api/v1/rooms/{room}", "get"),
         ("/api/v1/rooms/{room}", "patch"),
         ("/api/v1/rooms/{room}/stream-key", "post"),
+        ("/api/v1/rooms/{room}/sales", "post"),
+        ("/api/v1/rooms/{room}/sales", "get"),
+        ("/api/v1/sales/{sale}", "get"),
+        ("/api/v1/sales/{sale}", "patch"),
+        ("/api/v1/rooms/{room}/sales/{sale}/orders", "post"),
+        ("/api/v1/orders", "get"),
+        ("/api/v1/orders/{order}", "get"),
     ];
     let paths = doc["paths"].as_object().unwrap();
     let mut count = 0;

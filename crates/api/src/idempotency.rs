@@ -1,0 +1,143 @@
+//! `Idempotency-Key` handling for the routes that create money-moving things,
+//! with Stripe's semantics: the first answer (success or a 4xx) to a user's key
+//! is stored and replayed for 24 hours with the same status and body; the same
+//! key with different parameters is `idempotency_key_reused`; a key whose first
+//! request is still running is `idempotency_key_in_use`. A server error frees the
+//! key, so a retry can succeed.
+
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use domain::ids::UserId;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use store::KeyState;
+
+use crate::AppState;
+use crate::error::{ApiResult, Code};
+
+pub const HEADER: &str = "idempotency-key";
+
+/// The key a client sent: 1 to 255 visible ASCII characters.
+pub fn key(headers: &HeaderMap) -> ApiResult<String> {
+    let value = headers
+        .get(HEADER)
+        .ok_or(Code::InvalidIdempotencyKey)?
+        .to_str()
+        .map_err(|_| Code::InvalidIdempotencyKey)?;
+    if value.is_empty() || value.len() > 255 || !value.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(Code::InvalidIdempotencyKey.into());
+    }
+    Ok(value.to_owned())
+}
+
+/// What makes two requests "the same": the route and the parameters (the JSON
+/// body in canonical form, so key order does not matter).
+pub fn request_hash(route: &str, body: &Value) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(route.as_bytes());
+    hasher.update(b"\n");
+    hasher.update(body.to_string().as_bytes());
+    hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn json_response(status: StatusCode, body: String, replayed: bool) -> Response {
+    let mut response = (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response();
+    if replayed {
+        response
+            .headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    response
+}
+
+/// Runs `work` once per key. `recover` finds the effect of an earlier request
+/// that committed but never recorded its answer (the server stopped in between).
+pub async fn run(
+    state: &AppState,
+    user: &UserId,
+    key: &str,
+    hash: &str,
+    recover: impl AsyncFnOnce() -> ApiResult<Option<Value>>,
+    work: impl AsyncFnOnce() -> ApiResult<(StatusCode, Value)>,
+) -> ApiResult<Response> {
+    let store = state.store();
+    let abandoned_after = state.config().request_timeout * 2;
+    match store
+        .begin_idempotent(user, key, hash, abandoned_after)
+        .await?
+    {
+        KeyState::Fresh => {}
+        KeyState::Replay { status, body } => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            return Ok(json_response(status, body, true));
+        }
+        KeyState::InUse => return Err(Code::IdempotencyKeyInUse.into()),
+        KeyState::Reused => return Err(Code::IdempotencyKeyReused.into()),
+        KeyState::Abandoned => {
+            if let Some(found) = recover().await? {
+                let body = found.to_string();
+                store.finish_idempotent(user, key, 201, &body).await?;
+                return Ok(json_response(StatusCode::CREATED, body, false));
+            }
+        }
+    }
+    let (status, body) = match work().await {
+        Ok((status, value)) => (status, value.to_string()),
+        Err(e) if e.code.status().is_client_error() => {
+            let body = serde_json::to_string(&e.body()).unwrap_or_default();
+            (e.code.status(), body)
+        }
+        Err(e) => {
+            if let Err(forget) = store.forget_idempotent(user, key).await {
+                tracing::warn!(error = %forget, "could not free an idempotency key");
+            }
+            return Err(e);
+        }
+    };
+    // The work is committed; if recording the answer fails, a retry finds the
+    // key abandoned and `recover` finds the work.
+    if let Err(e) = store
+        .finish_idempotent(user, key, status.as_u16(), &body)
+        .await
+    {
+        tracing::warn!(error = %e, "could not record an idempotent answer");
+    }
+    Ok(json_response(status, body, false))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_checked() {
+        let mut h = HeaderMap::new();
+        assert!(key(&h).is_err());
+        h.insert(HEADER, HeaderValue::from_static("a1b2-c3"));
+        assert_eq!(key(&h).unwrap(), "a1b2-c3");
+        h.insert(HEADER, HeaderValue::from_static("has space"));
+        assert!(key(&h).is_err());
+        h.insert(HEADER, HeaderValue::from_str(&"k".repeat(256)).unwrap());
+        assert!(key(&h).is_err());
+    }
+
+    #[test]
+    fn the_hash_ignores_key_order() {
+        let a: Value = serde_json::from_str(r#"{"a": 1, "b": 2}"#).unwrap();
+        let b: Value = serde_json::from_str(r#"{"b": 2, "a": 1}"#).unwrap();
+        assert_eq!(request_hash("/x", &a), request_hash("/x", &b));
+        assert_ne!(request_hash("/x", &a), request_hash("/y", &a));
+    }
+}
