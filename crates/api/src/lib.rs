@@ -155,10 +155,11 @@ pub async fn serve(
     }
 }
 
-/// Starts sales whose start has come and ends those whose end has, every second,
-/// until `shutdown`. Several nodes may run it: the store's conditional updates
-/// let one of them make each change.
-pub async fn run_sale_clock(store: Store, shutdown: CancellationToken) {
+/// Every second until `shutdown`: starts sales whose start has come, ends those
+/// whose end has, and expires unpaid reservations past their window. Several
+/// nodes may run it: the store's conditional updates let one of them make each
+/// change.
+pub async fn run_selling_clock(store: Store, shutdown: CancellationToken) {
     use domain::sale::SaleStatus;
     let mut every = tokio::time::interval(Duration::from_secs(1));
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -168,10 +169,17 @@ pub async fn run_sale_clock(store: Store, shutdown: CancellationToken) {
             _ = every.tick() => {}
         }
         let now = domain::Timestamp::now();
+        match store.expire_reservations(now, 500).await {
+            Ok(expired) if !expired.is_empty() => {
+                tracing::info!(orders = expired.len(), "reservations expired");
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "selling clock: cannot expire reservations"),
+        }
         let due = match store.due_sales(now).await {
             Ok(due) => due,
             Err(e) => {
-                tracing::warn!(error = %e, "sale clock: cannot read due sales");
+                tracing::warn!(error = %e, "selling clock: cannot read due sales");
                 continue;
             }
         };
@@ -190,10 +198,10 @@ pub async fn run_sale_clock(store: Store, shutdown: CancellationToken) {
                 }
             };
             match result {
-                Ok(s) => tracing::info!(sale = %s.id, status = s.status.as_str(), "sale clock"),
+                Ok(s) => tracing::info!(sale = %s.id, status = s.status.as_str(), "selling clock"),
                 // Another node or the seller got there first.
                 Err(store::StoreError::WrongState) => {}
-                Err(e) => tracing::warn!(sale = %sale.id, error = %e, "sale clock"),
+                Err(e) => tracing::warn!(sale = %sale.id, error = %e, "selling clock"),
             }
         }
     }

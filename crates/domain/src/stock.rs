@@ -24,6 +24,8 @@ pub enum AdjustmentReason {
     SaleAllocated,
     /// Units of a flash sale that were not sold, back when it ended.
     SaleReturned,
+    /// Units of a reservation that lapsed unpaid after its sale had closed.
+    ReservationReleased,
 }
 
 impl AdjustmentReason {
@@ -36,6 +38,7 @@ impl AdjustmentReason {
             Self::Returned => "returned",
             Self::SaleAllocated => "sale_allocated",
             Self::SaleReturned => "sale_returned",
+            Self::ReservationReleased => "reservation_released",
         }
     }
 
@@ -57,6 +60,7 @@ impl AdjustmentReason {
             "returned" => Some(Self::Returned),
             "sale_allocated" => Some(Self::SaleAllocated),
             "sale_returned" => Some(Self::SaleReturned),
+            "reservation_released" => Some(Self::ReservationReleased),
             _ => None,
         }
     }

@@ -95,7 +95,7 @@ pub async fn serve(config: Config, seed: Option<Seed>) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(api::sweep_sessions(store.clone(), shutdown.clone()));
-    tasks.spawn(api::run_sale_clock(store.clone(), shutdown.clone()));
+    tasks.spawn(api::run_selling_clock(store.clone(), shutdown.clone()));
     // Register the handlers before saying we are ready: a SIGTERM that arrives
     // right after must drain, not kill.
     tasks.spawn(stop_on_signal(Signals::register()?, shutdown.clone()));

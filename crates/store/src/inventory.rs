@@ -101,6 +101,8 @@ pub(crate) struct NewOrder<'a> {
     pub room: Option<&'a RoomId>,
     pub sale: Option<&'a SaleId>,
     pub lines: Vec<OrderLine>,
+    /// When the purchase happened; the reservation runs from here.
+    pub at: Timestamp,
     pub expires_at: Timestamp,
     pub reason: &'a str,
     pub idempotency_key: Option<&'a str>,
@@ -110,7 +112,7 @@ pub(crate) struct NewOrder<'a> {
 /// returns it as it now stands.
 pub(crate) async fn insert_order(e: &mut impl Execute, new: NewOrder<'_>) -> Result<Order> {
     let id = OrderId::generate();
-    let now = Timestamp::now();
+    let now = new.at;
     let currency = new
         .lines
         .first()
@@ -312,6 +314,7 @@ impl Store {
                         quantity: n,
                         unit_price: terms.price,
                     }],
+                    at: now,
                     expires_at,
                     reason: "reserved in a flash sale",
                     idempotency_key: claim.idempotency_key.as_deref(),

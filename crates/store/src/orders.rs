@@ -4,8 +4,10 @@ use domain::Timestamp;
 use domain::ids::{OrderEventId, OrderId, ProductId, RoomId, SaleId, ShopId, UserId, VariantId};
 use domain::money::{Currency, Money};
 use domain::order::{Order, OrderHistoryEntry, OrderLine, OrderStatus};
+use domain::stock::{AdjustmentReason, StockDelta};
 
-use crate::db::{Execute, fetch_all, fetch_optional};
+use crate::catalog::adjust;
+use crate::db::{Execute, execute, fetch_all, fetch_optional};
 use crate::error::Result;
 use crate::row::{Get, corrupt};
 use crate::{Page, PageRequest, Store};
@@ -174,5 +176,136 @@ impl Store {
     pub async fn order(&self, id: &OrderId) -> Result<Option<Order>> {
         let mut c = self.read().await?;
         load_order(&mut c, id).await
+    }
+}
+
+/// What an expiring order gives back.
+struct Lapsed {
+    sale: Option<SaleId>,
+    buyer: UserId,
+    owner: UserId,
+}
+
+fn lapsed<R: Get>(r: &R) -> Result<Lapsed> {
+    Ok(Lapsed {
+        sale: r.opt_text("sale_id")?.map(SaleId::from_string),
+        buyer: UserId::from_string(r.text("buyer_id")?),
+        owner: UserId::from_string(r.text("owner_id")?),
+    })
+}
+
+fn units<R: Get>(r: &R) -> Result<(VariantId, i64)> {
+    Ok((
+        VariantId::from_string(r.text("variant_id")?),
+        r.int("quantity")?,
+    ))
+}
+
+impl Store {
+    /// Expires reservations whose window has passed, at most `limit` of them,
+    /// and returns their ids. Their units go back to their sale while it is
+    /// open, or to the variant's stock once it has closed. Runs from the store's
+    /// own rows, so it is right after a restart; each order's change is
+    /// conditional on it still being reserved, so several nodes may run it.
+    pub async fn expire_reservations(&self, now: Timestamp, limit: i64) -> Result<Vec<OrderId>> {
+        let due = {
+            let mut c = self.read().await?;
+            fetch_all!(
+                &mut c,
+                sqlx::query(
+                    "SELECT id FROM orders WHERE expires_at <= $1 AND status = 'reserved'
+                     ORDER BY expires_at LIMIT $2"
+                )
+                .bind(now.as_millis())
+                .bind(limit),
+                order_id
+            )?
+        };
+        let mut expired = Vec::with_capacity(due.len());
+        for id in due {
+            if self.expire_one(&id, now).await? {
+                expired.push(id);
+            }
+        }
+        Ok(expired)
+    }
+
+    async fn expire_one(&self, id: &OrderId, now: Timestamp) -> Result<bool> {
+        let mut tx = self.write().await?;
+        let Some(order) = fetch_optional!(
+            &mut tx,
+            sqlx::query(
+                "UPDATE orders SET status = 'expired', expires_at = NULL, updated_at = $2
+                 WHERE id = $1 AND status = 'reserved'
+                 RETURNING sale_id, buyer_id,
+                     (SELECT owner_id FROM shops WHERE shops.id = orders.shop_id) AS owner_id"
+            )
+            .bind(id.as_str())
+            .bind(now.as_millis()),
+            lapsed
+        )?
+        else {
+            // Paid, cancelled or expired by another node in the meantime.
+            return Ok(false);
+        };
+        execute!(
+            &mut tx,
+            sqlx::query(
+                "INSERT INTO order_events (id, order_id, status, actor_id, reason, amount, created_at)
+                 VALUES ($1, $2, 'expired', NULL, 'not paid in time', NULL, $3)"
+            )
+            .bind(OrderEventId::generate().as_str())
+            .bind(id.as_str())
+            .bind(now.as_millis())
+        )?;
+        let lines = fetch_all!(
+            &mut tx,
+            sqlx::query("SELECT variant_id, quantity FROM order_lines WHERE order_id = $1")
+                .bind(id.as_str()),
+            units
+        )?;
+        let total: i64 = lines.iter().map(|(_, n)| n).sum();
+        let back_to_sale = match &order.sale {
+            Some(sale) => {
+                execute!(
+                    &mut tx,
+                    sqlx::query(
+                        "UPDATE sale_buyers SET quantity = quantity - $3
+                         WHERE sale_id = $1 AND buyer_id = $2 AND quantity >= $3"
+                    )
+                    .bind(sale.as_str())
+                    .bind(order.buyer.as_str())
+                    .bind(total)
+                )?;
+                execute!(
+                    &mut tx,
+                    sqlx::query(
+                        "UPDATE sales SET available = available + $2, updated_at = $3,
+                             status = CASE WHEN status = 'sold_out' THEN 'live' ELSE status END
+                         WHERE id = $1 AND status IN ('live', 'sold_out')"
+                    )
+                    .bind(sale.as_str())
+                    .bind(total)
+                    .bind(now.as_millis())
+                )? == 1
+            }
+            None => false,
+        };
+        if !back_to_sale {
+            for (variant, n) in &lines {
+                let delta = StockDelta::parse(*n).map_err(|e| corrupt("quantity", e))?;
+                adjust(
+                    &mut tx,
+                    variant,
+                    delta,
+                    AdjustmentReason::ReservationReleased,
+                    id.as_str(),
+                    &order.owner,
+                )
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(true)
     }
 }

@@ -58,6 +58,7 @@ conformance!(
     parallel_taps_cannot_pass_the_per_buyer_limit,
     idempotency_keys,
     due_sales_are_found,
+    unpaid_reservations_expire_and_give_their_units_back,
 );
 
 async fn user(store: &Store, email: &str) -> UserId {
@@ -997,5 +998,124 @@ async fn due_sales_are_found(store: &Store) {
         store.due_sales(later).await.unwrap().len(),
         1,
         "live and past its end"
+    );
+}
+
+async fn unpaid_reservations_expire_and_give_their_units_back(store: &Store) {
+    let (seller, variant, sale) = sale_setup(store, 10, 3, 2).await;
+    store.start_sale(&sale, &seller).await.unwrap();
+    let ann = user(store, "ann@example.com").await;
+    let bob = user(store, "bob@example.com").await;
+    let got = store
+        .claim_batch(&sale, &[tap(&ann, 2), tap(&bob, 1)], Duration::ZERO)
+        .await
+        .unwrap();
+    let ClaimOutcome::Reserved(anns) = &got[0] else {
+        panic!("{got:?}")
+    };
+    assert_eq!(
+        store.sale(&sale).await.unwrap().unwrap().status,
+        SaleStatus::SoldOut
+    );
+
+    // Not yet due: nothing happens.
+    let before = anns.expires_at.unwrap().plus_millis(-1);
+    assert!(
+        store
+            .expire_reservations(before, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    let expired = store
+        .expire_reservations(Timestamp::now(), 100)
+        .await
+        .unwrap();
+    assert_eq!(expired.len(), 2);
+    assert!(
+        store
+            .expire_reservations(Timestamp::now(), 100)
+            .await
+            .unwrap()
+            .is_empty(),
+        "once only"
+    );
+    let s = store.sale(&sale).await.unwrap().unwrap();
+    assert_eq!(
+        (s.available, s.status),
+        (3, SaleStatus::Live),
+        "the units are back on sale"
+    );
+    assert_eq!(
+        store.sale_tally(&sale).await.unwrap(),
+        SaleTally {
+            orders: 0,
+            units: 0
+        }
+    );
+    let order = store.order(&anns.id).await.unwrap().unwrap();
+    assert_eq!(order.status, domain::order::OrderStatus::Expired);
+    let last = order.history.last().unwrap();
+    assert_eq!(
+        (last.status, last.actor_id.is_none()),
+        (domain::order::OrderStatus::Expired, true)
+    );
+    // Ann's limit counts only what she holds: she can buy 2 again.
+    let again = store
+        .claim_batch(&sale, &[tap(&ann, 2)], WINDOW)
+        .await
+        .unwrap();
+    assert!(matches!(again[0], ClaimOutcome::Reserved(_)));
+
+    // After the sale closed, a lapsed reservation goes back to the shelf.
+    let late = store
+        .claim_batch(&sale, &[tap(&bob, 1)], Duration::ZERO)
+        .await
+        .unwrap();
+    assert!(matches!(late[0], ClaimOutcome::Reserved(_)));
+    let closed = store
+        .close_sale(&sale, SaleStatus::Ended, &seller)
+        .await
+        .unwrap();
+    assert_eq!(closed.available, 0);
+    let shelf = store
+        .variant(&variant)
+        .await
+        .unwrap()
+        .unwrap()
+        .0
+        .stock_on_hand;
+    assert_eq!(
+        store
+            .expire_reservations(Timestamp::now(), 100)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        store
+            .variant(&variant)
+            .await
+            .unwrap()
+            .unwrap()
+            .0
+            .stock_on_hand,
+        shelf + 1
+    );
+    let ledger = store.stock_ledger(&variant, &page(1, None)).await.unwrap();
+    assert_eq!(
+        ledger.items[0].reason,
+        AdjustmentReason::ReservationReleased
+    );
+    assert_eq!(ledger.items[0].actor_id, seller);
+    // Ann's order (10 minutes to pay) is untouched.
+    assert_eq!(
+        store.sale_tally(&sale).await.unwrap(),
+        SaleTally {
+            orders: 1,
+            units: 2
+        }
     );
 }
