@@ -343,6 +343,71 @@ fn serves_from_postgres_when_given_a_database_url() {
     rt.block_on(db.store.close());
 }
 
+fn call(method: reqwest::Method, url: &str, token: &str, body: Value) -> (u16, Value) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let res = reqwest::Client::new()
+            .request(method, url)
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        (res.status().as_u16(), res.json().await.unwrap())
+    })
+}
+
+#[test]
+fn the_selling_clock_starts_a_scheduled_sale() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Running::start("serve", dir.path(), &[]);
+    let (_, signup) = post(
+        &server.url("/api/v1/users"),
+        json!({"email": "s@example.com", "password": "correct horse", "display_name": "S"}),
+    );
+    let token = signup["token"].as_str().unwrap();
+    let post_as =
+        |path: &str, body: Value| call(reqwest::Method::POST, &server.url(path), token, body);
+    post_as(
+        "/api/v1/shops",
+        json!({"handle": "clock", "name": "Clock", "currency": "EUR"}),
+    );
+    let (_, product) = post_as(
+        "/api/v1/shops/clock/products",
+        json!({"title": "T", "status": "active", "variants": [{"sku": "T", "price": {"amount": 100, "currency": "EUR"}, "stock": 5}]}),
+    );
+    let (_, room) = post_as("/api/v1/shops/clock/rooms", json!({"title": "R"}));
+    let start = domain::Timestamp::now().plus_millis(2000).to_rfc3339();
+    let (status, sale) = post_as(
+        &format!(
+            "/api/v1/rooms/{}/sales",
+            room["room"]["id"].as_str().unwrap()
+        ),
+        json!({"variant_id": product["variants"][0]["id"], "price": {"amount": 50, "currency": "EUR"},
+               "quantity": 2, "starts_at": start, "duration_seconds": 600}),
+    );
+    assert_eq!(
+        (status, sale["status"].as_str()),
+        (201, Some("scheduled")),
+        "{sale}"
+    );
+    let path = server.url(&format!("/api/v1/sales/{}", sale["id"].as_str().unwrap()));
+    let mut seen = String::new();
+    for _ in 0..300 {
+        let (_, now) = get(&path);
+        seen = now["status"].as_str().unwrap_or_default().to_owned();
+        if seen == "live" {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(seen, "live", "the clock started the sale");
+    assert_eq!(server.stop().0, 0);
+}
+
 #[test]
 fn environment_variables_configure_and_flags_win() {
     let from_env = tempfile::tempdir().unwrap();
