@@ -475,3 +475,221 @@ fn bad_configuration_is_a_clear_error() {
     assert_eq!(code, 2, "clap's usage error: {err}");
     assert!(err.contains("--http-addr"), "{err}");
 }
+
+/// A seller's shop with a product and a room, and a live sale on it, set up
+/// over HTTP; returns the seller's token and the buy URL path.
+async fn live_sale(
+    client: &reqwest::Client,
+    base: &str,
+    quantity: i64,
+    limit: i64,
+) -> (String, String) {
+    let json = |res: reqwest::Response| async move { res.json::<Value>().await.unwrap() };
+    let signup = json(
+        client
+            .post(format!("{base}/api/v1/users"))
+            .json(&json!({"email": "seller@example.com", "password": "correct horse", "display_name": "S"}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let token = signup["token"].as_str().unwrap().to_owned();
+    let post = |path: String, body: Value| {
+        let req = client
+            .post(format!("{base}{path}"))
+            .bearer_auth(&token)
+            .json(&body);
+        async move { json(req.send().await.unwrap()).await }
+    };
+    post(
+        "/api/v1/shops".into(),
+        json!({"handle": "storm", "name": "Storm", "currency": "EUR"}),
+    )
+    .await;
+    let product = post(
+        "/api/v1/shops/storm/products".into(),
+        json!({"title": "T", "status": "active",
+               "variants": [{"sku": "T", "price": {"amount": 100, "currency": "EUR"}, "stock": 1000}]}),
+    )
+    .await;
+    let room = post("/api/v1/shops/storm/rooms".into(), json!({"title": "R"})).await;
+    let room = room["room"]["id"].as_str().unwrap().to_owned();
+    let sale = post(
+        format!("/api/v1/rooms/{room}/sales"),
+        json!({"variant_id": product["variants"][0]["id"], "price": {"amount": 50, "currency": "EUR"},
+               "quantity": quantity, "per_buyer_limit": limit, "duration_seconds": 3600}),
+    )
+    .await;
+    assert_eq!(sale["status"], "live", "{sale}");
+    let sale = sale["id"].as_str().unwrap();
+    (token, format!("/api/v1/rooms/{room}/sales/{sale}/orders"))
+}
+
+async fn buyers(client: &reqwest::Client, bases: &[&str], n: usize) -> Vec<String> {
+    let mut tokens = Vec::with_capacity(n);
+    for i in 0..n {
+        let base = bases[i % bases.len()];
+        let res: Value = client
+            .post(format!("{base}/api/v1/users"))
+            .json(&json!({"email": format!("b{i}@example.com"), "password": "correct horse", "display_name": "B"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        tokens.push(res["token"].as_str().unwrap().to_owned());
+    }
+    tokens
+}
+
+/// Two server processes on one PostgreSQL database, one storm across both:
+/// exactly the sale's quantity is sold.
+#[test]
+fn two_nodes_on_one_postgres_never_oversell() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let db = rt.block_on(store::testing::TestDatabase::postgres());
+    let url = db.url.clone().unwrap();
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let node_a = Running::start("serve", dir_a.path(), &["--database-url", &url]);
+    let node_b = Running::start("serve", dir_b.path(), &["--database-url", &url]);
+    let (base_a, base_b) = (node_a.url(""), node_b.url(""));
+    let (created, refused) = rt.block_on(async {
+        let client = reqwest::Client::new();
+        let (_, buy) = live_sale(&client, &base_a, 30, 1).await;
+        let crowd = buyers(&client, &[&base_a, &base_b], 120).await;
+        let taps: Vec<_> = crowd
+            .iter()
+            .enumerate()
+            .map(|(i, token)| {
+                let base = if i % 2 == 0 { &base_a } else { &base_b };
+                let req = client
+                    .post(format!("{base}{buy}"))
+                    .bearer_auth(token)
+                    .header("idempotency-key", format!("tap-{i}"))
+                    .json(&json!({}));
+                tokio::spawn(async move { req.send().await.unwrap().status().as_u16() })
+            })
+            .collect();
+        let (mut created, mut refused) = (0, 0);
+        for t in taps {
+            match t.await.unwrap() {
+                201 => created += 1,
+                409 => refused += 1,
+                other => panic!("unexpected status {other}"),
+            }
+        }
+        (created, refused)
+    });
+    assert_eq!((created, refused), (30, 90));
+    assert_eq!(node_a.stop().0, 0);
+    assert_eq!(node_b.stop().0, 0);
+    rt.block_on(db.store.close());
+}
+
+/// SIGKILL in the middle of a purchase storm, then a restart: every order that a
+/// buyer was told about exists, and sold plus available equals the quantity.
+#[test]
+fn a_purchase_storm_survives_sigkill() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let server = Running::start("serve", dir.path(), &[]);
+    let base = server.url("");
+    let client = reqwest::Client::new();
+    let (buy, crowd) = rt.block_on(async {
+        let (_, buy) = live_sale(&client, &base, 500, 100).await;
+        let crowd = buyers(&client, &[&base], 20).await;
+        (buy, crowd)
+    });
+    let pid = server.child.id().to_string();
+    let answered: Vec<(String, String)> = rt.block_on(async {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        for i in 0..1000 {
+            let token = crowd[i % crowd.len()].clone();
+            let req = client
+                .post(format!("{base}{buy}"))
+                .bearer_auth(&token)
+                .header("idempotency-key", format!("tap-{i}"))
+                .json(&json!({}));
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                if let Ok(res) = req.send().await
+                    && res.status().as_u16() == 201
+                    && let Ok(order) = res.json::<Value>().await
+                {
+                    let _ = tx.send(Some((
+                        token,
+                        order["id"].as_str().unwrap_or_default().to_owned(),
+                    )));
+                    return;
+                }
+                let _ = tx.send(None);
+            });
+        }
+        drop(tx);
+        let mut answered = Vec::new();
+        let mut seen = 0;
+        while let Some(result) = rx.recv().await {
+            seen += 1;
+            if let Some(order) = result {
+                answered.push(order);
+            }
+            if seen == 100 {
+                assert!(
+                    Command::new("kill")
+                        .args(["-KILL", &pid])
+                        .status()
+                        .unwrap()
+                        .success()
+                );
+            }
+        }
+        answered
+    });
+    eprintln!("answered before the kill: {} orders", answered.len());
+    let mut killed = server;
+    killed.child.wait().unwrap();
+    assert!(
+        !answered.is_empty(),
+        "some purchases were answered before the kill"
+    );
+
+    let restarted = Running::start("serve", dir.path(), &[]);
+    let base = restarted.url("");
+    rt.block_on(async {
+        for (token, order) in &answered {
+            let res = client
+                .get(format!("{base}/api/v1/orders/{order}"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(
+                res.status().as_u16(),
+                200,
+                "order {order} was answered but is gone"
+            );
+        }
+        let store = store::Store::open(None, dir.path(), &store::StoreOptions::default())
+            .await
+            .unwrap();
+        let sale_id = domain::ids::SaleId::from_string(buy.split('/').nth(6).unwrap());
+        let sale = store.sale(&sale_id).await.unwrap().unwrap();
+        let tally = store.sale_tally(&sale_id).await.unwrap();
+        assert!(tally.units >= answered.len() as i64);
+        assert_eq!(
+            sale.available + tally.units,
+            500,
+            "sold plus available is the quantity"
+        );
+        // Nothing is stuck: every reservation lapses when its time comes.
+        let later = domain::Timestamp::now().plus_millis(11 * 60 * 1000);
+        store.expire_reservations(later, 10_000).await.unwrap();
+        let sale = store.sale(&sale_id).await.unwrap().unwrap();
+        assert_eq!(sale.available, 500);
+        assert_eq!(store.sale_tally(&sale_id).await.unwrap().units, 0);
+        store.close().await;
+    });
+    assert_eq!(restarted.stop().0, 0);
+}
