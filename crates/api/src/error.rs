@@ -67,6 +67,7 @@ error_codes! {
     CurrencyMismatch = (UNPROCESSABLE_ENTITY, "currency_mismatch", "Prices must be in the shop's currency."),
     UnknownImage = (UNPROCESSABLE_ENTITY, "unknown_image", "The image was not uploaded to this shop."),
     IdempotencyKeyReused = (UNPROCESSABLE_ENTITY, "idempotency_key_reused", "This Idempotency-Key was used for a different request."),
+    RefundTooLarge = (UNPROCESSABLE_ENTITY, "refund_too_large", "The refunds would exceed what was paid."),
     RateLimited = (TOO_MANY_REQUESTS, "rate_limited", "Too many attempts; wait and try again."),
     Internal = (INTERNAL_SERVER_ERROR, "internal", "Something went wrong on our side; it has been logged."),
     Unavailable = (SERVICE_UNAVAILABLE, "unavailable", "The service is not ready; try again shortly."),
@@ -141,6 +142,13 @@ impl From<StoreError> for ApiError {
                 format!("Stock on hand is {on_hand}; stock cannot go below zero."),
             ),
             StoreError::WrongState => Code::InvalidTransition.into(),
+            StoreError::Order(domain::order::OrderError::RefundTooLarge { refundable }) => {
+                ApiError::new(
+                    Code::RefundTooLarge,
+                    format!("At most {refundable} can still be refunded."),
+                )
+            }
+            StoreError::Order(e) => ApiError::new(Code::InvalidTransition, e.to_string()),
             StoreError::UnknownImage(id) => ApiError::new(
                 Code::UnknownImage,
                 format!("Image {id} was not uploaded to this shop."),

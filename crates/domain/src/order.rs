@@ -78,6 +78,13 @@ pub struct OrderHistoryEntry {
     pub at: Timestamp,
 }
 
+/// How an order was shipped.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct Shipment {
+    pub carrier: String,
+    pub tracking_number: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Order {
     pub id: OrderId,
@@ -92,6 +99,8 @@ pub struct Order {
     pub refunded: Money,
     /// When an unpaid reservation lapses.
     pub expires_at: Option<Timestamp>,
+    /// Set once the seller has shipped it.
+    pub shipment: Option<Shipment>,
     pub history: Vec<OrderHistoryEntry>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
@@ -135,6 +144,16 @@ pub struct OrderState {
 }
 
 impl OrderState {
+    /// The state of an existing order.
+    pub fn of(order: &Order) -> Self {
+        Self {
+            status: order.status,
+            total: order.total,
+            paid: order.paid,
+            refunded: order.refunded,
+        }
+    }
+
     /// A new order holding its reservation.
     pub fn reserved(total: Money) -> Self {
         let zero = Money { amount: 0, ..total };

@@ -16,6 +16,8 @@ pub enum StoreError {
     InsufficientStock { on_hand: i64 },
     #[error("the record is not in the state this change needs")]
     WrongState,
+    #[error("{0}")]
+    Order(domain::order::OrderError),
     #[error("image {0} was not uploaded to this shop")]
     UnknownImage(String),
     #[error("stored data is invalid: {0}")]

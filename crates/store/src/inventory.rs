@@ -197,6 +197,7 @@ pub(crate) async fn insert_order(e: &mut impl Execute, new: NewOrder<'_>) -> Res
             currency,
         },
         expires_at: Some(new.expires_at),
+        shipment: None,
         history: vec![OrderHistoryEntry {
             id: event,
             status: OrderStatus::Reserved,

@@ -3,17 +3,20 @@
 use domain::Timestamp;
 use domain::ids::{OrderEventId, OrderId, ProductId, RoomId, SaleId, ShopId, UserId, VariantId};
 use domain::money::{Currency, Money};
-use domain::order::{Order, OrderHistoryEntry, OrderLine, OrderStatus};
+use domain::order::{
+    Order, OrderError, OrderEvent, OrderHistoryEntry, OrderLine, OrderState, OrderStatus, Shipment,
+};
 use domain::stock::{AdjustmentReason, StockDelta};
 
 use crate::catalog::adjust;
-use crate::db::{Execute, execute, fetch_all, fetch_optional};
-use crate::error::Result;
+use crate::db::{Execute, execute, fetch_all, fetch_one, fetch_optional};
+use crate::error::{Result, StoreError};
 use crate::row::{Get, corrupt};
 use crate::{Page, PageRequest, Store};
 
 const ORDER_COLUMNS: &str = "id, buyer_id, shop_id, room_id, sale_id, status, currency, \
-     total_amount, paid_amount, refunded_amount, expires_at, created_at, updated_at";
+     total_amount, paid_amount, refunded_amount, expires_at, carrier, tracking_number, \
+     created_at, updated_at";
 
 fn money(amount: i64, currency: Currency) -> Money {
     Money { amount, currency }
@@ -34,6 +37,13 @@ fn order_head<R: Get>(r: &R) -> Result<Order> {
         paid: money(r.int("paid_amount")?, currency),
         refunded: money(r.int("refunded_amount")?, currency),
         expires_at: r.opt_int("expires_at")?.map(Timestamp::from_millis),
+        shipment: match (r.opt_text("carrier")?, r.opt_text("tracking_number")?) {
+            (Some(carrier), Some(tracking_number)) => Some(Shipment {
+                carrier,
+                tracking_number,
+            }),
+            _ => None,
+        },
         history: Vec::new(),
         created_at: Timestamp::from_millis(r.int("created_at")?),
         updated_at: Timestamp::from_millis(r.int("updated_at")?),
@@ -125,6 +135,10 @@ pub(crate) async fn load_order(e: &mut impl Execute, id: &OrderId) -> Result<Opt
     Ok(Some(order))
 }
 
+fn owner_id<R: Get>(r: &R) -> Result<UserId> {
+    Ok(UserId::from_string(r.text("owner_id")?))
+}
+
 fn order_id<R: Get>(r: &R) -> Result<OrderId> {
     Ok(OrderId::from_string(r.text("id")?))
 }
@@ -201,6 +215,78 @@ fn units<R: Get>(r: &R) -> Result<(VariantId, i64)> {
     ))
 }
 
+/// Gives back the units an order held (it expired or was cancelled): to its sale
+/// while the sale is open, lowering the buyer's count toward the limit; else to
+/// the variants' stock, with a ledger line in the shop owner's name.
+async fn release_units(
+    e: &mut impl Execute,
+    order: &OrderId,
+    sale: Option<&SaleId>,
+    buyer: &UserId,
+    owner: &UserId,
+    now: Timestamp,
+) -> Result<()> {
+    let lines = fetch_all!(
+        e,
+        sqlx::query("SELECT variant_id, quantity FROM order_lines WHERE order_id = $1")
+            .bind(order.as_str()),
+        units
+    )?;
+    let total: i64 = lines.iter().map(|(_, n)| n).sum();
+    if let Some(sale) = sale {
+        execute!(
+            e,
+            sqlx::query(
+                "UPDATE sale_buyers SET quantity = quantity - $3
+                 WHERE sale_id = $1 AND buyer_id = $2 AND quantity >= $3"
+            )
+            .bind(sale.as_str())
+            .bind(buyer.as_str())
+            .bind(total)
+        )?;
+        let back = execute!(
+            e,
+            sqlx::query(
+                "UPDATE sales SET available = available + $2, updated_at = $3,
+                     status = CASE WHEN status = 'sold_out' THEN 'live' ELSE status END
+                 WHERE id = $1 AND status IN ('live', 'sold_out')"
+            )
+            .bind(sale.as_str())
+            .bind(total)
+            .bind(now.as_millis())
+        )?;
+        if back == 1 {
+            return Ok(());
+        }
+    }
+    for (variant, n) in &lines {
+        let delta = StockDelta::parse(*n).map_err(|e| corrupt("quantity", e))?;
+        adjust(
+            e,
+            variant,
+            delta,
+            AdjustmentReason::ReservationReleased,
+            order.as_str(),
+            owner,
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// A change to an order, made by a person or by Hawker.
+pub struct OrderChange {
+    pub event: OrderEvent,
+    /// Who made it; `None` for Hawker itself or a payment provider.
+    pub actor: Option<UserId>,
+    pub reason: String,
+    /// With `Fulfill`: how it was shipped.
+    pub shipment: Option<Shipment>,
+    /// With `Refund`: put every unit back on the shelf (only when the refund
+    /// returns everything paid).
+    pub restock: bool,
+}
+
 impl Store {
     /// Expires reservations whose window has passed, at most `limit` of them,
     /// and returns their ids. Their units go back to their sale while it is
@@ -228,6 +314,99 @@ impl Store {
             }
         }
         Ok(expired)
+    }
+
+    /// Applies `change` to an order through the domain's state machine, keeps it
+    /// in the order's history, and does what it implies: a cancel gives the units
+    /// back, a restocking refund puts them on the shelf. `Transition` when the
+    /// order's state refuses the change; `WrongState` when the order changed
+    /// under us (try again).
+    pub async fn change_order(&self, id: &OrderId, change: OrderChange) -> Result<Order> {
+        let now = Timestamp::now();
+        let mut tx = self.write().await?;
+        let order = load_order(&mut tx, id).await?.ok_or(StoreError::NotFound)?;
+        let before = OrderState::of(&order);
+        let after = before.apply(change.event).map_err(StoreError::Order)?;
+        if change.restock && after.status != OrderStatus::Refunded {
+            return Err(StoreError::Order(OrderError::Transition {
+                from: before.status,
+                event: change.event,
+            }));
+        }
+        let updated = execute!(
+            &mut tx,
+            sqlx::query(
+                "UPDATE orders SET status = $4, paid_amount = $5, refunded_amount = $6,
+                     expires_at = CASE WHEN $4 = 'reserved' THEN expires_at ELSE NULL END,
+                     carrier = COALESCE($7, carrier), tracking_number = COALESCE($8, tracking_number),
+                     updated_at = $9
+                 WHERE id = $1 AND status = $2 AND refunded_amount = $3"
+            )
+            .bind(id.as_str())
+            .bind(before.status.as_str())
+            .bind(before.refunded.amount)
+            .bind(after.status.as_str())
+            .bind(after.paid.amount)
+            .bind(after.refunded.amount)
+            .bind(change.shipment.as_ref().map(|s| s.carrier.as_str()))
+            .bind(change.shipment.as_ref().map(|s| s.tracking_number.as_str()))
+            .bind(now.as_millis())
+        )?;
+        if updated == 0 {
+            return Err(StoreError::WrongState);
+        }
+        let amount = match change.event {
+            OrderEvent::Pay(m) | OrderEvent::Refund(m) => Some(m.amount),
+            _ => None,
+        };
+        execute!(
+            &mut tx,
+            sqlx::query(
+                "INSERT INTO order_events (id, order_id, status, actor_id, reason, amount, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)"
+            )
+            .bind(OrderEventId::generate().as_str())
+            .bind(id.as_str())
+            .bind(after.status.as_str())
+            .bind(change.actor.as_ref().map(UserId::as_str))
+            .bind(&change.reason)
+            .bind(amount)
+            .bind(now.as_millis())
+        )?;
+        let owner = fetch_one!(
+            &mut tx,
+            sqlx::query("SELECT owner_id FROM shops WHERE id = $1").bind(order.shop_id.as_str()),
+            owner_id
+        )?;
+        if change.event == OrderEvent::Cancel {
+            release_units(
+                &mut tx,
+                id,
+                order.sale_id.as_ref(),
+                &order.buyer_id,
+                &owner,
+                now,
+            )
+            .await?;
+        }
+        if change.restock {
+            for line in &order.lines {
+                let delta = StockDelta::parse(line.quantity).map_err(|e| corrupt("quantity", e))?;
+                let actor = change.actor.as_ref().unwrap_or(&owner);
+                adjust(
+                    &mut tx,
+                    &line.variant_id,
+                    delta,
+                    AdjustmentReason::Returned,
+                    id.as_str(),
+                    actor,
+                )
+                .await?;
+            }
+        }
+        let changed = load_order(&mut tx, id).await?.ok_or(StoreError::NotFound)?;
+        tx.commit().await?;
+        Ok(changed)
     }
 
     async fn expire_one(&self, id: &OrderId, now: Timestamp) -> Result<bool> {
@@ -258,53 +437,15 @@ impl Store {
             .bind(id.as_str())
             .bind(now.as_millis())
         )?;
-        let lines = fetch_all!(
+        release_units(
             &mut tx,
-            sqlx::query("SELECT variant_id, quantity FROM order_lines WHERE order_id = $1")
-                .bind(id.as_str()),
-            units
-        )?;
-        let total: i64 = lines.iter().map(|(_, n)| n).sum();
-        let back_to_sale = match &order.sale {
-            Some(sale) => {
-                execute!(
-                    &mut tx,
-                    sqlx::query(
-                        "UPDATE sale_buyers SET quantity = quantity - $3
-                         WHERE sale_id = $1 AND buyer_id = $2 AND quantity >= $3"
-                    )
-                    .bind(sale.as_str())
-                    .bind(order.buyer.as_str())
-                    .bind(total)
-                )?;
-                execute!(
-                    &mut tx,
-                    sqlx::query(
-                        "UPDATE sales SET available = available + $2, updated_at = $3,
-                             status = CASE WHEN status = 'sold_out' THEN 'live' ELSE status END
-                         WHERE id = $1 AND status IN ('live', 'sold_out')"
-                    )
-                    .bind(sale.as_str())
-                    .bind(total)
-                    .bind(now.as_millis())
-                )? == 1
-            }
-            None => false,
-        };
-        if !back_to_sale {
-            for (variant, n) in &lines {
-                let delta = StockDelta::parse(*n).map_err(|e| corrupt("quantity", e))?;
-                adjust(
-                    &mut tx,
-                    variant,
-                    delta,
-                    AdjustmentReason::ReservationReleased,
-                    id.as_str(),
-                    &order.owner,
-                )
-                .await?;
-            }
-        }
+            id,
+            order.sale.as_ref(),
+            &order.buyer,
+            &order.owner,
+            now,
+        )
+        .await?;
         tx.commit().await?;
         Ok(true)
     }

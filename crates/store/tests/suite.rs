@@ -12,6 +12,7 @@ use domain::money::{Currency, Money};
 use domain::room::RoomStatus;
 use domain::stock::{AdjustmentReason, StockDelta};
 use std::time::Duration;
+use store::OrderChange;
 use store::testing::TestDatabase;
 
 use domain::ids::{SaleId, VariantId};
@@ -59,6 +60,7 @@ conformance!(
     idempotency_keys,
     due_sales_are_found,
     unpaid_reservations_expire_and_give_their_units_back,
+    orders_pay_ship_refund_and_cancel,
 );
 
 async fn user(store: &Store, email: &str) -> UserId {
@@ -1118,4 +1120,138 @@ async fn unpaid_reservations_expire_and_give_their_units_back(store: &Store) {
             units: 2
         }
     );
+}
+
+fn change(event: domain::order::OrderEvent, actor: &UserId, reason: &str) -> OrderChange {
+    OrderChange {
+        event,
+        actor: Some(actor.clone()),
+        reason: reason.to_owned(),
+        shipment: None,
+        restock: false,
+    }
+}
+
+async fn orders_pay_ship_refund_and_cancel(store: &Store) {
+    use domain::order::{OrderError, OrderEvent, OrderStatus, Shipment};
+    let (seller, variant, sale) = sale_setup(store, 10, 5, 5).await;
+    store.start_sale(&sale, &seller).await.unwrap();
+    let ann = user(store, "ann@example.com").await;
+    let got = store
+        .claim_batch(&sale, &[tap(&ann, 2), tap(&ann, 1)], WINDOW)
+        .await
+        .unwrap();
+    let (ClaimOutcome::Reserved(first), ClaimOutcome::Reserved(second)) = (&got[0], &got[1]) else {
+        panic!("{got:?}")
+    };
+    let eur = |a| Money::parse(a, "EUR").unwrap();
+
+    let wrong = store
+        .change_order(&first.id, change(OrderEvent::Pay(eur(1)), &ann, "card"))
+        .await;
+    assert!(matches!(
+        wrong,
+        Err(StoreError::Order(OrderError::WrongAmount { .. }))
+    ));
+    let paid = store
+        .change_order(&first.id, change(OrderEvent::Pay(eur(1998)), &ann, "card"))
+        .await
+        .unwrap();
+    assert_eq!(
+        (paid.status, paid.paid.amount, paid.expires_at),
+        (OrderStatus::Paid, 1998, None)
+    );
+    assert!(matches!(
+        store
+            .change_order(&first.id, change(OrderEvent::Pay(eur(1998)), &ann, "again"))
+            .await,
+        Err(StoreError::Order(OrderError::Transition { .. }))
+    ));
+    // Paid orders do not expire.
+    assert!(
+        store
+            .expire_reservations(Timestamp::now().plus_millis(3_600_000), 10)
+            .await
+            .unwrap()
+            .contains(&second.id)
+    );
+
+    let mut ship = change(OrderEvent::Fulfill, &seller, "shipped");
+    ship.shipment = Some(Shipment {
+        carrier: "DHL".into(),
+        tracking_number: "JD0142".into(),
+    });
+    let shipped = store.change_order(&first.id, ship).await.unwrap();
+    assert_eq!(shipped.status, OrderStatus::Fulfilled);
+    assert_eq!(shipped.shipment.as_ref().unwrap().tracking_number, "JD0142");
+
+    let mut partial = change(OrderEvent::Refund(eur(500)), &seller, "scratched");
+    partial.restock = true;
+    assert!(
+        matches!(
+            store.change_order(&first.id, partial).await,
+            Err(StoreError::Order(_))
+        ),
+        "restock needs a full refund"
+    );
+    let part = store
+        .change_order(
+            &first.id,
+            change(OrderEvent::Refund(eur(500)), &seller, "scratched"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (part.status, part.refunded.amount),
+        (OrderStatus::PartiallyRefunded, 500)
+    );
+    assert!(matches!(
+        store
+            .change_order(
+                &first.id,
+                change(OrderEvent::Refund(eur(1499)), &seller, "too much")
+            )
+            .await,
+        Err(StoreError::Order(OrderError::RefundTooLarge { .. }))
+    ));
+    let shelf = store
+        .variant(&variant)
+        .await
+        .unwrap()
+        .unwrap()
+        .0
+        .stock_on_hand;
+    let mut rest = change(OrderEvent::Refund(eur(1498)), &seller, "returned");
+    rest.restock = true;
+    let refunded = store.change_order(&first.id, rest).await.unwrap();
+    assert_eq!(
+        (refunded.status, refunded.refunded.amount),
+        (OrderStatus::Refunded, 1998)
+    );
+    assert_eq!(
+        store
+            .variant(&variant)
+            .await
+            .unwrap()
+            .unwrap()
+            .0
+            .stock_on_hand,
+        shelf + 2
+    );
+    let history: Vec<_> = refunded
+        .history
+        .iter()
+        .map(|h| (h.status, h.amount.map(|m| m.amount)))
+        .collect();
+    assert_eq!(
+        history,
+        [
+            (OrderStatus::Reserved, None),
+            (OrderStatus::Paid, Some(1998)),
+            (OrderStatus::Fulfilled, None),
+            (OrderStatus::PartiallyRefunded, Some(500)),
+            (OrderStatus::Refunded, Some(1498)),
+        ]
+    );
+    assert_eq!(refunded.history[2].actor_id.as_ref(), Some(&seller));
 }

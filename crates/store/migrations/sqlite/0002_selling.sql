@@ -48,6 +48,9 @@ CREATE TABLE orders (
     -- The buyer's Idempotency-Key for the purchase, unique per buyer: written in
     -- the purchase's own transaction, so a retry after a crash finds the order.
     idempotency_key TEXT,
+    -- Set when the seller ships it.
+    carrier TEXT,
+    tracking_number TEXT,
     created_at INTEGER NOT NULL,
     updated_at INTEGER NOT NULL
 ) STRICT;
