@@ -11,6 +11,7 @@ mod extract;
 mod idempotency;
 mod middleware;
 mod ops;
+pub mod payments;
 mod routes;
 
 use std::net::SocketAddr;
@@ -48,6 +49,11 @@ pub struct ApiConfig {
     pub sign_in_attempts_per_address: u32,
     /// How long a reserved order waits for payment before its stock returns.
     pub reservation_window: Duration,
+    /// The key the `test` payment provider signs its webhooks with; every node
+    /// of a deployment needs the same. Random per process when unset.
+    pub payment_webhook_secret: Option<String>,
+    /// How long the `test` provider's asynchronous cards take to answer.
+    pub payment_async_delay: Duration,
 }
 
 impl ApiConfig {
@@ -62,6 +68,8 @@ impl ApiConfig {
             sign_in_attempts_per_account: 10,
             sign_in_attempts_per_address: 50,
             reservation_window: Duration::from_secs(10 * 60),
+            payment_webhook_secret: None,
+            payment_async_delay: Duration::from_secs(1),
         }
     }
 }
@@ -69,6 +77,7 @@ impl ApiConfig {
 struct Inner {
     store: Store,
     inventory: store::Inventory,
+    payments: payments::TestProvider,
     config: ApiConfig,
     sign_in_by_account: auth::Throttle,
     sign_in_by_address: auth::Throttle,
@@ -87,6 +96,15 @@ impl AppState {
             sign_in_by_address: auth::Throttle::new(config.sign_in_attempts_per_address, WINDOW),
             metrics: middleware::metrics_handle(),
             inventory: store::Inventory::new(store.clone(), config.reservation_window),
+            payments: payments::TestProvider::new(
+                match &config.payment_webhook_secret {
+                    Some(secret) => secret.as_bytes().to_vec(),
+                    None => auth::random_bytes::<32>()
+                        .map(|b| b.to_vec())
+                        .unwrap_or_default(),
+                },
+                config.payment_async_delay,
+            ),
             store,
             config,
         }))
@@ -98,6 +116,11 @@ impl AppState {
 
     pub fn config(&self) -> &ApiConfig {
         &self.0.config
+    }
+
+    /// The payment provider orders are paid through.
+    pub fn payment_provider(&self) -> &dyn payments::PaymentProvider {
+        &self.0.payments
     }
 
     /// The flash-sale batchers.
@@ -131,6 +154,9 @@ pub async fn serve(
     shutdown: CancellationToken,
     grace: Duration,
 ) -> std::io::Result<()> {
+    if let Ok(addr) = listener.local_addr() {
+        state.0.payments.deliver_to(addr);
+    }
     let app = router(state);
     let server = axum::serve(
         listener,

@@ -83,6 +83,14 @@ id_type!(
     /// One entry of an order's history.
     OrderEventId, "oev"
 );
+id_type!(
+    /// A payment attempt.
+    PaymentId, "pay"
+);
+id_type!(
+    /// A refund.
+    RefundId, "ref"
+);
 
 #[cfg(test)]
 mod tests {

@@ -15,5 +15,5 @@ pub mod stock;
 mod text;
 mod timestamp;
 
-pub use text::ValidationError;
+pub use text::{ValidationError, short_text};
 pub use timestamp::Timestamp;

@@ -5,7 +5,10 @@
 use serde::Serialize;
 
 use crate::Timestamp;
-use crate::ids::{OrderEventId, OrderId, ProductId, RoomId, SaleId, ShopId, UserId, VariantId};
+use crate::ids::{
+    OrderEventId, OrderId, PaymentId, ProductId, RefundId, RoomId, SaleId, ShopId, UserId,
+    VariantId,
+};
 use crate::money::Money;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
@@ -104,6 +107,63 @@ pub struct Order {
     pub history: Vec<OrderHistoryEntry>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PaymentStatus {
+    /// The provider answers later, through a webhook.
+    Processing,
+    Succeeded,
+    Failed,
+}
+
+impl PaymentStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Processing => "processing",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "processing" => Some(Self::Processing),
+            "succeeded" => Some(Self::Succeeded),
+            "failed" => Some(Self::Failed),
+            _ => None,
+        }
+    }
+}
+
+/// One attempt to pay an order through a payment provider.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct Payment {
+    pub id: PaymentId,
+    pub order_id: OrderId,
+    pub provider: String,
+    /// The provider's id for it (a PaymentIntent's id at Stripe).
+    pub provider_payment_id: String,
+    pub amount: Money,
+    pub status: PaymentStatus,
+    /// Why it failed: `card_declined`, `insufficient_funds`, ...
+    pub failure_code: Option<String>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+/// Money given back to a buyer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct Refund {
+    pub id: RefundId,
+    pub order_id: OrderId,
+    pub payment_id: PaymentId,
+    pub amount: Money,
+    pub reason: String,
+    /// Whether the units went back on the shelf.
+    pub restock: bool,
+    pub created_at: Timestamp,
 }
 
 /// What happens to an order.

@@ -49,6 +49,17 @@ pub(crate) fn clean(
     Ok(trimmed.to_owned())
 }
 
+/// One line of user text (carrier names, reasons, notes), cleaned as every text
+/// is and bounded in characters.
+pub fn short_text(
+    field: &'static str,
+    input: &str,
+    min_chars: usize,
+    max_chars: usize,
+) -> Result<String, ValidationError> {
+    clean(field, input, min_chars, max_chars, false)
+}
+
 /// A newtype over cleaned text with a length range in characters.
 macro_rules! text_type {
     ($(#[$doc:meta])* $name:ident, $field:literal, $min:literal, $max:literal, $multiline:literal) => {

@@ -24,6 +24,13 @@ impl Timestamp {
         Self(self.0.saturating_add(ms))
     }
 
+    /// The UTC year and month, as card expiry dates count.
+    pub fn year_month(self) -> (u16, u8) {
+        let t = OffsetDateTime::from_unix_timestamp_nanos(i128::from(self.0) * 1_000_000)
+            .unwrap_or(OffsetDateTime::UNIX_EPOCH);
+        (u16::try_from(t.year()).unwrap_or(0), u8::from(t.month()))
+    }
+
     pub fn parse_rfc3339(s: &str) -> Option<Self> {
         let t = OffsetDateTime::parse(s, &Rfc3339).ok()?;
         Some(Self((t.unix_timestamp_nanos() / 1_000_000) as i64))

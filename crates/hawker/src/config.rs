@@ -119,6 +119,10 @@ pub struct Settings {
     /// Minutes a reserved order waits for payment before its stock returns [default: 10]
     #[arg(long, env = "HAWKER_RESERVATION_MINUTES")]
     pub reservation_minutes: Option<u64>,
+    /// Secret the test payment provider signs its webhooks with; give every node
+    /// the same one [default: random per process]
+    #[arg(long, env = "HAWKER_PAYMENT_WEBHOOK_SECRET", hide_env_values = true)]
+    pub payment_webhook_secret: Option<String>,
 }
 
 /// Settings with every default applied.
@@ -167,7 +171,8 @@ impl Settings {
             max_image_bytes,
             sign_in_attempts_per_account,
             sign_in_attempts_per_address,
-            reservation_minutes
+            reservation_minutes,
+            payment_webhook_secret
         );
         let data_dir = s.data_dir.unwrap_or_else(|| PathBuf::from("./hawker-data"));
         let mut api = api::ApiConfig::new(data_dir.clone());
@@ -195,6 +200,7 @@ impl Settings {
         if let Some(minutes) = s.reservation_minutes {
             api.reservation_window = Duration::from_secs(minutes.max(1) * 60);
         }
+        api.payment_webhook_secret = s.payment_webhook_secret.filter(|s| !s.is_empty());
         Ok(Config {
             data_dir,
             http_addr: s

@@ -14,6 +14,7 @@ mod error;
 mod idempotency;
 mod inventory;
 mod orders;
+mod payments;
 mod rooms;
 mod row;
 mod sales;
@@ -26,6 +27,7 @@ pub use error::{Conflict, StoreError};
 pub use idempotency::{KEY_LIFETIME, KeyState};
 pub use inventory::{Claim, ClaimOutcome, Inventory};
 pub use orders::OrderChange;
+pub use payments::NewPayment;
 pub use rooms::{NewRoom, RoomFilter, RoomPatch};
 pub use sales::{NewSale, SaleTally};
 

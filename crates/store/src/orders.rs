@@ -143,6 +143,88 @@ fn order_id<R: Get>(r: &R) -> Result<OrderId> {
     Ok(OrderId::from_string(r.text("id")?))
 }
 
+/// [`Store::change_order`] inside the caller's transaction.
+pub(crate) async fn apply_change(
+    e: &mut impl Execute,
+    id: &OrderId,
+    change: OrderChange,
+    now: Timestamp,
+) -> Result<Order> {
+    let order = load_order(e, id).await?.ok_or(StoreError::NotFound)?;
+    let before = OrderState::of(&order);
+    let after = before.apply(change.event).map_err(StoreError::Order)?;
+    if change.restock && after.status != OrderStatus::Refunded {
+        return Err(StoreError::Order(OrderError::Transition {
+            from: before.status,
+            event: change.event,
+        }));
+    }
+    let updated = execute!(
+        e,
+        sqlx::query(
+            "UPDATE orders SET status = $4, paid_amount = $5, refunded_amount = $6,
+                 expires_at = CASE WHEN $4 = 'reserved' THEN expires_at ELSE NULL END,
+                 carrier = COALESCE($7, carrier), tracking_number = COALESCE($8, tracking_number),
+                 updated_at = $9
+             WHERE id = $1 AND status = $2 AND refunded_amount = $3"
+        )
+        .bind(id.as_str())
+        .bind(before.status.as_str())
+        .bind(before.refunded.amount)
+        .bind(after.status.as_str())
+        .bind(after.paid.amount)
+        .bind(after.refunded.amount)
+        .bind(change.shipment.as_ref().map(|s| s.carrier.as_str()))
+        .bind(change.shipment.as_ref().map(|s| s.tracking_number.as_str()))
+        .bind(now.as_millis())
+    )?;
+    if updated == 0 {
+        return Err(StoreError::WrongState);
+    }
+    let amount = match change.event {
+        OrderEvent::Pay(m) | OrderEvent::Refund(m) => Some(m.amount),
+        _ => None,
+    };
+    execute!(
+        e,
+        sqlx::query(
+            "INSERT INTO order_events (id, order_id, status, actor_id, reason, amount, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)"
+        )
+        .bind(OrderEventId::generate().as_str())
+        .bind(id.as_str())
+        .bind(after.status.as_str())
+        .bind(change.actor.as_ref().map(UserId::as_str))
+        .bind(&change.reason)
+        .bind(amount)
+        .bind(now.as_millis())
+    )?;
+    let owner = fetch_one!(
+        e,
+        sqlx::query("SELECT owner_id FROM shops WHERE id = $1").bind(order.shop_id.as_str()),
+        owner_id
+    )?;
+    if change.event == OrderEvent::Cancel {
+        release_units(e, id, order.sale_id.as_ref(), &order.buyer_id, &owner, now).await?;
+    }
+    if change.restock {
+        for line in &order.lines {
+            let delta = StockDelta::parse(line.quantity).map_err(|e| corrupt("quantity", e))?;
+            let actor = change.actor.as_ref().unwrap_or(&owner);
+            adjust(
+                e,
+                &line.variant_id,
+                delta,
+                AdjustmentReason::Returned,
+                id.as_str(),
+                actor,
+            )
+            .await?;
+        }
+    }
+    load_order(e, id).await?.ok_or(StoreError::NotFound)
+}
+
 impl Store {
     /// The order a buyer made with an Idempotency-Key, if that purchase committed.
     pub async fn order_by_idempotency_key(
@@ -322,89 +404,8 @@ impl Store {
     /// order's state refuses the change; `WrongState` when the order changed
     /// under us (try again).
     pub async fn change_order(&self, id: &OrderId, change: OrderChange) -> Result<Order> {
-        let now = Timestamp::now();
         let mut tx = self.write().await?;
-        let order = load_order(&mut tx, id).await?.ok_or(StoreError::NotFound)?;
-        let before = OrderState::of(&order);
-        let after = before.apply(change.event).map_err(StoreError::Order)?;
-        if change.restock && after.status != OrderStatus::Refunded {
-            return Err(StoreError::Order(OrderError::Transition {
-                from: before.status,
-                event: change.event,
-            }));
-        }
-        let updated = execute!(
-            &mut tx,
-            sqlx::query(
-                "UPDATE orders SET status = $4, paid_amount = $5, refunded_amount = $6,
-                     expires_at = CASE WHEN $4 = 'reserved' THEN expires_at ELSE NULL END,
-                     carrier = COALESCE($7, carrier), tracking_number = COALESCE($8, tracking_number),
-                     updated_at = $9
-                 WHERE id = $1 AND status = $2 AND refunded_amount = $3"
-            )
-            .bind(id.as_str())
-            .bind(before.status.as_str())
-            .bind(before.refunded.amount)
-            .bind(after.status.as_str())
-            .bind(after.paid.amount)
-            .bind(after.refunded.amount)
-            .bind(change.shipment.as_ref().map(|s| s.carrier.as_str()))
-            .bind(change.shipment.as_ref().map(|s| s.tracking_number.as_str()))
-            .bind(now.as_millis())
-        )?;
-        if updated == 0 {
-            return Err(StoreError::WrongState);
-        }
-        let amount = match change.event {
-            OrderEvent::Pay(m) | OrderEvent::Refund(m) => Some(m.amount),
-            _ => None,
-        };
-        execute!(
-            &mut tx,
-            sqlx::query(
-                "INSERT INTO order_events (id, order_id, status, actor_id, reason, amount, created_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)"
-            )
-            .bind(OrderEventId::generate().as_str())
-            .bind(id.as_str())
-            .bind(after.status.as_str())
-            .bind(change.actor.as_ref().map(UserId::as_str))
-            .bind(&change.reason)
-            .bind(amount)
-            .bind(now.as_millis())
-        )?;
-        let owner = fetch_one!(
-            &mut tx,
-            sqlx::query("SELECT owner_id FROM shops WHERE id = $1").bind(order.shop_id.as_str()),
-            owner_id
-        )?;
-        if change.event == OrderEvent::Cancel {
-            release_units(
-                &mut tx,
-                id,
-                order.sale_id.as_ref(),
-                &order.buyer_id,
-                &owner,
-                now,
-            )
-            .await?;
-        }
-        if change.restock {
-            for line in &order.lines {
-                let delta = StockDelta::parse(line.quantity).map_err(|e| corrupt("quantity", e))?;
-                let actor = change.actor.as_ref().unwrap_or(&owner);
-                adjust(
-                    &mut tx,
-                    &line.variant_id,
-                    delta,
-                    AdjustmentReason::Returned,
-                    id.as_str(),
-                    actor,
-                )
-                .await?;
-            }
-        }
-        let changed = load_order(&mut tx, id).await?.ok_or(StoreError::NotFound)?;
+        let changed = apply_change(&mut tx, id, change, Timestamp::now()).await?;
         tx.commit().await?;
         Ok(changed)
     }

@@ -6,6 +6,7 @@ pub(crate) mod catalog;
 pub(crate) mod home;
 pub(crate) mod images;
 pub(crate) mod orders;
+pub(crate) mod payments;
 pub(crate) mod rooms;
 pub(crate) mod sales;
 
@@ -111,6 +112,7 @@ pub(crate) fn api_router(config: &ApiConfig) -> OpenApiRouter<AppState> {
         .merge(rooms::router())
         .merge(sales::router())
         .merge(orders::router())
+        .merge(payments::router())
 }
 
 /// `?limit=&cursor=` on every list.

@@ -8,5 +8,6 @@ mod catalog;
 mod helpers;
 mod images;
 mod ops;
+mod payments;
 mod rooms;
 mod selling;

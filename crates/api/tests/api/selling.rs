@@ -7,7 +7,7 @@ use crate::helpers::{Account, TestApp, assert_error};
 
 /// A seller with a product of `stock` units, a room, and a live sale of
 /// `quantity` units at 9.99 EUR with `limit` per buyer.
-async fn live_sale(
+pub async fn live_sale(
     app: &TestApp,
     stock: i64,
     quantity: i64,
@@ -35,7 +35,7 @@ async fn live_sale(
     (seller, room, sale)
 }
 
-async fn buy(
+pub async fn buy(
     app: &TestApp,
     token: &str,
     room: &Value,

@@ -98,3 +98,41 @@ CREATE TABLE idempotency_keys (
     PRIMARY KEY (user_id, key)
 );
 CREATE INDEX idempotency_keys_age ON idempotency_keys (created_at);
+
+-- Payments through a provider (Stripe PaymentIntents fit this shape).
+CREATE TABLE payments (
+    id TEXT COLLATE "C" PRIMARY KEY,
+    order_id TEXT COLLATE "C" NOT NULL REFERENCES orders (id),
+    provider TEXT NOT NULL,
+    intent_id TEXT NOT NULL,
+    amount BIGINT NOT NULL CHECK (amount >= 0),
+    currency TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('processing', 'succeeded', 'failed')),
+    failure_code TEXT,
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL,
+    UNIQUE (provider, intent_id)
+);
+CREATE INDEX payments_order ON payments (order_id, id);
+
+CREATE TABLE refunds (
+    id TEXT COLLATE "C" PRIMARY KEY,
+    order_id TEXT COLLATE "C" NOT NULL REFERENCES orders (id),
+    payment_id TEXT COLLATE "C" NOT NULL REFERENCES payments (id),
+    provider_refund_id TEXT NOT NULL,
+    amount BIGINT NOT NULL CHECK (amount > 0),
+    currency TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    restock BIGINT NOT NULL,
+    actor_id TEXT COLLATE "C" NOT NULL REFERENCES users (id),
+    created_at BIGINT NOT NULL
+);
+CREATE INDEX refunds_order ON refunds (order_id, id);
+
+-- Provider events already applied: a replayed webhook changes nothing.
+CREATE TABLE webhook_events (
+    provider TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    received_at BIGINT NOT NULL,
+    PRIMARY KEY (provider, event_id)
+);

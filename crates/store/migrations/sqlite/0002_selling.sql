@@ -98,3 +98,41 @@ CREATE TABLE idempotency_keys (
     PRIMARY KEY (user_id, key)
 ) STRICT;
 CREATE INDEX idempotency_keys_age ON idempotency_keys (created_at);
+
+-- Payments through a provider (Stripe PaymentIntents fit this shape).
+CREATE TABLE payments (
+    id TEXT PRIMARY KEY,
+    order_id TEXT NOT NULL REFERENCES orders (id),
+    provider TEXT NOT NULL,
+    intent_id TEXT NOT NULL,
+    amount INTEGER NOT NULL CHECK (amount >= 0),
+    currency TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('processing', 'succeeded', 'failed')),
+    failure_code TEXT,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    UNIQUE (provider, intent_id)
+) STRICT;
+CREATE INDEX payments_order ON payments (order_id, id);
+
+CREATE TABLE refunds (
+    id TEXT PRIMARY KEY,
+    order_id TEXT NOT NULL REFERENCES orders (id),
+    payment_id TEXT NOT NULL REFERENCES payments (id),
+    provider_refund_id TEXT NOT NULL,
+    amount INTEGER NOT NULL CHECK (amount > 0),
+    currency TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    restock INTEGER NOT NULL,
+    actor_id TEXT NOT NULL REFERENCES users (id),
+    created_at INTEGER NOT NULL
+) STRICT;
+CREATE INDEX refunds_order ON refunds (order_id, id);
+
+-- Provider events already applied: a replayed webhook changes nothing.
+CREATE TABLE webhook_events (
+    provider TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    received_at INTEGER NOT NULL,
+    PRIMARY KEY (provider, event_id)
+) STRICT;
