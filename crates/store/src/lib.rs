@@ -26,7 +26,7 @@ pub use db::{Backend, PoolStats, Store, StoreOptions};
 pub use error::{Conflict, StoreError};
 pub use idempotency::{KEY_LIFETIME, KeyState};
 pub use inventory::{Claim, ClaimOutcome, Inventory};
-pub use orders::OrderChange;
+pub use orders::{OrderChange, OrderFilter};
 pub use payments::NewPayment;
 pub use rooms::{NewRoom, RoomFilter, RoomPatch};
 pub use sales::{NewSale, SaleTally};

@@ -246,6 +246,40 @@ impl Store {
         }
     }
 
+    /// A shop's orders, newest first, optionally in one state, from one room or
+    /// one sale, each with its lines and history.
+    pub async fn orders_of_shop(
+        &self,
+        shop: &ShopId,
+        filter: &OrderFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Order>> {
+        let mut c = self.read().await?;
+        let ids = fetch_all!(
+            &mut c,
+            sqlx::query(
+                "SELECT id FROM orders
+                 WHERE shop_id = $1 AND ($2 = '' OR status = $2)
+                   AND ($3 = '' OR room_id = $3) AND ($4 = '' OR sale_id = $4) AND id < $5
+                 ORDER BY id DESC LIMIT $6"
+            )
+            .bind(shop.as_str())
+            .bind(filter.status.map_or("", OrderStatus::as_str))
+            .bind(filter.room.as_ref().map_or("", RoomId::as_str))
+            .bind(filter.sale.as_ref().map_or("", SaleId::as_str))
+            .bind(page.before_id())
+            .bind(page.fetch_limit()),
+            order_id
+        )?;
+        let mut orders = Vec::with_capacity(ids.len());
+        for id in &ids {
+            if let Some(order) = load_order(&mut c, id).await? {
+                orders.push(order);
+            }
+        }
+        Ok(page.page(orders, |o| o.id.as_str().to_owned()))
+    }
+
     /// A buyer's orders, newest first, each with its lines and history.
     pub async fn orders_of_buyer(&self, buyer: &UserId, page: &PageRequest) -> Result<Page<Order>> {
         let mut c = self.read().await?;
@@ -354,6 +388,14 @@ async fn release_units(
         .await?;
     }
     Ok(())
+}
+
+/// Which of a shop's orders to list.
+#[derive(Debug, Default, Clone)]
+pub struct OrderFilter {
+    pub status: Option<OrderStatus>,
+    pub room: Option<RoomId>,
+    pub sale: Option<SaleId>,
 }
 
 /// A change to an order, made by a person or by Hawker.

@@ -364,6 +364,66 @@ async fn sellers_ship_and_refund_buyers_cancel() {
 }
 
 #[tokio::test]
+async fn sellers_list_their_orders_with_filters() {
+    let app = TestApp::spawn().await;
+    let (seller, buyer, sale, order) = reserve(&app, 1).await;
+    let room = json!({"id": sale["room_id"]});
+    let (_, second, _) = buy(&app, &buyer.token, &room, &sale, Some("b2"), json!({})).await;
+    pay(&app, &buyer.token, &order, "k", card("4242424242424242")).await;
+    let ids = |v: &Value| -> Vec<String> {
+        v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let (status, all) = app
+        .get("/api/v1/shops/anns/orders", Some(&seller.token))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        ids(&all),
+        [
+            second["id"].as_str().unwrap(),
+            order["id"].as_str().unwrap()
+        ]
+    );
+    let (_, paid) = app
+        .get("/api/v1/shops/anns/orders?status=paid", Some(&seller.token))
+        .await;
+    assert_eq!(ids(&paid), [order["id"].as_str().unwrap()]);
+    let by_sale = format!(
+        "/api/v1/shops/anns/orders?sale={}&room={}",
+        sale["id"].as_str().unwrap(),
+        sale["room_id"].as_str().unwrap()
+    );
+    assert_eq!(
+        ids(&app.get(&by_sale, Some(&seller.token)).await.1).len(),
+        2
+    );
+    let (_, none) = app
+        .get(
+            "/api/v1/shops/anns/orders?sale=sale_other",
+            Some(&seller.token),
+        )
+        .await;
+    assert!(ids(&none).is_empty());
+    assert_error(
+        app.get("/api/v1/shops/anns/orders", Some(&buyer.token))
+            .await,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    );
+    assert_error(
+        app.get("/api/v1/shops/anns/orders?status=lost", Some(&seller.token))
+            .await,
+        StatusCode::BAD_REQUEST,
+        "invalid_query",
+    );
+}
+
+#[tokio::test]
 async fn an_expired_reservation_cannot_be_paid() {
     let app = TestApp::spawn_with(|c| c.reservation_window = Duration::ZERO).await;
     let (_, buyer, _, order) = reserve(&app, 1).await;
