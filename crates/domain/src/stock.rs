@@ -24,7 +24,9 @@ pub enum AdjustmentReason {
     SaleAllocated,
     /// Units of a flash sale that were not sold, back when it ended.
     SaleReturned,
-    /// Units of a reservation that lapsed unpaid after its sale had closed.
+    /// Units held by an order bought at the regular price.
+    Reserved,
+    /// Units of a reservation that lapsed unpaid or was cancelled.
     ReservationReleased,
 }
 
@@ -38,6 +40,7 @@ impl AdjustmentReason {
             Self::Returned => "returned",
             Self::SaleAllocated => "sale_allocated",
             Self::SaleReturned => "sale_returned",
+            Self::Reserved => "reserved",
             Self::ReservationReleased => "reservation_released",
         }
     }
@@ -60,6 +63,7 @@ impl AdjustmentReason {
             "returned" => Some(Self::Returned),
             "sale_allocated" => Some(Self::SaleAllocated),
             "sale_returned" => Some(Self::SaleReturned),
+            "reserved" => Some(Self::Reserved),
             "reservation_released" => Some(Self::ReservationReleased),
             _ => None,
         }

@@ -21,9 +21,11 @@ use domain::ids::{OrderEventId, OrderId, ProductId, RoomId, SaleId, ShopId, User
 use domain::money::Money;
 use domain::order::{Order, OrderHistoryEntry, OrderLine, OrderStatus};
 use domain::sale::BuyQuantity;
+use domain::stock::{AdjustmentReason, StockDelta};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::Store;
+use crate::catalog::adjust;
 use crate::db::{Execute, execute, fetch_one, fetch_optional};
 use crate::error::{Result, StoreError};
 use crate::row::{Get, corrupt};
@@ -340,6 +342,107 @@ impl Store {
         tx.commit().await?;
         Ok(outcomes)
     }
+}
+
+/// One line of an order at the regular price.
+#[derive(Debug, Clone)]
+pub struct RegularLine {
+    pub variant: VariantId,
+    pub quantity: BuyQuantity,
+}
+
+impl Store {
+    /// Reserves an order at list price: every line takes its units from its
+    /// variant's stock (conditional update and ledger line, as every stock
+    /// change) in the same transaction as the order, so either all lines are
+    /// held or none is. Errors: `InsufficientStock` when a line's variant lacks
+    /// the units, `NotFound` when a variant is unknown or its product is not
+    /// active, `WrongState` when the lines belong to different shops.
+    pub async fn reserve_order(
+        &self,
+        buyer: &UserId,
+        room: Option<&RoomId>,
+        lines: &[RegularLine],
+        reservation: Duration,
+        idempotency_key: Option<&str>,
+    ) -> Result<Order> {
+        let now = Timestamp::now();
+        let mut tx = self.write().await?;
+        let mut order_lines = Vec::with_capacity(lines.len());
+        let mut shop = None;
+        for line in lines {
+            let priced = fetch_optional!(
+                &mut tx,
+                sqlx::query(
+                    "SELECT v.product_id, v.sku, p.title, v.price_amount, v.currency, v.shop_id
+                     FROM variants v JOIN products p ON p.id = v.product_id
+                     WHERE v.id = $1 AND p.status = 'active'"
+                )
+                .bind(line.variant.as_str()),
+                priced
+            )?
+            .ok_or(StoreError::NotFound)?;
+            if shop.as_ref().is_some_and(|s| *s != priced.shop) {
+                return Err(StoreError::WrongState);
+            }
+            shop = Some(priced.shop);
+            order_lines.push(OrderLine {
+                variant_id: line.variant.clone(),
+                product_id: priced.item.product,
+                sku: priced.item.sku,
+                title: priced.item.title,
+                quantity: line.quantity.get(),
+                unit_price: priced.price,
+            });
+        }
+        let shop = shop.ok_or_else(|| StoreError::Corrupt("an order without lines".into()))?;
+        let order = insert_order(
+            &mut tx,
+            NewOrder {
+                buyer,
+                shop: &shop,
+                room,
+                sale: None,
+                lines: order_lines,
+                at: now,
+                expires_at: now.plus_millis(reservation.as_millis() as i64),
+                reason: "reserved at the regular price",
+                idempotency_key,
+            },
+        )
+        .await?;
+        for line in lines {
+            let delta =
+                StockDelta::parse(-line.quantity.get()).map_err(|e| corrupt("quantity", e))?;
+            adjust(
+                &mut tx,
+                &line.variant,
+                delta,
+                AdjustmentReason::Reserved,
+                order.id.as_str(),
+                buyer,
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(order)
+    }
+}
+
+/// A variant for sale at its list price.
+struct Priced {
+    item: Item,
+    price: Money,
+    shop: ShopId,
+}
+
+fn priced<R: Get>(r: &R) -> Result<Priced> {
+    Ok(Priced {
+        item: item(r)?,
+        price: Money::parse(r.int("price_amount")?, &r.text("currency")?)
+            .map_err(|e| corrupt("price", e))?,
+        shop: ShopId::from_string(r.text("shop_id")?),
+    })
 }
 
 type Reply = oneshot::Sender<std::result::Result<ClaimOutcome, Arc<StoreError>>>;

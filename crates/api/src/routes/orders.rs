@@ -2,25 +2,158 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
-use domain::ids::{OrderId, RoomId, SaleId};
+use std::collections::BTreeMap;
+
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use domain::ValidationError;
+use domain::ids::{OrderId, RoomId, SaleId, VariantId};
 use domain::order::{Order, OrderStatus};
+use domain::sale::BuyQuantity;
 use serde::Deserialize;
-use store::OrderFilter;
-use utoipa::IntoParams;
+use store::{OrderFilter, RegularLine, StoreError};
+use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::catalog::owned_shop;
 use super::{Page, PageQuery};
 use crate::AppState;
-use crate::error::{ApiResult, Code, ErrorBody};
-use crate::extract::{CurrentUser, QueryParams};
+use crate::error::{ApiError, ApiResult, Code, ErrorBody};
+use crate::extract::{CurrentUser, JsonBody, QueryParams};
+use crate::idempotency;
 
 pub(crate) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .routes(routes!(list_orders))
+        .routes(routes!(list_orders, create_order))
         .routes(routes!(get_order))
         .routes(routes!(shop_orders))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CreateOrder {
+    /// One to 20 lines; lines of the same variant are added together.
+    lines: Vec<LineInput>,
+    /// The room the purchase came from, if any (same shop).
+    room_id: Option<String>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct LineInput {
+    variant_id: String,
+    /// Default 1.
+    quantity: Option<i64>,
+}
+
+const MAX_LINES: usize = 20;
+
+/// Buys one or more variants of one shop at their list price. The answer is an
+/// order holding the units until it is paid or expires: all lines or none. Send
+/// an `Idempotency-Key`: a retry never makes a second order.
+#[utoipa::path(post, path = "/api/v1/orders", tag = "selling", request_body = CreateOrder,
+    params(("Idempotency-Key" = String, Header, description = "1 to 255 visible ASCII characters")),
+    security(("bearer" = []), ("cookie" = [])),
+    responses(
+        (status = 201, body = Order),
+        (status = 400, description = "`invalid_idempotency_key`", body = ErrorBody),
+        (status = 409, description = "`sold_out`, `idempotency_key_in_use`", body = ErrorBody),
+        (status = 422, description = "`invalid_field`, `idempotency_key_reused`", body = ErrorBody),
+    ))]
+async fn create_order(
+    State(state): State<AppState>,
+    current: CurrentUser,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<serde_json::Value>,
+) -> ApiResult<Response> {
+    let key = idempotency::key(&headers)?;
+    let request: CreateOrder = serde_json::from_value(body.clone())
+        .map_err(|e| ApiError::new(Code::InvalidBody, e.to_string()))?;
+    if request.lines.is_empty() || request.lines.len() > MAX_LINES {
+        return Err(
+            ValidationError::new("lines", format!("an order has 1 to {MAX_LINES} lines")).into(),
+        );
+    }
+    let mut merged: BTreeMap<String, i64> = BTreeMap::new();
+    for line in &request.lines {
+        *merged.entry(line.variant_id.clone()).or_default() += line.quantity.unwrap_or(1);
+    }
+    let lines = merged
+        .into_iter()
+        .map(|(variant, n)| {
+            Ok(RegularLine {
+                variant: VariantId::from_string(variant),
+                quantity: BuyQuantity::parse("lines.quantity", n)?,
+            })
+        })
+        .collect::<Result<Vec<_>, ValidationError>>()?;
+    let hash = idempotency::request_hash("POST /orders", &body);
+    let buyer = current.user.id.clone();
+    idempotency::run(
+        &state,
+        &buyer,
+        &key,
+        &hash,
+        async || {
+            let order = state.store().order_by_idempotency_key(&buyer, &key).await?;
+            Ok(order.map(|o| serde_json::to_value(o).unwrap_or_default()))
+        },
+        async || {
+            // The room must be the shop's: checked before anything is reserved.
+            let room = match &request.room_id {
+                Some(id) => {
+                    let room = state
+                        .store()
+                        .room(&RoomId::from_string(id))
+                        .await?
+                        .ok_or_else(|| ValidationError::new("room_id", "no such room"))?;
+                    let shop = state
+                        .store()
+                        .variant(&lines[0].variant)
+                        .await?
+                        .map(|(_, shop)| shop);
+                    if shop.is_some_and(|s| s != room.shop_id) {
+                        return Err(ValidationError::new(
+                            "room_id",
+                            "the room belongs to another shop",
+                        )
+                        .into());
+                    }
+                    Some(room)
+                }
+                None => None,
+            };
+            let order = state
+                .store()
+                .reserve_order(
+                    &buyer,
+                    room.as_ref().map(|r| &r.id),
+                    &lines,
+                    state.config().reservation_window,
+                    Some(&key),
+                )
+                .await
+                .map_err(|e| match e {
+                    StoreError::NotFound => {
+                        ValidationError::new("lines.variant_id", "no such variant for sale").into()
+                    }
+                    StoreError::WrongState => {
+                        ValidationError::new("lines", "all lines must come from one shop").into()
+                    }
+                    StoreError::InsufficientStock { on_hand } => ApiError::new(
+                        Code::SoldOut,
+                        format!("Only {on_hand} left of one of the variants."),
+                    ),
+                    other => ApiError::from(other),
+                })?;
+            Ok((
+                StatusCode::CREATED,
+                serde_json::to_value(&order).map_err(|_| Code::Internal)?,
+            ))
+        },
+    )
+    .await
 }
 
 #[derive(Deserialize, IntoParams)]

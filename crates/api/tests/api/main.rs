@@ -5,6 +5,7 @@
 mod accounts;
 mod bad_input;
 mod catalog;
+mod checkout;
 mod helpers;
 mod images;
 mod ops;
