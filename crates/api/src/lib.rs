@@ -54,6 +54,8 @@ pub struct ApiConfig {
     pub payment_webhook_secret: Option<String>,
     /// How long the `test` provider's asynchronous cards take to answer.
     pub payment_async_delay: Duration,
+    /// Group commit for flash-sale taps; off only to measure the naive path.
+    pub inventory_batching: bool,
 }
 
 impl ApiConfig {
@@ -70,6 +72,7 @@ impl ApiConfig {
             reservation_window: Duration::from_secs(10 * 60),
             payment_webhook_secret: None,
             payment_async_delay: Duration::from_secs(1),
+            inventory_batching: true,
         }
     }
 }
@@ -95,7 +98,14 @@ impl AppState {
             sign_in_by_account: auth::Throttle::new(config.sign_in_attempts_per_account, WINDOW),
             sign_in_by_address: auth::Throttle::new(config.sign_in_attempts_per_address, WINDOW),
             metrics: middleware::metrics_handle(),
-            inventory: store::Inventory::new(store.clone(), config.reservation_window),
+            inventory: {
+                let inventory = store::Inventory::new(store.clone(), config.reservation_window);
+                if config.inventory_batching {
+                    inventory
+                } else {
+                    inventory.without_batching()
+                }
+            },
             payments: payments::TestProvider::new(
                 match &config.payment_webhook_secret {
                     Some(secret) => secret.as_bytes().to_vec(),

@@ -123,6 +123,10 @@ pub struct Settings {
     /// the same one [default: random per process]
     #[arg(long, env = "HAWKER_PAYMENT_WEBHOOK_SECRET", hide_env_values = true)]
     pub payment_webhook_secret: Option<String>,
+    /// Group commit for flash-sale purchases; `false` only to measure the naive
+    /// path against it (bench/flash-sale) [default: true]
+    #[arg(long, env = "HAWKER_INVENTORY_BATCHING")]
+    pub inventory_batching: Option<bool>,
 }
 
 /// Settings with every default applied.
@@ -172,7 +176,8 @@ impl Settings {
             sign_in_attempts_per_account,
             sign_in_attempts_per_address,
             reservation_minutes,
-            payment_webhook_secret
+            payment_webhook_secret,
+            inventory_batching
         );
         let data_dir = s.data_dir.unwrap_or_else(|| PathBuf::from("./hawker-data"));
         let mut api = api::ApiConfig::new(data_dir.clone());
@@ -201,6 +206,9 @@ impl Settings {
             api.reservation_window = Duration::from_secs(minutes.max(1) * 60);
         }
         api.payment_webhook_secret = s.payment_webhook_secret.filter(|s| !s.is_empty());
+        if let Some(batching) = s.inventory_batching {
+            api.inventory_batching = batching;
+        }
         Ok(Config {
             data_dir,
             http_addr: s
@@ -282,6 +290,7 @@ mod tests {
             format!("[default: {}]", c.api.sign_in_attempts_per_account),
             format!("[default: {}]", c.api.sign_in_attempts_per_address),
             format!("[default: {}]", c.api.reservation_window.as_secs() / 60),
+            format!("[default: {}]", c.api.inventory_batching),
         ] {
             assert!(help.contains(&expected), "--help lacks {expected}");
         }

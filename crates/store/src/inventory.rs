@@ -35,8 +35,20 @@ use crate::row::{Get, corrupt};
 pub struct Claim {
     pub buyer: UserId,
     pub quantity: BuyQuantity,
-    /// The buyer's Idempotency-Key, kept on the order (unique per buyer).
-    pub idempotency_key: Option<String>,
+    /// The tap's Idempotency-Key: kept on the order, and its answer recorded in
+    /// the batch's own transaction so that it costs no commit of its own.
+    pub idempotency: Option<ClaimKey>,
+}
+
+/// An Idempotency-Key and what to record for each possible answer.
+#[derive(Debug, Clone)]
+pub struct ClaimKey {
+    pub key: String,
+    pub request_hash: String,
+    /// The bodies of the refusals (status 409), as the API words them.
+    pub sold_out: String,
+    pub limit_reached: String,
+    pub not_live: String,
 }
 
 /// The answer to one tap.
@@ -49,6 +61,67 @@ pub enum ClaimOutcome {
     LimitReached,
     /// The sale has not started, has ended or was cancelled.
     NotLive,
+    /// Another tap with the same Idempotency-Key got there first.
+    Duplicate,
+}
+
+impl ClaimOutcome {
+    /// The status and body recorded for the tap's key (none for a duplicate).
+    fn record(&self, key: &ClaimKey) -> Result<Option<(i64, String)>> {
+        Ok(match self {
+            ClaimOutcome::Reserved(order) => Some((
+                201,
+                serde_json::to_string(order).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            )),
+            ClaimOutcome::SoldOut => Some((409, key.sold_out.clone())),
+            ClaimOutcome::LimitReached => Some((409, key.limit_reached.clone())),
+            ClaimOutcome::NotLive => Some((409, key.not_live.clone())),
+            ClaimOutcome::Duplicate => None,
+        })
+    }
+}
+
+/// Takes a tap's key for this batch: `false` when another request holds it.
+async fn take_key(
+    e: &mut impl Execute,
+    buyer: &UserId,
+    key: &ClaimKey,
+    now: Timestamp,
+) -> Result<bool> {
+    let taken = execute!(
+        e,
+        sqlx::query(
+            "INSERT INTO idempotency_keys (user_id, key, request_hash, created_at)
+             VALUES ($1, $2, $3, $4) ON CONFLICT (user_id, key) DO NOTHING"
+        )
+        .bind(buyer.as_str())
+        .bind(&key.key)
+        .bind(&key.request_hash)
+        .bind(now.as_millis())
+    )?;
+    Ok(taken == 1)
+}
+
+/// Records the tap's answer under its key, in the batch's transaction.
+async fn record_answer(
+    e: &mut impl Execute,
+    buyer: &UserId,
+    key: &ClaimKey,
+    outcome: &ClaimOutcome,
+) -> Result<()> {
+    if let Some((status, body)) = outcome.record(key)? {
+        execute!(
+            e,
+            sqlx::query(
+                "UPDATE idempotency_keys SET status = $3, body = $4 WHERE user_id = $1 AND key = $2"
+            )
+            .bind(buyer.as_str())
+            .bind(&key.key)
+            .bind(status)
+            .bind(body)
+        )?;
+    }
+    Ok(())
 }
 
 /// What a successful claim update tells about the sale.
@@ -213,6 +286,72 @@ pub(crate) async fn insert_order(e: &mut impl Execute, new: NewOrder<'_>) -> Res
     })
 }
 
+/// One tap of a batch whose claim was granted: gives it units from what is
+/// `left` unless the limit or the stock says no.
+#[allow(clippy::too_many_arguments)]
+async fn serve_tap(
+    e: &mut impl Execute,
+    sale: &SaleId,
+    claim: &Claim,
+    terms: &Terms,
+    item: &Item,
+    left: &mut i64,
+    now: Timestamp,
+    expires_at: Timestamp,
+) -> Result<ClaimOutcome> {
+    let n = claim.quantity.get();
+    if n > *left {
+        return Ok(ClaimOutcome::SoldOut);
+    }
+    if n > terms.limit {
+        return Ok(ClaimOutcome::LimitReached);
+    }
+    // Conditional upsert: no row comes back when the buyer would pass the
+    // limit, so two parallel taps cannot both get through.
+    let holding = fetch_optional!(
+        e,
+        sqlx::query(
+            "INSERT INTO sale_buyers (sale_id, buyer_id, quantity) VALUES ($1, $2, $3)
+             ON CONFLICT (sale_id, buyer_id) DO UPDATE
+                 SET quantity = sale_buyers.quantity + excluded.quantity
+                 WHERE sale_buyers.quantity + excluded.quantity <= $4
+             RETURNING quantity"
+        )
+        .bind(sale.as_str())
+        .bind(claim.buyer.as_str())
+        .bind(n)
+        .bind(terms.limit),
+        held
+    )?;
+    if holding.is_none() {
+        return Ok(ClaimOutcome::LimitReached);
+    }
+    *left -= n;
+    let order = insert_order(
+        e,
+        NewOrder {
+            buyer: &claim.buyer,
+            shop: &terms.shop,
+            room: Some(&terms.room),
+            sale: Some(sale),
+            lines: vec![OrderLine {
+                variant_id: terms.variant.clone(),
+                product_id: item.product.clone(),
+                sku: item.sku.clone(),
+                title: item.title.clone(),
+                quantity: n,
+                unit_price: terms.price,
+            }],
+            at: now,
+            expires_at,
+            reason: "reserved in a flash sale",
+            idempotency_key: claim.idempotency.as_ref().map(|k| k.key.as_str()),
+        },
+    )
+    .await?;
+    Ok(ClaimOutcome::Reserved(Box::new(order)))
+}
+
 impl Store {
     /// Serves a batch of taps on one sale in one transaction and answers each,
     /// in order. Called by the sale's batcher; see the module documentation.
@@ -251,12 +390,27 @@ impl Store {
                 status
             )?
             .ok_or(StoreError::NotFound)?;
-            let outcome = if state == "sold_out" {
+            let refusal = if state == "sold_out" {
                 ClaimOutcome::SoldOut
             } else {
                 ClaimOutcome::NotLive
             };
-            return Ok(vec![outcome; claims.len()]);
+            let mut outcomes = Vec::with_capacity(claims.len());
+            for claim in claims {
+                let outcome = match &claim.idempotency {
+                    Some(key) if !take_key(&mut tx, &claim.buyer, key, now).await? => {
+                        ClaimOutcome::Duplicate
+                    }
+                    Some(key) => {
+                        record_answer(&mut tx, &claim.buyer, key, &refusal).await?;
+                        refusal.clone()
+                    }
+                    None => refusal.clone(),
+                };
+                outcomes.push(outcome);
+            }
+            tx.commit().await?;
+            return Ok(outcomes);
         };
         let item = fetch_one!(
             &mut tx,
@@ -271,60 +425,20 @@ impl Store {
         let mut left = terms.granted;
         let mut outcomes = Vec::with_capacity(claims.len());
         for claim in claims {
-            let n = claim.quantity.get();
-            if n > left {
-                outcomes.push(ClaimOutcome::SoldOut);
+            if let Some(key) = &claim.idempotency
+                && !take_key(&mut tx, &claim.buyer, key, now).await?
+            {
+                outcomes.push(ClaimOutcome::Duplicate);
                 continue;
             }
-            if n > terms.limit {
-                outcomes.push(ClaimOutcome::LimitReached);
-                continue;
-            }
-            // Conditional upsert: no row comes back when the buyer would pass the
-            // limit, so two parallel taps cannot both get through.
-            let holding = fetch_optional!(
-                &mut tx,
-                sqlx::query(
-                    "INSERT INTO sale_buyers (sale_id, buyer_id, quantity) VALUES ($1, $2, $3)
-                     ON CONFLICT (sale_id, buyer_id) DO UPDATE
-                         SET quantity = sale_buyers.quantity + excluded.quantity
-                         WHERE sale_buyers.quantity + excluded.quantity <= $4
-                     RETURNING quantity"
-                )
-                .bind(sale.as_str())
-                .bind(claim.buyer.as_str())
-                .bind(n)
-                .bind(terms.limit),
-                held
-            )?;
-            if holding.is_none() {
-                outcomes.push(ClaimOutcome::LimitReached);
-                continue;
-            }
-            left -= n;
-            let order = insert_order(
-                &mut tx,
-                NewOrder {
-                    buyer: &claim.buyer,
-                    shop: &terms.shop,
-                    room: Some(&terms.room),
-                    sale: Some(sale),
-                    lines: vec![OrderLine {
-                        variant_id: terms.variant.clone(),
-                        product_id: item.product.clone(),
-                        sku: item.sku.clone(),
-                        title: item.title.clone(),
-                        quantity: n,
-                        unit_price: terms.price,
-                    }],
-                    at: now,
-                    expires_at,
-                    reason: "reserved in a flash sale",
-                    idempotency_key: claim.idempotency_key.as_deref(),
-                },
+            let outcome = serve_tap(
+                &mut tx, sale, claim, &terms, &item, &mut left, now, expires_at,
             )
             .await?;
-            outcomes.push(ClaimOutcome::Reserved(Box::new(order)));
+            if let Some(key) = &claim.idempotency {
+                record_answer(&mut tx, &claim.buyer, key, &outcome).await?;
+            }
+            outcomes.push(outcome);
         }
         if left > 0 {
             // Units claimed for taps that were refused go back to the sale.
@@ -458,6 +572,9 @@ pub struct Inventory {
     store: Store,
     reservation: Duration,
     queues: Arc<Mutex<HashMap<SaleId, mpsc::Sender<Pending>>>>,
+    /// Off only to measure against: each tap then runs its own transaction,
+    /// contending for the sale's row (the naive path of `bench/flash-sale`).
+    batching: bool,
 }
 
 impl Inventory {
@@ -474,11 +591,25 @@ impl Inventory {
             store,
             reservation,
             queues: Arc::default(),
+            batching: true,
         }
+    }
+
+    /// The naive path, for benchmarks: one transaction per tap.
+    pub fn without_batching(mut self) -> Self {
+        self.batching = false;
+        self
     }
 
     /// Serves one tap. The answer comes after the batch holding it committed.
     pub async fn buy(&self, sale: &SaleId, claim: Claim) -> Result<ClaimOutcome> {
+        if !self.batching {
+            let mut outcomes = self
+                .store
+                .claim_batch(sale, &[claim], self.reservation)
+                .await?;
+            return outcomes.pop().ok_or(StoreError::Interrupted);
+        }
         let (reply, answer) = oneshot::channel();
         let mut pending = Pending { claim, reply };
         loop {

@@ -646,7 +646,7 @@ fn tap(buyer: &UserId, n: i64) -> Claim {
     Claim {
         buyer: buyer.clone(),
         quantity: BuyQuantity::parse("quantity", n).unwrap(),
-        idempotency_key: None,
+        idempotency: None,
     }
 }
 
@@ -775,6 +775,7 @@ async fn a_batch_allocates_exactly_what_is_left(store: &Store) {
             ClaimOutcome::SoldOut => "sold_out",
             ClaimOutcome::LimitReached => "limit",
             ClaimOutcome::NotLive => "not_live",
+            ClaimOutcome::Duplicate => "duplicate",
         })
         .collect();
     assert_eq!(kinds, ["reserved", "sold_out", "reserved", "sold_out"]);
@@ -957,12 +958,40 @@ async fn idempotency_keys(store: &Store) {
     // The key on an order finds it again.
     let (seller, _, sale) = sale_setup(store, 10, 5, 5).await;
     store.start_sale(&sale, &seller).await.unwrap();
+    let key = store::ClaimKey {
+        key: "buy-1".into(),
+        request_hash: "h".into(),
+        sold_out: "{}".into(),
+        limit_reached: "{}".into(),
+        not_live: "{}".into(),
+    };
     let mut claim = tap(&ann, 1);
-    claim.idempotency_key = Some("buy-1".into());
-    let got = store.claim_batch(&sale, &[claim], WINDOW).await.unwrap();
+    claim.idempotency = Some(key);
+    // The same key twice in one batch: one order, and the other tap is refused.
+    let got = store
+        .claim_batch(&sale, &[claim.clone(), claim.clone()], WINDOW)
+        .await
+        .unwrap();
     let ClaimOutcome::Reserved(order) = &got[0] else {
         panic!("{got:?}")
     };
+    assert!(matches!(got[1], ClaimOutcome::Duplicate));
+    let record = store
+        .idempotency_record(&ann, "buy-1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(record.status, Some(201));
+    assert_eq!(
+        record.body,
+        serde_json::to_string(order.as_ref()).unwrap(),
+        "the answer is recorded with the order"
+    );
+    let again = store.claim_batch(&sale, &[claim], WINDOW).await.unwrap();
+    assert!(
+        matches!(again[0], ClaimOutcome::Duplicate),
+        "and in a later batch"
+    );
     let found = store
         .order_by_idempotency_key(&ann, "buy-1")
         .await

@@ -10,7 +10,7 @@ use domain::order::Order;
 use domain::room::RoomStatus;
 use domain::sale::{BuyQuantity, FlashSale, MAX_PER_BUYER, SaleQuantity, SaleStatus};
 use serde::Deserialize;
-use store::{Claim, ClaimOutcome, NewSale, StoreError};
+use store::{Claim, ClaimKey, ClaimOutcome, NewSale, StoreError};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -290,40 +290,41 @@ async fn buy(
     let quantity = BuyQuantity::parse("quantity", parsed.quantity.unwrap_or(1))?;
     let hash = idempotency::request_hash(&format!("POST /rooms/{room}/sales/{sale}/orders"), &body);
     let buyer = current.user.id.clone();
-    idempotency::run(
-        &state,
-        &buyer,
-        &key,
-        &hash,
-        async || {
-            let order = state.store().order_by_idempotency_key(&buyer, &key).await?;
-            Ok(order.map(|o| serde_json::to_value(o).unwrap_or_default()))
-        },
-        async || {
-            let sale = sale_in_room(&state, &room, &sale).await?;
-            let claim = Claim {
-                buyer: buyer.clone(),
-                quantity,
-                idempotency_key: Some(key.clone()),
-            };
-            let outcome = state
-                .inventory()
-                .buy(&sale.id, claim)
-                .await
-                .map_err(|e| match e {
-                    StoreError::NotFound => ApiError::from(Code::NotFound),
-                    other => other.into(),
-                })?;
-            match outcome {
-                ClaimOutcome::Reserved(order) => Ok((
-                    StatusCode::CREATED,
-                    serde_json::to_value(&order).map_err(|_| Code::Internal)?,
-                )),
-                ClaimOutcome::SoldOut => Err(Code::SoldOut.into()),
-                ClaimOutcome::LimitReached => Err(Code::LimitReached.into()),
-                ClaimOutcome::NotLive => Err(Code::SaleNotLive.into()),
-            }
-        },
-    )
-    .await
+    // The key is taken and its answer recorded in the batch's own transaction,
+    // so a tap costs no commit of its own; here it is only read.
+    if let Some(replay) = idempotency::recorded(&state, &buyer, &key, &hash).await? {
+        return Ok(replay);
+    }
+    let sale = sale_in_room(&state, &room, &sale).await?;
+    let refusal =
+        |code: Code| serde_json::to_string(&ApiError::from(code).body()).unwrap_or_default();
+    let claim = Claim {
+        buyer,
+        quantity,
+        idempotency: Some(ClaimKey {
+            key,
+            request_hash: hash,
+            sold_out: refusal(Code::SoldOut),
+            limit_reached: refusal(Code::LimitReached),
+            not_live: refusal(Code::SaleNotLive),
+        }),
+    };
+    let outcome = state
+        .inventory()
+        .buy(&sale.id, claim)
+        .await
+        .map_err(|e| match e {
+            StoreError::NotFound => ApiError::from(Code::NotFound),
+            other => other.into(),
+        })?;
+    match outcome {
+        ClaimOutcome::Reserved(order) => {
+            let body = serde_json::to_string(&order).map_err(|_| Code::Internal)?;
+            Ok(idempotency::json_response(StatusCode::CREATED, body, false))
+        }
+        ClaimOutcome::SoldOut => Err(Code::SoldOut.into()),
+        ClaimOutcome::LimitReached => Err(Code::LimitReached.into()),
+        ClaimOutcome::NotLive => Err(Code::SaleNotLive.into()),
+        ClaimOutcome::Duplicate => Err(Code::IdempotencyKeyInUse.into()),
+    }
 }
