@@ -7,7 +7,6 @@
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use domain::Timestamp;
 use domain::ids::UserId;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -62,31 +61,6 @@ pub fn json_response(status: StatusCode, body: String, replayed: bool) -> Respon
             .insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
     response
-}
-
-/// The stored answer to replay for a key whose request runs inside its own
-/// transaction (flash-sale taps), or `None` to go ahead. Only reads.
-pub async fn recorded(
-    state: &AppState,
-    user: &UserId,
-    key: &str,
-    hash: &str,
-) -> ApiResult<Option<Response>> {
-    let Some(record) = state.store().idempotency_record(user, key).await? else {
-        return Ok(None);
-    };
-    let age = Timestamp::now().as_millis() - record.created_at.as_millis();
-    if age > store::KEY_LIFETIME.as_millis() as i64 {
-        state.store().forget_idempotent(user, key).await?;
-        return Ok(None);
-    }
-    if record.request_hash != hash {
-        return Err(Code::IdempotencyKeyReused.into());
-    }
-    match record.status.and_then(|s| StatusCode::from_u16(s).ok()) {
-        Some(status) => Ok(Some(json_response(status, record.body, true))),
-        None => Err(Code::IdempotencyKeyInUse.into()),
-    }
 }
 
 /// Runs `work` once per key. `recover` finds the effect of an earlier request

@@ -44,16 +44,6 @@ fn key_row<R: Get>(r: &R) -> Result<KeyRow> {
     })
 }
 
-/// A key as stored, read without taking it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeyRecord {
-    pub request_hash: String,
-    /// `None` while its request runs.
-    pub status: Option<u16>,
-    pub body: String,
-    pub created_at: Timestamp,
-}
-
 /// How long a first answer is replayed.
 pub const KEY_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 
@@ -148,28 +138,6 @@ impl Store {
         };
         tx.commit().await?;
         Ok(state)
-    }
-
-    /// What is stored under `key`, if anything: a read, for the routes whose
-    /// key is taken inside their own transaction (flash-sale taps).
-    pub async fn idempotency_record(&self, user: &UserId, key: &str) -> Result<Option<KeyRecord>> {
-        let mut c = self.read().await?;
-        let row = fetch_optional!(
-            &mut c,
-            sqlx::query(
-                "SELECT request_hash, status, body, created_at FROM idempotency_keys
-                 WHERE user_id = $1 AND key = $2"
-            )
-            .bind(user.as_str())
-            .bind(key),
-            key_row
-        )?;
-        Ok(row.map(|r| KeyRecord {
-            request_hash: r.hash,
-            status: r.status.and_then(|s| u16::try_from(s).ok()),
-            body: r.body.unwrap_or_default(),
-            created_at: Timestamp::from_millis(r.created_at),
-        }))
     }
 
     /// Records the answer to replay for `key`.

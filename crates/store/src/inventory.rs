@@ -26,7 +26,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::Store;
 use crate::catalog::adjust;
-use crate::db::{Execute, execute, fetch_one, fetch_optional};
+use crate::db::{Execute, execute, fetch_all, fetch_one, fetch_optional};
 use crate::error::{Result, StoreError};
 use crate::row::{Get, corrupt};
 
@@ -35,12 +35,12 @@ use crate::row::{Get, corrupt};
 pub struct Claim {
     pub buyer: UserId,
     pub quantity: BuyQuantity,
-    /// The tap's Idempotency-Key: kept on the order, and its answer recorded in
-    /// the batch's own transaction so that it costs no commit of its own.
+    /// The tap's Idempotency-Key: taken, and its answer recorded, inside the
+    /// batch's own transaction, so that it costs no commit of its own.
     pub idempotency: Option<ClaimKey>,
 }
 
-/// An Idempotency-Key and what to record for each possible answer.
+/// An Idempotency-Key and what to record for each possible refusal.
 #[derive(Debug, Clone)]
 pub struct ClaimKey {
     pub key: String,
@@ -61,12 +61,20 @@ pub enum ClaimOutcome {
     LimitReached,
     /// The sale has not started, has ended or was cancelled.
     NotLive,
-    /// Another tap with the same Idempotency-Key got there first.
+    /// Another tap with the same Idempotency-Key is being served.
     Duplicate,
+    /// The key's first answer, to send again unchanged.
+    Replay {
+        status: u16,
+        body: String,
+    },
+    /// The key was used for a different request.
+    KeyReused,
 }
 
 impl ClaimOutcome {
-    /// The status and body recorded for the tap's key (none for a duplicate).
+    /// The status and body recorded for the tap's key; `None` for the outcomes
+    /// that belong to an earlier request with the key.
     fn record(&self, key: &ClaimKey) -> Result<Option<(i64, String)>> {
         Ok(match self {
             ClaimOutcome::Reserved(order) => Some((
@@ -76,51 +84,152 @@ impl ClaimOutcome {
             ClaimOutcome::SoldOut => Some((409, key.sold_out.clone())),
             ClaimOutcome::LimitReached => Some((409, key.limit_reached.clone())),
             ClaimOutcome::NotLive => Some((409, key.not_live.clone())),
-            ClaimOutcome::Duplicate => None,
+            ClaimOutcome::Duplicate | ClaimOutcome::Replay { .. } | ClaimOutcome::KeyReused => None,
         })
     }
 }
 
-/// Takes a tap's key for this batch: `false` when another request holds it.
-async fn take_key(
-    e: &mut impl Execute,
-    buyer: &UserId,
-    key: &ClaimKey,
-    now: Timestamp,
-) -> Result<bool> {
-    let taken = execute!(
-        e,
-        sqlx::query(
-            "INSERT INTO idempotency_keys (user_id, key, request_hash, created_at)
-             VALUES ($1, $2, $3, $4) ON CONFLICT (user_id, key) DO NOTHING"
-        )
-        .bind(buyer.as_str())
-        .bind(&key.key)
-        .bind(&key.request_hash)
-        .bind(now.as_millis())
-    )?;
-    Ok(taken == 1)
+/// `($1, $2, ...), ($n, ...)` for `rows` rows of `width` placeholders, after `first - 1`.
+fn placeholders(rows: usize, width: usize, first: usize) -> String {
+    (0..rows)
+        .map(|r| {
+            let cells: Vec<String> = (0..width)
+                .map(|c| format!("${}", first + r * width + c))
+                .collect();
+            format!("({})", cells.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
-/// Records the tap's answer under its key, in the batch's transaction.
-async fn record_answer(
+fn user_and_key<R: Get>(r: &R) -> Result<(String, String)> {
+    Ok((r.text("user_id")?, r.text("key")?))
+}
+
+struct StoredKey {
+    hash: String,
+    status: Option<i64>,
+    body: Option<String>,
+}
+
+fn stored_key<R: Get>(r: &R) -> Result<StoredKey> {
+    Ok(StoredKey {
+        hash: r.text("request_hash")?,
+        status: r.opt_int("status")?,
+        body: r.opt_text("body")?,
+    })
+}
+
+/// Takes the keys of a batch's taps in one statement (a key older than its
+/// lifetime is taken over). A tap whose key another request holds gets that
+/// request's answer, `KeyReused` or `Duplicate` in `outcomes`.
+async fn take_keys(
     e: &mut impl Execute,
-    buyer: &UserId,
-    key: &ClaimKey,
-    outcome: &ClaimOutcome,
+    claims: &[Claim],
+    now: Timestamp,
+    outcomes: &mut [Option<ClaimOutcome>],
 ) -> Result<()> {
-    if let Some((status, body)) = outcome.record(key)? {
-        execute!(
-            e,
-            sqlx::query(
-                "UPDATE idempotency_keys SET status = $3, body = $4 WHERE user_id = $1 AND key = $2"
-            )
-            .bind(buyer.as_str())
-            .bind(&key.key)
-            .bind(status)
-            .bind(body)
-        )?;
+    let mut seen = std::collections::HashSet::new();
+    let mut rows = Vec::new();
+    for (i, claim) in claims.iter().enumerate() {
+        if let Some(key) = &claim.idempotency {
+            if seen.insert((claim.buyer.as_str(), key.key.as_str())) {
+                rows.push(i);
+            } else {
+                outcomes[i] = Some(ClaimOutcome::Duplicate);
+            }
+        }
     }
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let cutoff = now.plus_millis(-(crate::idempotency::KEY_LIFETIME.as_millis() as i64));
+    let sql = format!(
+        "INSERT INTO idempotency_keys (user_id, key, request_hash, created_at) VALUES {}
+         ON CONFLICT (user_id, key) DO UPDATE SET request_hash = excluded.request_hash,
+             status = NULL, body = NULL, created_at = excluded.created_at
+         WHERE idempotency_keys.created_at < ${}
+         RETURNING user_id, key",
+        placeholders(rows.len(), 4, 1),
+        rows.len() * 4 + 1
+    );
+    let taken = fetch_all!(
+        e,
+        {
+            let mut q = sqlx::query(&sql);
+            for &i in &rows {
+                let (claim, key) = (&claims[i], claims[i].idempotency.as_ref());
+                q = q
+                    .bind(claim.buyer.as_str())
+                    .bind(key.map(|k| k.key.as_str()))
+                    .bind(key.map(|k| k.request_hash.as_str()))
+                    .bind(now.as_millis());
+            }
+            q.bind(cutoff.as_millis())
+        },
+        user_and_key
+    )?;
+    let taken: std::collections::HashSet<(String, String)> = taken.into_iter().collect();
+    for i in rows {
+        let claim = &claims[i];
+        let Some(key) = &claim.idempotency else {
+            continue;
+        };
+        if taken.contains(&(claim.buyer.as_str().to_owned(), key.key.clone())) {
+            continue;
+        }
+        let earlier = fetch_one!(
+            e,
+            sqlx::query("SELECT request_hash, status, body FROM idempotency_keys WHERE user_id = $1 AND key = $2")
+                .bind(claim.buyer.as_str())
+                .bind(&key.key),
+            stored_key
+        )?;
+        outcomes[i] = Some(if earlier.hash != key.request_hash {
+            ClaimOutcome::KeyReused
+        } else if let Some(status) = earlier.status {
+            ClaimOutcome::Replay {
+                status: u16::try_from(status).unwrap_or(500),
+                body: earlier.body.unwrap_or_default(),
+            }
+        } else {
+            ClaimOutcome::Duplicate
+        });
+    }
+    Ok(())
+}
+
+/// Records the answers of the taps whose keys this batch took, in one statement.
+async fn record_answers(
+    e: &mut impl Execute,
+    claims: &[Claim],
+    outcomes: &[ClaimOutcome],
+    taken_here: &[bool],
+) -> Result<()> {
+    let mut rows = Vec::new();
+    for ((claim, outcome), &mine) in claims.iter().zip(outcomes).zip(taken_here) {
+        if let (Some(key), true) = (&claim.idempotency, mine)
+            && let Some((status, body)) = outcome.record(key)?
+        {
+            rows.push((claim.buyer.as_str(), key.key.as_str(), status, body));
+        }
+    }
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let sql = format!(
+        "UPDATE idempotency_keys SET status = v.column3, body = v.column4
+         FROM (VALUES {}) AS v
+         WHERE idempotency_keys.user_id = v.column1 AND idempotency_keys.key = v.column2",
+        placeholders(rows.len(), 4, 1)
+    );
+    execute!(e, {
+        let mut q = sqlx::query(&sql);
+        for (user, key, status, body) in &rows {
+            q = q.bind(*user).bind(*key).bind(*status).bind(body.as_str());
+        }
+        q
+    })?;
     Ok(())
 }
 
@@ -183,10 +292,8 @@ pub(crate) struct NewOrder<'a> {
     pub idempotency_key: Option<&'a str>,
 }
 
-/// Writes a reserved order, its lines and the first line of its history, and
-/// returns it as it now stands.
-pub(crate) async fn insert_order(e: &mut impl Execute, new: NewOrder<'_>) -> Result<Order> {
-    let id = OrderId::generate();
+/// The order a purchase makes, before it is written.
+fn draft_order(new: NewOrder<'_>) -> Result<(Order, Option<String>)> {
     let now = new.at;
     let currency = new
         .lines
@@ -204,58 +311,8 @@ pub(crate) async fn insert_order(e: &mut impl Execute, new: NewOrder<'_>) -> Res
             |sum, l| sum.checked_add(l.unit_price.times(l.quantity)?),
         )
         .ok_or_else(|| StoreError::Corrupt("order total overflows".into()))?;
-    execute!(
-        e,
-        sqlx::query(
-            "INSERT INTO orders (id, buyer_id, shop_id, room_id, sale_id, status, currency,
-                 total_amount, paid_amount, refunded_amount, expires_at, created_at, updated_at,
-                 idempotency_key)
-             VALUES ($1, $2, $3, $4, $5, 'reserved', $6, $7, 0, 0, $8, $9, $9, $10)"
-        )
-        .bind(id.as_str())
-        .bind(new.buyer.as_str())
-        .bind(new.shop.as_str())
-        .bind(new.room.map(RoomId::as_str))
-        .bind(new.sale.map(SaleId::as_str))
-        .bind(currency.code())
-        .bind(total.amount)
-        .bind(new.expires_at.as_millis())
-        .bind(now.as_millis())
-        .bind(new.idempotency_key)
-    )?;
-    for (position, l) in new.lines.iter().enumerate() {
-        execute!(
-            e,
-            sqlx::query(
-                "INSERT INTO order_lines (order_id, position, variant_id, product_id, sku, title,
-                     quantity, unit_amount)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
-            )
-            .bind(id.as_str())
-            .bind(position as i64)
-            .bind(l.variant_id.as_str())
-            .bind(l.product_id.as_str())
-            .bind(&l.sku)
-            .bind(&l.title)
-            .bind(l.quantity)
-            .bind(l.unit_price.amount)
-        )?;
-    }
-    let event = OrderEventId::generate();
-    execute!(
-        e,
-        sqlx::query(
-            "INSERT INTO order_events (id, order_id, status, actor_id, reason, amount, created_at)
-             VALUES ($1, $2, 'reserved', $3, $4, NULL, $5)"
-        )
-        .bind(event.as_str())
-        .bind(id.as_str())
-        .bind(new.buyer.as_str())
-        .bind(new.reason)
-        .bind(now.as_millis())
-    )?;
-    Ok(Order {
-        id,
+    let order = Order {
+        id: OrderId::generate(),
         buyer_id: new.buyer.clone(),
         shop_id: new.shop.clone(),
         room_id: new.room.cloned(),
@@ -274,7 +331,7 @@ pub(crate) async fn insert_order(e: &mut impl Execute, new: NewOrder<'_>) -> Res
         expires_at: Some(new.expires_at),
         shipment: None,
         history: vec![OrderHistoryEntry {
-            id: event,
+            id: OrderEventId::generate(),
             status: OrderStatus::Reserved,
             actor_id: Some(new.buyer.clone()),
             reason: new.reason.to_owned(),
@@ -283,53 +340,242 @@ pub(crate) async fn insert_order(e: &mut impl Execute, new: NewOrder<'_>) -> Res
         }],
         created_at: now,
         updated_at: now,
-    })
+    };
+    Ok((order, new.idempotency_key.map(str::to_owned)))
 }
 
-/// One tap of a batch whose claim was granted: gives it units from what is
-/// `left` unless the limit or the stock says no.
-#[allow(clippy::too_many_arguments)]
-async fn serve_tap(
+/// Writes reserved orders with their lines and first history entries: three
+/// statements however many orders there are.
+async fn write_orders(e: &mut impl Execute, orders: &[(Order, Option<String>)]) -> Result<()> {
+    if orders.is_empty() {
+        return Ok(());
+    }
+    let sql = format!(
+        "INSERT INTO orders (id, buyer_id, shop_id, room_id, sale_id, status, currency,
+             total_amount, paid_amount, refunded_amount, expires_at, created_at, updated_at,
+             idempotency_key)
+         SELECT column1, column2, column3, column4, column5, 'reserved', column6, column7, 0, 0,
+             column8, column9, column9, column10 FROM (VALUES {}) AS v",
+        placeholders(orders.len(), 10, 1)
+    );
+    execute!(e, {
+        let mut q = sqlx::query(&sql);
+        for (o, key) in orders {
+            q = q
+                .bind(o.id.as_str())
+                .bind(o.buyer_id.as_str())
+                .bind(o.shop_id.as_str())
+                .bind(o.room_id.as_ref().map(RoomId::as_str))
+                .bind(o.sale_id.as_ref().map(SaleId::as_str))
+                .bind(o.total.currency.code())
+                .bind(o.total.amount)
+                .bind(o.expires_at.map(Timestamp::as_millis))
+                .bind(o.created_at.as_millis())
+                .bind(key.as_deref());
+        }
+        q
+    })?;
+    let lines: Vec<(&Order, usize, &OrderLine)> = orders
+        .iter()
+        .flat_map(|(o, _)| o.lines.iter().enumerate().map(move |(i, l)| (o, i, l)))
+        .collect();
+    let sql = format!(
+        "INSERT INTO order_lines (order_id, position, variant_id, product_id, sku, title, quantity,
+             unit_amount) VALUES {}",
+        placeholders(lines.len(), 8, 1)
+    );
+    execute!(e, {
+        let mut q = sqlx::query(&sql);
+        for (o, position, l) in &lines {
+            q = q
+                .bind(o.id.as_str())
+                .bind(*position as i64)
+                .bind(l.variant_id.as_str())
+                .bind(l.product_id.as_str())
+                .bind(l.sku.as_str())
+                .bind(l.title.as_str())
+                .bind(l.quantity)
+                .bind(l.unit_price.amount);
+        }
+        q
+    })?;
+    let sql = format!(
+        "INSERT INTO order_events (id, order_id, status, actor_id, reason, amount, created_at)
+         SELECT column1, column2, 'reserved', column3, column4, NULL, column5 FROM (VALUES {}) AS v",
+        placeholders(orders.len(), 5, 1)
+    );
+    execute!(e, {
+        let mut q = sqlx::query(&sql);
+        for (o, _) in orders {
+            let first = &o.history[0];
+            q = q
+                .bind(first.id.as_str())
+                .bind(o.id.as_str())
+                .bind(first.actor_id.as_ref().map(UserId::as_str))
+                .bind(first.reason.as_str())
+                .bind(first.at.as_millis());
+        }
+        q
+    })?;
+    Ok(())
+}
+
+/// Writes one reserved order, as [`write_orders`] does, and returns it.
+pub(crate) async fn insert_order(e: &mut impl Execute, new: NewOrder<'_>) -> Result<Order> {
+    let drafted = draft_order(new)?;
+    write_orders(e, std::slice::from_ref(&drafted)).await?;
+    Ok(drafted.0)
+}
+
+impl Store {
+    /// Serves a batch of taps on one sale in one transaction and answers each,
+    /// in order. Called by the sale's batcher; see the module documentation.
+    /// Apart from the per-buyer limit (one conditional upsert per tap), every
+    /// step is one statement for the whole batch.
+    pub async fn claim_batch(
+        &self,
+        sale: &SaleId,
+        claims: &[Claim],
+        reservation: Duration,
+    ) -> Result<Vec<ClaimOutcome>> {
+        let now = Timestamp::now();
+        let mut tx = self.write().await?;
+        let mut decided: Vec<Option<ClaimOutcome>> = vec![None; claims.len()];
+        take_keys(&mut tx, claims, now, &mut decided).await?;
+        // A key taken here is one whose answer this batch records.
+        let taken_here: Vec<bool> = claims
+            .iter()
+            .zip(&decided)
+            .map(|(c, d)| c.idempotency.is_some() && d.is_none())
+            .collect();
+        let wanted: i64 = claims
+            .iter()
+            .zip(&decided)
+            .filter(|(_, d)| d.is_none())
+            .map(|(c, _)| c.quantity.get())
+            .sum();
+        if wanted > 0 {
+            // SET expressions read the row as it was, so `last_claim` records how
+            // many of the wanted units this update took: all, or what was left.
+            let claimed = fetch_optional!(
+                &mut tx,
+                sqlx::query(
+                    "UPDATE sales SET
+                         last_claim = CASE WHEN available >= $2 THEN $2 ELSE available END,
+                         available = CASE WHEN available >= $2 THEN available - $2 ELSE 0 END,
+                         status = CASE WHEN available <= $2 THEN 'sold_out' ELSE status END,
+                         updated_at = $3
+                     WHERE id = $1 AND status = 'live' AND starts_at <= $3 AND ends_at > $3
+                     RETURNING last_claim, per_buyer_limit, price_amount, currency, variant_id,
+                         shop_id, room_id"
+                )
+                .bind(sale.as_str())
+                .bind(wanted)
+                .bind(now.as_millis()),
+                terms
+            )?;
+            match claimed {
+                None => {
+                    let state = fetch_optional!(
+                        &mut tx,
+                        sqlx::query("SELECT status FROM sales WHERE id = $1").bind(sale.as_str()),
+                        status
+                    )?
+                    .ok_or(StoreError::NotFound)?;
+                    let refusal = if state == "sold_out" {
+                        ClaimOutcome::SoldOut
+                    } else {
+                        ClaimOutcome::NotLive
+                    };
+                    for d in decided.iter_mut().filter(|d| d.is_none()) {
+                        *d = Some(refusal.clone());
+                    }
+                }
+                Some(terms) => {
+                    serve_taps(
+                        &mut tx,
+                        sale,
+                        claims,
+                        &terms,
+                        &mut decided,
+                        now,
+                        reservation,
+                    )
+                    .await?;
+                }
+            }
+        }
+        let outcomes: Vec<ClaimOutcome> = decided
+            .into_iter()
+            .map(|d| d.ok_or_else(|| StoreError::Corrupt("a tap without an answer".into())))
+            .collect::<Result<_>>()?;
+        record_answers(&mut tx, claims, &outcomes, &taken_here).await?;
+        tx.commit().await?;
+        Ok(outcomes)
+    }
+}
+
+/// Serves the undecided taps of a batch whose claim was granted `terms.granted`
+/// units: each gets units unless the stock or its limit says no; their orders are
+/// written together; units left over go back to the sale.
+async fn serve_taps(
     e: &mut impl Execute,
     sale: &SaleId,
-    claim: &Claim,
+    claims: &[Claim],
     terms: &Terms,
-    item: &Item,
-    left: &mut i64,
+    decided: &mut [Option<ClaimOutcome>],
     now: Timestamp,
-    expires_at: Timestamp,
-) -> Result<ClaimOutcome> {
-    let n = claim.quantity.get();
-    if n > *left {
-        return Ok(ClaimOutcome::SoldOut);
-    }
-    if n > terms.limit {
-        return Ok(ClaimOutcome::LimitReached);
-    }
-    // Conditional upsert: no row comes back when the buyer would pass the
-    // limit, so two parallel taps cannot both get through.
-    let holding = fetch_optional!(
+    reservation: Duration,
+) -> Result<()> {
+    let item = fetch_one!(
         e,
         sqlx::query(
-            "INSERT INTO sale_buyers (sale_id, buyer_id, quantity) VALUES ($1, $2, $3)
-             ON CONFLICT (sale_id, buyer_id) DO UPDATE
-                 SET quantity = sale_buyers.quantity + excluded.quantity
-                 WHERE sale_buyers.quantity + excluded.quantity <= $4
-             RETURNING quantity"
+            "SELECT v.product_id, v.sku, p.title FROM variants v
+             JOIN products p ON p.id = v.product_id WHERE v.id = $1"
         )
-        .bind(sale.as_str())
-        .bind(claim.buyer.as_str())
-        .bind(n)
-        .bind(terms.limit),
-        held
+        .bind(terms.variant.as_str()),
+        item
     )?;
-    if holding.is_none() {
-        return Ok(ClaimOutcome::LimitReached);
-    }
-    *left -= n;
-    let order = insert_order(
-        e,
-        NewOrder {
+    let expires_at = now.plus_millis(reservation.as_millis() as i64);
+    let mut left = terms.granted;
+    let mut drafts = Vec::new();
+    let mut reserved_at = Vec::new();
+    for (i, claim) in claims.iter().enumerate() {
+        if decided[i].is_some() {
+            continue;
+        }
+        let n = claim.quantity.get();
+        if n > left {
+            decided[i] = Some(ClaimOutcome::SoldOut);
+            continue;
+        }
+        if n > terms.limit {
+            decided[i] = Some(ClaimOutcome::LimitReached);
+            continue;
+        }
+        // Conditional upsert: no row comes back when the buyer would pass the
+        // limit, so two parallel taps cannot both get through.
+        let holding = fetch_optional!(
+            e,
+            sqlx::query(
+                "INSERT INTO sale_buyers (sale_id, buyer_id, quantity) VALUES ($1, $2, $3)
+                 ON CONFLICT (sale_id, buyer_id) DO UPDATE
+                     SET quantity = sale_buyers.quantity + excluded.quantity
+                     WHERE sale_buyers.quantity + excluded.quantity <= $4
+                 RETURNING quantity"
+            )
+            .bind(sale.as_str())
+            .bind(claim.buyer.as_str())
+            .bind(n)
+            .bind(terms.limit),
+            held
+        )?;
+        if holding.is_none() {
+            decided[i] = Some(ClaimOutcome::LimitReached);
+            continue;
+        }
+        left -= n;
+        drafts.push(draft_order(NewOrder {
             buyer: &claim.buyer,
             shop: &terms.shop,
             room: Some(&terms.room),
@@ -346,116 +592,27 @@ async fn serve_tap(
             expires_at,
             reason: "reserved in a flash sale",
             idempotency_key: claim.idempotency.as_ref().map(|k| k.key.as_str()),
-        },
-    )
-    .await?;
-    Ok(ClaimOutcome::Reserved(Box::new(order)))
-}
-
-impl Store {
-    /// Serves a batch of taps on one sale in one transaction and answers each,
-    /// in order. Called by the sale's batcher; see the module documentation.
-    pub async fn claim_batch(
-        &self,
-        sale: &SaleId,
-        claims: &[Claim],
-        reservation: Duration,
-    ) -> Result<Vec<ClaimOutcome>> {
-        let now = Timestamp::now();
-        let wanted: i64 = claims.iter().map(|c| c.quantity.get()).sum();
-        let mut tx = self.write().await?;
-        // SET expressions read the row as it was, so `last_claim` records how many
-        // of the wanted units this update took: all of them, or what was left.
-        let claimed = fetch_optional!(
-            &mut tx,
+        })?);
+        reserved_at.push(i);
+    }
+    write_orders(e, &drafts).await?;
+    for (i, (order, _)) in reserved_at.into_iter().zip(drafts) {
+        decided[i] = Some(ClaimOutcome::Reserved(Box::new(order)));
+    }
+    if left > 0 {
+        // Units claimed for taps that were refused go back to the sale.
+        execute!(
+            e,
             sqlx::query(
-                "UPDATE sales SET
-                     last_claim = CASE WHEN available >= $2 THEN $2 ELSE available END,
-                     available = CASE WHEN available >= $2 THEN available - $2 ELSE 0 END,
-                     status = CASE WHEN available <= $2 THEN 'sold_out' ELSE status END,
-                     updated_at = $3
-                 WHERE id = $1 AND status = 'live' AND starts_at <= $3 AND ends_at > $3
-                 RETURNING last_claim, per_buyer_limit, price_amount, currency, variant_id,
-                     shop_id, room_id"
+                "UPDATE sales SET available = available + $2,
+                     status = CASE WHEN status = 'sold_out' THEN 'live' ELSE status END
+                 WHERE id = $1"
             )
             .bind(sale.as_str())
-            .bind(wanted)
-            .bind(now.as_millis()),
-            terms
+            .bind(left)
         )?;
-        let Some(terms) = claimed else {
-            let state = fetch_optional!(
-                &mut tx,
-                sqlx::query("SELECT status FROM sales WHERE id = $1").bind(sale.as_str()),
-                status
-            )?
-            .ok_or(StoreError::NotFound)?;
-            let refusal = if state == "sold_out" {
-                ClaimOutcome::SoldOut
-            } else {
-                ClaimOutcome::NotLive
-            };
-            let mut outcomes = Vec::with_capacity(claims.len());
-            for claim in claims {
-                let outcome = match &claim.idempotency {
-                    Some(key) if !take_key(&mut tx, &claim.buyer, key, now).await? => {
-                        ClaimOutcome::Duplicate
-                    }
-                    Some(key) => {
-                        record_answer(&mut tx, &claim.buyer, key, &refusal).await?;
-                        refusal.clone()
-                    }
-                    None => refusal.clone(),
-                };
-                outcomes.push(outcome);
-            }
-            tx.commit().await?;
-            return Ok(outcomes);
-        };
-        let item = fetch_one!(
-            &mut tx,
-            sqlx::query(
-                "SELECT v.product_id, v.sku, p.title FROM variants v
-                 JOIN products p ON p.id = v.product_id WHERE v.id = $1"
-            )
-            .bind(terms.variant.as_str()),
-            item
-        )?;
-        let expires_at = now.plus_millis(reservation.as_millis() as i64);
-        let mut left = terms.granted;
-        let mut outcomes = Vec::with_capacity(claims.len());
-        for claim in claims {
-            if let Some(key) = &claim.idempotency
-                && !take_key(&mut tx, &claim.buyer, key, now).await?
-            {
-                outcomes.push(ClaimOutcome::Duplicate);
-                continue;
-            }
-            let outcome = serve_tap(
-                &mut tx, sale, claim, &terms, &item, &mut left, now, expires_at,
-            )
-            .await?;
-            if let Some(key) = &claim.idempotency {
-                record_answer(&mut tx, &claim.buyer, key, &outcome).await?;
-            }
-            outcomes.push(outcome);
-        }
-        if left > 0 {
-            // Units claimed for taps that were refused go back to the sale.
-            execute!(
-                &mut tx,
-                sqlx::query(
-                    "UPDATE sales SET available = available + $2,
-                         status = CASE WHEN status = 'sold_out' THEN 'live' ELSE status END
-                     WHERE id = $1"
-                )
-                .bind(sale.as_str())
-                .bind(left)
-            )?;
-        }
-        tx.commit().await?;
-        Ok(outcomes)
     }
+    Ok(())
 }
 
 /// One line of an order at the regular price.

@@ -24,7 +24,7 @@ pub use accounts::NewUser;
 pub use catalog::{NewProduct, NewShop, NewVariant, ProductPatch, ShopPatch, VariantPatch};
 pub use db::{Backend, PoolStats, Store, StoreOptions};
 pub use error::{Conflict, StoreError};
-pub use idempotency::{KEY_LIFETIME, KeyRecord, KeyState};
+pub use idempotency::{KEY_LIFETIME, KeyState};
 pub use inventory::{Claim, ClaimKey, ClaimOutcome, Inventory, RegularLine};
 pub use orders::{OrderChange, OrderFilter};
 pub use payments::NewPayment;

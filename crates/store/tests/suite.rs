@@ -776,6 +776,8 @@ async fn a_batch_allocates_exactly_what_is_left(store: &Store) {
             ClaimOutcome::LimitReached => "limit",
             ClaimOutcome::NotLive => "not_live",
             ClaimOutcome::Duplicate => "duplicate",
+            ClaimOutcome::Replay { .. } => "replay",
+            ClaimOutcome::KeyReused => "reused",
         })
         .collect();
     assert_eq!(kinds, ["reserved", "sold_out", "reserved", "sold_out"]);
@@ -976,21 +978,36 @@ async fn idempotency_keys(store: &Store) {
         panic!("{got:?}")
     };
     assert!(matches!(got[1], ClaimOutcome::Duplicate));
-    let record = store
-        .idempotency_record(&ann, "buy-1")
+    let body = serde_json::to_string(order.as_ref()).unwrap();
+    // A retry in a later batch gets the first answer, recorded with the order.
+    let again = store
+        .claim_batch(&sale, &[claim.clone()], WINDOW)
         .await
-        .unwrap()
         .unwrap();
-    assert_eq!(record.status, Some(201));
+    match &again[0] {
+        ClaimOutcome::Replay {
+            status,
+            body: replayed,
+        } => assert_eq!((*status, replayed), (201, &body)),
+        other => panic!("{other:?}"),
+    }
     assert_eq!(
-        record.body,
-        serde_json::to_string(order.as_ref()).unwrap(),
-        "the answer is recorded with the order"
+        store
+            .begin_idempotent(&ann, "buy-1", "h", long)
+            .await
+            .unwrap(),
+        KeyState::Replay { status: 201, body }
     );
-    let again = store.claim_batch(&sale, &[claim], WINDOW).await.unwrap();
-    assert!(
-        matches!(again[0], ClaimOutcome::Duplicate),
-        "and in a later batch"
+    let mut changed = claim;
+    if let Some(k) = changed.idempotency.as_mut() {
+        k.request_hash = "other".into();
+    }
+    let reused = store.claim_batch(&sale, &[changed], WINDOW).await.unwrap();
+    assert!(matches!(reused[0], ClaimOutcome::KeyReused));
+    assert_eq!(
+        store.sale_tally(&sale).await.unwrap().orders,
+        1,
+        "one order for one key"
     );
     let found = store
         .order_by_idempotency_key(&ann, "buy-1")

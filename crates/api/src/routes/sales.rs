@@ -290,11 +290,8 @@ async fn buy(
     let quantity = BuyQuantity::parse("quantity", parsed.quantity.unwrap_or(1))?;
     let hash = idempotency::request_hash(&format!("POST /rooms/{room}/sales/{sale}/orders"), &body);
     let buyer = current.user.id.clone();
-    // The key is taken and its answer recorded in the batch's own transaction,
-    // so a tap costs no commit of its own; here it is only read.
-    if let Some(replay) = idempotency::recorded(&state, &buyer, &key, &hash).await? {
-        return Ok(replay);
-    }
+    // The key is taken, a retry answered, and the answer recorded, all in the
+    // batch's own transaction: a tap costs no commit of its own.
     let sale = sale_in_room(&state, &room, &sale).await?;
     let refusal =
         |code: Code| serde_json::to_string(&ApiError::from(code).body()).unwrap_or_default();
@@ -326,5 +323,10 @@ async fn buy(
         ClaimOutcome::LimitReached => Err(Code::LimitReached.into()),
         ClaimOutcome::NotLive => Err(Code::SaleNotLive.into()),
         ClaimOutcome::Duplicate => Err(Code::IdempotencyKeyInUse.into()),
+        ClaimOutcome::KeyReused => Err(Code::IdempotencyKeyReused.into()),
+        ClaimOutcome::Replay { status, body } => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            Ok(idempotency::json_response(status, body, true))
+        }
     }
 }
