@@ -13,6 +13,7 @@ mod middleware;
 mod ops;
 pub mod payments;
 mod routes;
+mod sale_events;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -29,6 +30,7 @@ pub use auth::{hash_secret, stream_key_matches};
 pub use error::{ApiError, Code};
 pub use routes::accounts::create_account;
 pub use routes::images::save_image;
+pub use sale_events::TICK as SALE_EVENT_TICK;
 
 /// Settings the API needs; the binary fills them from flags, env and TOML.
 #[derive(Debug, Clone)]
@@ -79,6 +81,8 @@ impl ApiConfig {
 
 struct Inner {
     store: Store,
+    bus: bus::Bus,
+    sale_events: sale_events::SaleEvents,
     inventory: store::Inventory,
     payments: payments::TestProvider,
     config: ApiConfig,
@@ -94,12 +98,21 @@ pub struct AppState(Arc<Inner>);
 impl AppState {
     pub fn new(store: Store, config: ApiConfig) -> Self {
         const WINDOW: Duration = Duration::from_secs(15 * 60);
+        let bus = bus::Bus::in_process();
+        let sale_events = sale_events::SaleEvents::new(bus.clone());
+        let observer: store::StockObserver = {
+            let events = sale_events.clone();
+            Arc::new(move |sale| events.stock_changed(sale))
+        };
         Self(Arc::new(Inner {
+            bus,
+            sale_events,
             sign_in_by_account: auth::Throttle::new(config.sign_in_attempts_per_account, WINDOW),
             sign_in_by_address: auth::Throttle::new(config.sign_in_attempts_per_address, WINDOW),
             metrics: middleware::metrics_handle(),
             inventory: {
-                let inventory = store::Inventory::new(store.clone(), config.reservation_window);
+                let inventory = store::Inventory::new(store.clone(), config.reservation_window)
+                    .observed_by(observer);
                 if config.inventory_batching {
                     inventory
                 } else {
@@ -131,6 +144,15 @@ impl AppState {
     /// The payment provider orders are paid through.
     pub fn payment_provider(&self) -> &dyn payments::PaymentProvider {
         &self.0.payments
+    }
+
+    /// Room events: what the live rooms subscribe to.
+    pub fn bus(&self) -> &bus::Bus {
+        &self.0.bus
+    }
+
+    pub(crate) fn sale_events(&self) -> &sale_events::SaleEvents {
+        &self.0.sale_events
     }
 
     /// The flash-sale batchers.
@@ -195,8 +217,9 @@ pub async fn serve(
 /// whose end has, and expires unpaid reservations past their window. Several
 /// nodes may run it: the store's conditional updates let one of them make each
 /// change.
-pub async fn run_selling_clock(store: Store, shutdown: CancellationToken) {
+pub async fn run_selling_clock(state: AppState, shutdown: CancellationToken) {
     use domain::sale::SaleStatus;
+    let store = state.store().clone();
     let mut every = tokio::time::interval(Duration::from_secs(1));
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -234,7 +257,15 @@ pub async fn run_selling_clock(store: Store, shutdown: CancellationToken) {
                 }
             };
             match result {
-                Ok(s) => tracing::info!(sale = %s.id, status = s.status.as_str(), "selling clock"),
+                Ok(s) => {
+                    tracing::info!(sale = %s.id, status = s.status.as_str(), "selling clock");
+                    let kind = if s.status == SaleStatus::Live {
+                        "sale.started"
+                    } else {
+                        "sale.ended"
+                    };
+                    state.sale_events().announce(kind, &s);
+                }
                 // Another node or the seller got there first.
                 Err(store::StoreError::WrongState) => {}
                 Err(e) => tracing::warn!(sale = %sale.id, error = %e, "selling clock"),

@@ -94,13 +94,13 @@ pub async fn serve(config: Config, seed: Option<Seed>) -> anyhow::Result<()> {
 
     let shutdown = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
+    let state = api::AppState::new(store.clone(), config.api.clone());
     tasks.spawn(api::sweep_sessions(store.clone(), shutdown.clone()));
-    tasks.spawn(api::run_selling_clock(store.clone(), shutdown.clone()));
+    tasks.spawn(api::run_selling_clock(state.clone(), shutdown.clone()));
     // Register the handlers before saying we are ready: a SIGTERM that arrives
     // right after must drain, not kill.
     tasks.spawn(stop_on_signal(Signals::register()?, shutdown.clone()));
 
-    let state = api::AppState::new(store.clone(), config.api.clone());
     tracing::info!(
         %addr,
         backend = store.backend().as_str(),

@@ -20,7 +20,7 @@ use domain::Timestamp;
 use domain::ids::{OrderEventId, OrderId, ProductId, RoomId, SaleId, ShopId, UserId, VariantId};
 use domain::money::Money;
 use domain::order::{Order, OrderHistoryEntry, OrderLine, OrderStatus};
-use domain::sale::BuyQuantity;
+use domain::sale::{BuyQuantity, FlashSale};
 use domain::stock::{AdjustmentReason, StockDelta};
 use tokio::sync::{mpsc, oneshot};
 
@@ -732,6 +732,30 @@ pub struct Inventory {
     /// Off only to measure against: each tap then runs its own transaction,
     /// contending for the sale's row (the naive path of `bench/flash-sale`).
     batching: bool,
+    /// Told the sale's new state after every batch that sold something.
+    observer: Option<StockObserver>,
+}
+
+/// Called with a sale's state after its stock changed (the API turns it into
+/// room events).
+pub type StockObserver = Arc<dyn Fn(&FlashSale) + Send + Sync>;
+
+fn sold_any(outcomes: &[ClaimOutcome]) -> bool {
+    outcomes
+        .iter()
+        .any(|o| matches!(o, ClaimOutcome::Reserved(_)))
+}
+
+/// Tells `observer` the sale's state after a batch that sold something.
+async fn report(store: &Store, sale: &SaleId, observer: Option<&StockObserver>) {
+    let Some(observer) = observer else { return };
+    match store.sale(sale).await {
+        Ok(Some(state)) => observer(&state),
+        Ok(None) => {}
+        Err(e) => {
+            tracing::warn!(sale = %sale, error = %e, "cannot read a sale's stock to report it")
+        }
+    }
 }
 
 impl Inventory {
@@ -749,7 +773,14 @@ impl Inventory {
             reservation,
             queues: Arc::default(),
             batching: true,
+            observer: None,
         }
+    }
+
+    /// Reports every stock change to `observer`.
+    pub fn observed_by(mut self, observer: StockObserver) -> Self {
+        self.observer = Some(observer);
+        self
     }
 
     /// The naive path, for benchmarks: one transaction per tap.
@@ -800,6 +831,7 @@ impl Inventory {
             self.store.clone(),
             sale.clone(),
             self.reservation,
+            self.observer.clone(),
             rx,
         ));
         tx
@@ -810,6 +842,7 @@ async fn run_batcher(
     store: Store,
     sale: SaleId,
     reservation: Duration,
+    observer: Option<StockObserver>,
     mut taps: mpsc::Receiver<Pending>,
 ) {
     let mut batch = Vec::with_capacity(Inventory::MAX_BATCH);
@@ -840,8 +873,12 @@ async fn run_batcher(
         let claims: Vec<Claim> = batch.iter().map(|p| p.claim.clone()).collect();
         match store.claim_batch(&sale, &claims, reservation).await {
             Ok(outcomes) => {
+                let sold = sold_any(&outcomes);
                 for (pending, outcome) in batch.drain(..).zip(outcomes) {
                     let _ = pending.reply.send(Ok(outcome));
+                }
+                if sold {
+                    report(&store, &sale, observer.as_ref()).await;
                 }
             }
             Err(e) => {

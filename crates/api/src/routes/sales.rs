@@ -176,6 +176,7 @@ async fn create_sale(
     match store.start_sale(&sale.id, &current.user.id).await {
         Ok(live) => {
             tracing::info!(sale = %live.id, "flash sale started");
+            state.sale_events().announce("sale.started", &live);
             Ok((StatusCode::CREATED, Json(live)))
         }
         Err(e) => {
@@ -256,6 +257,12 @@ async fn update_sale(
         }
     };
     tracing::info!(sale = %updated.id, status = updated.status.as_str(), "flash sale changed");
+    let kind = if updated.status == SaleStatus::Live {
+        "sale.started"
+    } else {
+        "sale.ended"
+    };
+    state.sale_events().announce(kind, &updated);
     Ok(Json(updated))
 }
 

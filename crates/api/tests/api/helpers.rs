@@ -9,6 +9,8 @@ use tokio_util::sync::CancellationToken;
 
 pub struct TestApp {
     pub addr: SocketAddr,
+    /// The server's shared state, for what only the inside shows (the bus).
+    pub state: AppState,
     pub client: reqwest::Client,
     pub db: TestDatabase,
     shutdown: CancellationToken,
@@ -48,12 +50,13 @@ impl TestApp {
         let state = AppState::new(db.store.clone(), config);
         tokio::spawn(api::serve(
             listener,
-            state,
+            state.clone(),
             shutdown.clone(),
             Duration::from_secs(1),
         ));
         Self {
             addr,
+            state,
             client: reqwest::Client::new(),
             db,
             shutdown,

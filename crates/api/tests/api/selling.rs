@@ -514,3 +514,84 @@ async fn a_storm_over_http_sells_exactly_the_quantity_on_sqlite() {
 async fn a_storm_over_http_sells_exactly_the_quantity_on_postgres() {
     storm(&TestApp::spawn_postgres().await).await;
 }
+
+/// A storm's stock changes reach the room as a few coalesced `sale.stock`
+/// events ending on the true count, with one `sale.sold_out`.
+#[tokio::test]
+async fn the_room_hears_the_sale_coalesced() {
+    let app = TestApp::spawn().await;
+    let seller = app.seller("anns").await;
+    let product = app.product(&seller, "anns", "HOT", 100).await;
+    let (_, room) = app
+        .post(
+            "/api/v1/shops/anns/rooms",
+            Some(&seller.token),
+            json!({"title": "Live"}),
+        )
+        .await;
+    let room = room["room"].clone();
+    let room_id = domain::ids::RoomId::from_string(room["id"].as_str().unwrap());
+    let mut events = app.state.bus().subscribe(&room_id);
+    let (_, sale) = app
+        .post(
+            &format!("/api/v1/rooms/{}/sales", room["id"].as_str().unwrap()),
+            Some(&seller.token),
+            json!({"variant_id": product["variants"][0]["id"], "price": {"amount": 999, "currency": "EUR"},
+                   "quantity": 40, "per_buyer_limit": 1, "duration_seconds": 600}),
+        )
+        .await;
+    let mut buyers = Vec::new();
+    for i in 0..60 {
+        buyers.push(app.sign_up(&format!("b{i}@example.com")).await);
+    }
+    let taps: Vec<_> = buyers
+        .iter()
+        .map(|b| {
+            let req = app
+                .client
+                .post(app.url(&format!(
+                    "/api/v1/rooms/{}/sales/{}/orders",
+                    room["id"].as_str().unwrap(),
+                    sale["id"].as_str().unwrap()
+                )))
+                .bearer_auth(&b.token)
+                .header("idempotency-key", "tap")
+                .json(&json!({}));
+            tokio::spawn(async move { req.send().await.unwrap().status() })
+        })
+        .collect();
+    for t in taps {
+        t.await.unwrap();
+    }
+    let mut seen = Vec::new();
+    let (mut final_stock, mut sold_out) = (false, false);
+    while !(final_stock && sold_out) {
+        let event = tokio::time::timeout(std::time::Duration::from_secs(10), events.recv())
+            .await
+            .expect("the final stock and the sell-out arrive")
+            .unwrap();
+        final_stock |= event.kind == "sale.stock" && event.data["available"] == 0;
+        sold_out |= event.kind == "sale.sold_out";
+        seen.push(event);
+    }
+    assert_eq!(seen[0].kind, "sale.started");
+    let stock: Vec<_> = seen.iter().filter(|e| e.kind == "sale.stock").collect();
+    let counts: Vec<i64> = stock
+        .iter()
+        .map(|e| e.data["available"].as_i64().unwrap())
+        .collect();
+    assert!(
+        counts.windows(2).all(|w| w[0] >= w[1]),
+        "stock only falls: {counts:?}"
+    );
+    assert_eq!(counts.last(), Some(&0));
+    assert_eq!(seen.iter().filter(|e| e.kind == "sale.sold_out").count(), 1);
+    // Coalesced: no more than one per tick over the time the events spanned.
+    let span_ms = stock.last().unwrap().at.as_millis() - stock[0].at.as_millis();
+    let allowed = span_ms / api::SALE_EVENT_TICK.as_millis() as i64 + 2;
+    assert!(
+        (stock.len() as i64) <= allowed,
+        "{} stock events over {span_ms} ms",
+        stock.len()
+    );
+}

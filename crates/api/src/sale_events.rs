@@ -1,0 +1,93 @@
+//! Flash-sale events for the room: `sale.started`, `sale.stock`, `sale.sold_out`,
+//! `sale.ended` on the bus. Stock changes are coalesced per sale into at most
+//! one `sale.stock` every [`TICK`], always ending on the true count: a storm of
+//! thousands of purchases a second is a handful of events, and the last one a
+//! viewer sees is right.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bus::{Bus, RoomEvent};
+use domain::Timestamp;
+use domain::ids::SaleId;
+use domain::sale::{FlashSale, SaleStatus};
+use serde_json::json;
+use tokio::sync::watch;
+
+/// The shortest gap between two `sale.stock` events of one sale.
+pub const TICK: Duration = Duration::from_millis(250);
+/// A sale's ticker stops after this long without a change.
+const IDLE: Duration = Duration::from_secs(30);
+
+#[derive(Clone)]
+pub struct SaleEvents {
+    bus: Bus,
+    tickers: Arc<Mutex<HashMap<SaleId, watch::Sender<FlashSale>>>>,
+}
+
+fn data(sale: &FlashSale) -> serde_json::Value {
+    json!({
+        "sale_id": sale.id,
+        "variant_id": sale.variant_id,
+        "available": sale.available,
+        "quantity": sale.quantity,
+        "status": sale.status,
+        "price": sale.price,
+        "ends_at": sale.ends_at,
+    })
+}
+
+impl SaleEvents {
+    pub fn new(bus: Bus) -> Self {
+        Self {
+            bus,
+            tickers: Arc::default(),
+        }
+    }
+
+    /// Publishes a one-off event about a sale at once (started, ended, ...).
+    pub fn announce(&self, kind: &'static str, sale: &FlashSale) {
+        self.bus.publish(RoomEvent {
+            room: sale.room_id.clone(),
+            kind,
+            data: data(sale),
+            at: Timestamp::now(),
+        });
+    }
+
+    /// A sale's stock changed: its ticker publishes the latest state soon.
+    pub fn stock_changed(&self, sale: &FlashSale) {
+        let mut tickers = self.tickers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(ticker) = tickers.get(&sale.id)
+            && ticker.send(sale.clone()).is_ok()
+        {
+            return;
+        }
+        // No ticker, or it stopped for idleness: start one.
+        let (tx, rx) = watch::channel(sale.clone());
+        tickers.insert(sale.id.clone(), tx);
+        tokio::spawn(run_ticker(self.clone(), rx));
+    }
+}
+
+async fn run_ticker(events: SaleEvents, mut latest: watch::Receiver<FlashSale>) {
+    let mut announced_sold_out = false;
+    loop {
+        let sale = latest.borrow_and_update().clone();
+        events.announce("sale.stock", &sale);
+        if sale.status == SaleStatus::SoldOut && !announced_sold_out {
+            events.announce("sale.sold_out", &sale);
+            announced_sold_out = true;
+        }
+        if sale.status != SaleStatus::SoldOut {
+            announced_sold_out = false;
+        }
+        tokio::time::sleep(TICK).await;
+        // A change during the sleep is published right away: the trailing edge.
+        match tokio::time::timeout(IDLE, latest.changed()).await {
+            Ok(Ok(())) => {}
+            _ => return,
+        }
+    }
+}
