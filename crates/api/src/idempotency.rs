@@ -30,6 +30,28 @@ pub fn key(headers: &HeaderMap) -> ApiResult<String> {
     Ok(value.to_owned())
 }
 
+/// A request to a route with an Idempotency-Key: the key, the hash that makes
+/// two requests "the same", and the parsed body.
+pub struct Request<T> {
+    pub key: String,
+    pub hash: String,
+    pub body: T,
+}
+
+/// Reads the key, parses the JSON body as `T` (`invalid_body` if it does not
+/// fit) and hashes the request, in that order.
+pub fn request<T: serde::de::DeserializeOwned>(
+    headers: &HeaderMap,
+    route: &str,
+    body: Value,
+) -> ApiResult<Request<T>> {
+    let key = key(headers)?;
+    let hash = request_hash(route, &body);
+    let body = serde_json::from_value(body)
+        .map_err(|e| crate::error::ApiError::new(Code::InvalidBody, e.to_string()))?;
+    Ok(Request { key, hash, body })
+}
+
 /// What makes two requests "the same": the route and the parameters (the JSON
 /// body in canonical form, so key order does not matter).
 pub fn request_hash(route: &str, body: &Value) -> String {

@@ -30,6 +30,52 @@ pub(crate) fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(shop_orders))
 }
 
+/// The order if `current` is its buyer; anyone else gets `not_found`.
+pub(crate) async fn own_order(
+    state: &AppState,
+    current: &CurrentUser,
+    id: &str,
+) -> ApiResult<Order> {
+    let order = state
+        .store()
+        .order(&OrderId::from_string(id))
+        .await?
+        .ok_or(Code::NotFound)?;
+    if order.buyer_id != current.user.id {
+        return Err(Code::NotFound.into());
+    }
+    Ok(order)
+}
+
+/// The order if `current` sells it: `not_found` for a stranger.
+pub(crate) async fn sold_order(
+    state: &AppState,
+    current: &CurrentUser,
+    id: &str,
+) -> ApiResult<Order> {
+    let order = state
+        .store()
+        .order(&OrderId::from_string(id))
+        .await?
+        .ok_or(Code::NotFound)?;
+    owned_shop(state, current, order.shop_id.as_str())
+        .await
+        .map_err(|_| ApiError::from(Code::NotFound))?;
+    Ok(order)
+}
+
+/// The order if `current` is its buyer or its seller; anyone else gets `not_found`.
+pub(crate) async fn visible_order(
+    state: &AppState,
+    current: &CurrentUser,
+    id: &str,
+) -> ApiResult<Order> {
+    match own_order(state, current, id).await {
+        Ok(order) => Ok(order),
+        Err(_) => sold_order(state, current, id).await,
+    }
+}
+
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct CreateOrder {
@@ -67,9 +113,11 @@ async fn create_order(
     headers: HeaderMap,
     JsonBody(body): JsonBody<serde_json::Value>,
 ) -> ApiResult<Response> {
-    let key = idempotency::key(&headers)?;
-    let request: CreateOrder = serde_json::from_value(body.clone())
-        .map_err(|e| ApiError::new(Code::InvalidBody, e.to_string()))?;
+    let idempotency::Request {
+        key,
+        hash,
+        body: request,
+    } = idempotency::request::<CreateOrder>(&headers, "POST /orders", body)?;
     if request.lines.is_empty() || request.lines.len() > MAX_LINES {
         return Err(
             ValidationError::new("lines", format!("an order has 1 to {MAX_LINES} lines")).into(),
@@ -88,7 +136,6 @@ async fn create_order(
             })
         })
         .collect::<Result<Vec<_>, ValidationError>>()?;
-    let hash = idempotency::request_hash("POST /orders", &body);
     let buyer = current.user.id.clone();
     idempotency::run(
         &state,
@@ -241,20 +288,5 @@ async fn get_order(
     current: CurrentUser,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Order>> {
-    let order = state
-        .store()
-        .order(&OrderId::from_string(id))
-        .await?
-        .ok_or(Code::NotFound)?;
-    if order.buyer_id != current.user.id {
-        let seller = state
-            .store()
-            .shop(order.shop_id.as_str())
-            .await?
-            .is_some_and(|s| s.owner_id == current.user.id);
-        if !seller {
-            return Err(Code::NotFound.into());
-        }
-    }
-    Ok(Json(order))
+    Ok(Json(visible_order(&state, &current, &id).await?))
 }

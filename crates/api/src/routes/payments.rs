@@ -7,7 +7,6 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use domain::Timestamp;
-use domain::ids::OrderId;
 use domain::order::{Order, OrderEvent, OrderState, OrderStatus, Payment, Refund, Shipment};
 use domain::short_text as bounded;
 use serde::{Deserialize, Serialize};
@@ -17,6 +16,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::catalog::{MoneyInput, owned_shop};
+use super::orders::{own_order, sold_order, visible_order};
 use crate::AppState;
 use crate::error::{ApiError, ApiResult, Code, ErrorBody};
 use crate::extract::{CurrentUser, JsonBody};
@@ -67,32 +67,6 @@ pub(crate) struct RefundResult {
     order: Order,
 }
 
-/// The order if `current` is its buyer; anyone else gets `not_found`.
-async fn own_order(state: &AppState, current: &CurrentUser, id: &str) -> ApiResult<Order> {
-    let order = state
-        .store()
-        .order(&OrderId::from_string(id))
-        .await?
-        .ok_or(Code::NotFound)?;
-    if order.buyer_id != current.user.id {
-        return Err(Code::NotFound.into());
-    }
-    Ok(order)
-}
-
-/// The order if `current` sells it: `not_found` for a stranger.
-async fn sold_order(state: &AppState, current: &CurrentUser, id: &str) -> ApiResult<Order> {
-    let order = state
-        .store()
-        .order(&OrderId::from_string(id))
-        .await?
-        .ok_or(Code::NotFound)?;
-    owned_shop(state, current, order.shop_id.as_str())
-        .await
-        .map_err(|_| ApiError::from(Code::NotFound))?;
-    Ok(order)
-}
-
 /// Pays a reserved order with a card through the `test` provider. `201` when the
 /// payment succeeded (the order is paid), `202` when the provider answers later
 /// (the order is paid when its webhook arrives), `402` when the card is declined
@@ -118,11 +92,12 @@ async fn pay(
     headers: HeaderMap,
     JsonBody(body): JsonBody<serde_json::Value>,
 ) -> ApiResult<Response> {
-    let key = idempotency::key(&headers)?;
-    let request: PayOrder = serde_json::from_value(body.clone())
-        .map_err(|e| ApiError::new(Code::InvalidBody, e.to_string()))?;
+    let idempotency::Request {
+        key,
+        hash,
+        body: request,
+    } = idempotency::request::<PayOrder>(&headers, &format!("POST /orders/{id}/payments"), body)?;
     request.card.check(Timestamp::now().year_month())?;
-    let hash = idempotency::request_hash(&format!("POST /orders/{id}/payments"), &body);
     let buyer = current.user.id.clone();
     idempotency::run(
         &state,
@@ -203,10 +178,7 @@ async fn cancel(
     current: CurrentUser,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Order>> {
-    let order = match own_order(&state, &current, &id).await {
-        Ok(order) => order,
-        Err(_) => sold_order(&state, &current, &id).await?,
-    };
+    let order = visible_order(&state, &current, &id).await?;
     let who = if order.buyer_id == current.user.id {
         "the buyer"
     } else {
@@ -286,11 +258,12 @@ async fn refund(
     headers: HeaderMap,
     JsonBody(body): JsonBody<serde_json::Value>,
 ) -> ApiResult<Response> {
-    let key = idempotency::key(&headers)?;
-    let request: RefundOrder = serde_json::from_value(body.clone())
-        .map_err(|e| ApiError::new(Code::InvalidBody, e.to_string()))?;
+    let idempotency::Request {
+        key,
+        hash,
+        body: request,
+    } = idempotency::request::<RefundOrder>(&headers, &format!("POST /orders/{id}/refunds"), body)?;
     let reason = bounded("reason", &request.reason, 1, 500)?;
-    let hash = idempotency::request_hash(&format!("POST /orders/{id}/refunds"), &body);
     let seller = current.user.id.clone();
     idempotency::run(
         &state,

@@ -291,11 +291,16 @@ async fn buy(
     headers: HeaderMap,
     JsonBody(body): JsonBody<serde_json::Value>,
 ) -> ApiResult<Response> {
-    let key = idempotency::key(&headers)?;
-    let parsed: BuyInSale = serde_json::from_value(body.clone())
-        .map_err(|e| ApiError::new(Code::InvalidBody, e.to_string()))?;
+    let idempotency::Request {
+        key,
+        hash,
+        body: parsed,
+    } = idempotency::request::<BuyInSale>(
+        &headers,
+        &format!("POST /rooms/{room}/sales/{sale}/orders"),
+        body,
+    )?;
     let quantity = BuyQuantity::parse("quantity", parsed.quantity.unwrap_or(1))?;
-    let hash = idempotency::request_hash(&format!("POST /rooms/{room}/sales/{sale}/orders"), &body);
     let buyer = current.user.id.clone();
     // The key is taken, a retry answered, and the answer recorded, all in the
     // batch's own transaction: a tap costs no commit of its own.
