@@ -1,10 +1,9 @@
 //! `hawker demo`: a demo seller with a shop of eight products (images drawn
-//! here, not downloaded), a buyer, and a room. Running it again adds only what
-//! is missing.
+//! here, not downloaded), a buyer, a room, and a crowd that buys in the flash
+//! sales the seller opens there every few minutes. Running it again adds only
+//! what is missing.
 
 use std::collections::BTreeMap;
-use std::future::Future;
-use std::pin::Pin;
 
 use anyhow::Context;
 use domain::account::{Email, Role};
@@ -100,11 +99,35 @@ const PRODUCTS: &[DemoProduct] = &[
     },
 ];
 
-pub fn seed<'a>(
-    store: &'a Store,
-    config: &'a Config,
-) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send + 'a>> {
-    Box::pin(seed_demo(store, config))
+/// Buyers of the simulated crowd that buys in the demo's flash sales.
+const CROWD: usize = 12;
+
+fn crowd_email(i: usize) -> String {
+    format!("crowd-{i}@demo.hawker.localhost")
+}
+
+/// The demo's crowd: a flash sale in the demo room every three minutes (the
+/// first a few seconds after start), with the crowd buying.
+pub fn crowd(addr: std::net::SocketAddr) -> loadgen::crowd::FlashSales {
+    let host = if addr.ip().is_unspecified() {
+        format!("127.0.0.1:{}", addr.port())
+    } else {
+        addr.to_string()
+    };
+    let account = |email: String| loadgen::crowd::Account {
+        email,
+        password: PASSWORD.to_owned(),
+    };
+    loadgen::crowd::FlashSales {
+        base: format!("http://{host}"),
+        shop: "demo".to_owned(),
+        seller: account(SELLER_EMAIL.to_owned()),
+        buyers: (0..CROWD).map(crowd_email).map(account).collect(),
+        first_after: std::time::Duration::from_secs(3),
+        every: std::time::Duration::from_secs(180),
+        quantity: 8,
+        duration: std::time::Duration::from_secs(90),
+    }
 }
 
 async fn ensure_user(store: &Store, email: &str, name: &str) -> anyhow::Result<UserId> {
@@ -117,9 +140,12 @@ async fn ensure_user(store: &Store, email: &str, name: &str) -> anyhow::Result<U
     Ok(user.id)
 }
 
-async fn seed_demo(store: &Store, config: &Config) -> anyhow::Result<()> {
+pub async fn seed(store: &Store, config: &Config) -> anyhow::Result<()> {
     let seller = ensure_user(store, SELLER_EMAIL, "Demo Seller").await?;
     ensure_user(store, BUYER_EMAIL, "Demo Buyer").await?;
+    for i in 0..CROWD {
+        ensure_user(store, &crowd_email(i), &format!("Shopper {}", i + 1)).await?;
+    }
     let shop = match store.shop("demo").await? {
         Some(shop) => shop,
         None => {

@@ -41,12 +41,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(settings) => {
             let config = settings.resolve()?;
             init_logs(&config)?;
-            server::serve(config, None).await
+            server::serve(config, false).await
         }
         Command::Demo(settings) => {
             let config = settings.resolve()?;
             init_logs(&config)?;
-            server::serve(config, Some(demo::seed)).await
+            server::serve(config, true).await
         }
         Command::Migrate(settings) => {
             let config = settings.resolve()?;

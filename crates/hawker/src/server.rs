@@ -1,8 +1,6 @@
 //! Start-up and shutdown: every long-running task starts here and stops on one
 //! cancellation token.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::time::Instant;
 
 use anyhow::Context;
@@ -11,12 +9,6 @@ use store::{Store, StoreOptions};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-
-/// Seeds data after migrations and before the server starts answering (the demo).
-pub type Seed = for<'a> fn(
-    &'a Store,
-    &'a Config,
-) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send + 'a>>;
 
 pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
     std::fs::create_dir_all(&config.data_dir)
@@ -72,7 +64,9 @@ fn write_private(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn serve(config: Config, seed: Option<Seed>) -> anyhow::Result<()> {
+/// Runs the server until a signal; with `demo`, seeds the demo first and keeps a
+/// simulated crowd selling in its room.
+pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
     let started = Instant::now();
     let store = open_store(&config).await?;
     let applied = store.migrate().await.context("migrating the database")?;
@@ -84,8 +78,10 @@ pub async fn serve(config: Config, seed: Option<Seed>) -> anyhow::Result<()> {
         );
     }
     first_run_admin(&store, &config).await?;
-    if let Some(seed) = seed {
-        seed(&store, &config).await.context("seeding the demo")?;
+    if demo {
+        crate::demo::seed(&store, &config)
+            .await
+            .context("seeding the demo")?;
     }
     let listener = tokio::net::TcpListener::bind(config.http_addr)
         .await
@@ -97,6 +93,12 @@ pub async fn serve(config: Config, seed: Option<Seed>) -> anyhow::Result<()> {
     let state = api::AppState::new(store.clone(), config.api.clone());
     tasks.spawn(api::sweep_sessions(store.clone(), shutdown.clone()));
     tasks.spawn(api::run_selling_clock(state.clone(), shutdown.clone()));
+    if demo {
+        tasks.spawn(loadgen::crowd::flash_sales(
+            crate::demo::crowd(addr),
+            shutdown.clone(),
+        ));
+    }
     // Register the handlers before saying we are ready: a SIGTERM that arrives
     // right after must drain, not kill.
     tasks.spawn(stop_on_signal(Signals::register()?, shutdown.clone()));

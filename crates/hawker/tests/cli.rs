@@ -305,6 +305,25 @@ fn demo_seeds_once_and_runs_again_without_duplicates() {
         let (status, rooms) = get(&demo.url("/api/v1/shops/demo/rooms"));
         assert_eq!(status, 200);
         assert_eq!(rooms["items"].as_array().unwrap().len(), 1);
+        // The crowd opens a flash sale in the room a few seconds in, and buys.
+        let sales = demo.url(&format!(
+            "/api/v1/rooms/{}/sales",
+            rooms["items"][0]["id"].as_str().unwrap()
+        ));
+        let mut sold = false;
+        for _ in 0..600 {
+            let (_, list) = get(&sales);
+            sold = list["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|s| s["available"].as_i64().unwrap() < s["quantity"].as_i64().unwrap());
+            if sold {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert!(sold, "the demo's crowd bought in a flash sale");
         let (status, _) = post(
             &demo.url("/api/v1/sessions"),
             json!({"email": "seller@demo.hawker.localhost", "password": "hawker-demo"}),
