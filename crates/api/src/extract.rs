@@ -116,18 +116,72 @@ fn same_origin_write(parts: &Parts) -> bool {
     }
 }
 
+/// Signed-in callers, remembered for a few seconds so that a client in a busy
+/// room does not cost a database read per request. This node forgets a user's
+/// entries at once when they sign out, revoke a token or change role; other
+/// nodes notice within [`CredentialCache::TTL`].
+#[derive(Default)]
+pub struct CredentialCache {
+    entries: std::sync::Mutex<std::collections::HashMap<String, (CurrentUser, std::time::Instant)>>,
+}
+
+impl CredentialCache {
+    pub const TTL: std::time::Duration = std::time::Duration::from_secs(10);
+    const MAX: usize = 100_000;
+
+    fn get(&self, hash: &str) -> Option<CurrentUser> {
+        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries
+            .get(hash)
+            .filter(|(_, at)| at.elapsed() < Self::TTL)
+            .map(|(user, _)| user.clone())
+    }
+
+    fn put(&self, hash: String, user: CurrentUser) {
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        if entries.len() >= Self::MAX {
+            entries.retain(|_, (_, at)| at.elapsed() < Self::TTL);
+            if entries.len() >= Self::MAX {
+                entries.clear();
+            }
+        }
+        entries.insert(hash, (user, std::time::Instant::now()));
+    }
+
+    /// Forgets every credential of `user` on this node.
+    pub fn forget_user(&self, user: &domain::ids::UserId) {
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries.retain(|_, (cached, _)| cached.user.id != *user);
+    }
+}
+
 async fn resolve(state: &AppState, token: &str) -> Result<Option<CurrentUser>, ApiError> {
     let hash = hash_secret(token);
+    if let Some(user) = state.credentials().get(&hash) {
+        return Ok(Some(user));
+    }
+    let found = lookup(state, token, &hash).await?;
+    if let Some(user) = &found {
+        state.credentials().put(hash, user.clone());
+    }
+    Ok(found)
+}
+
+async fn lookup(
+    state: &AppState,
+    token: &str,
+    hash: &str,
+) -> Result<Option<CurrentUser>, ApiError> {
     let store = state.store();
     if token.starts_with(SESSION_PREFIX) {
-        let found = store.session_user(&hash, Timestamp::now()).await?;
+        let found = store.session_user(hash, Timestamp::now()).await?;
         return Ok(found.map(|(id, user)| CurrentUser {
             user,
             credential: Credential::Session(id),
         }));
     }
     if token.starts_with(API_TOKEN_PREFIX) {
-        let found = store.token_user(&hash).await?;
+        let found = store.token_user(hash).await?;
         return Ok(found.map(|(_, user)| CurrentUser {
             user,
             credential: Credential::Token,

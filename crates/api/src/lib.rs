@@ -81,6 +81,10 @@ impl ApiConfig {
 
 struct Inner {
     store: Store,
+    credentials: extract::CredentialCache,
+    /// Which room each sale is in (it never changes), to check taps without a read.
+    sale_rooms:
+        std::sync::Mutex<std::collections::HashMap<domain::ids::SaleId, domain::ids::RoomId>>,
     bus: bus::Bus,
     sale_events: sale_events::SaleEvents,
     inventory: store::Inventory,
@@ -105,6 +109,8 @@ impl AppState {
             Arc::new(move |sale| events.stock_changed(sale))
         };
         Self(Arc::new(Inner {
+            credentials: extract::CredentialCache::default(),
+            sale_rooms: std::sync::Mutex::default(),
             bus,
             sale_events,
             sign_in_by_account: auth::Throttle::new(config.sign_in_attempts_per_account, WINDOW),
@@ -144,6 +150,37 @@ impl AppState {
     /// The payment provider orders are paid through.
     pub fn payment_provider(&self) -> &dyn payments::PaymentProvider {
         &self.0.payments
+    }
+
+    pub(crate) fn credentials(&self) -> &extract::CredentialCache {
+        &self.0.credentials
+    }
+
+    /// The room a sale is in, remembered after the first read.
+    pub(crate) async fn sale_room(
+        &self,
+        sale: &domain::ids::SaleId,
+    ) -> Result<Option<domain::ids::RoomId>, ApiError> {
+        let known =
+            |rooms: &std::sync::Mutex<std::collections::HashMap<_, domain::ids::RoomId>>| {
+                rooms
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(sale)
+                    .cloned()
+            };
+        if let Some(room) = known(&self.0.sale_rooms) {
+            return Ok(Some(room));
+        }
+        let Some(found) = self.store().sale(sale).await? else {
+            return Ok(None);
+        };
+        let mut rooms = self.0.sale_rooms.lock().unwrap_or_else(|p| p.into_inner());
+        if rooms.len() >= 100_000 {
+            rooms.clear();
+        }
+        rooms.insert(sale.clone(), found.room_id.clone());
+        Ok(Some(found.room_id))
     }
 
     /// Room events: what the live rooms subscribe to.

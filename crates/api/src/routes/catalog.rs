@@ -242,6 +242,8 @@ async fn create_shop(
             description: Description::parse(&body.description)?,
         })
         .await?;
+    // The owner is a seller now: forget the cached buyer.
+    state.credentials().forget_user(&current.user.id);
     tracing::info!(shop = %shop.id, owner = %current.user.id, "shop opened");
     Ok((StatusCode::CREATED, Json(shop)))
 }

@@ -68,19 +68,6 @@ pub(crate) struct BuyInSale {
     quantity: Option<i64>,
 }
 
-/// A sale and its room, checked to belong together.
-async fn sale_in_room(state: &AppState, room: &str, sale: &str) -> ApiResult<FlashSale> {
-    let found = state
-        .store()
-        .sale(&SaleId::from_string(sale))
-        .await?
-        .ok_or(Code::NotFound)?;
-    if found.room_id.as_str() != room {
-        return Err(Code::NotFound.into());
-    }
-    Ok(found)
-}
-
 /// Creates a flash sale in a room. A sale whose start is now (or absent) starts
 /// at once: its quantity leaves the variant's stock.
 #[utoipa::path(post, path = "/api/v1/rooms/{room}/sales", tag = "selling", request_body = CreateSale,
@@ -304,7 +291,14 @@ async fn buy(
     let buyer = current.user.id.clone();
     // The key is taken, a retry answered, and the answer recorded, all in the
     // batch's own transaction: a tap costs no commit of its own.
-    let sale = sale_in_room(&state, &room, &sale).await?;
+    let sale_id = SaleId::from_string(sale);
+    if state
+        .sale_room(&sale_id)
+        .await?
+        .is_none_or(|r| r.as_str() != room)
+    {
+        return Err(Code::NotFound.into());
+    }
     let refusal =
         |code: Code| serde_json::to_string(&ApiError::from(code).body()).unwrap_or_default();
     let claim = Claim {
@@ -320,7 +314,7 @@ async fn buy(
     };
     let outcome = state
         .inventory()
-        .buy(&sale.id, claim)
+        .buy(&sale_id, claim)
         .await
         .map_err(|e| match e {
             StoreError::NotFound => ApiError::from(Code::NotFound),
