@@ -595,3 +595,51 @@ async fn the_room_hears_the_sale_coalesced() {
         stock.len()
     );
 }
+
+/// Many taps with one key at once: one order, and every answer is that order
+/// (replayed) or "in use"; never a second order.
+#[tokio::test]
+async fn concurrent_taps_with_one_key_make_one_order() {
+    let app = TestApp::spawn().await;
+    let (_, room, sale) = live_sale(&app, 10, 5, 5).await;
+    let ann = app.sign_up("ann@example.com").await;
+    let url = app.url(&format!(
+        "/api/v1/rooms/{}/sales/{}/orders",
+        room["id"].as_str().unwrap(),
+        sale["id"].as_str().unwrap()
+    ));
+    let taps: Vec<_> = (0..12)
+        .map(|_| {
+            let req = app
+                .client
+                .post(&url)
+                .bearer_auth(&ann.token)
+                .header("idempotency-key", "double-tap")
+                .json(&json!({}));
+            tokio::spawn(async move {
+                let res = req.send().await.unwrap();
+                (res.status(), res.text().await.unwrap())
+            })
+        })
+        .collect();
+    let mut orders = Vec::new();
+    for t in taps {
+        let (status, body) = t.await.unwrap();
+        match status {
+            StatusCode::CREATED => orders.push(body),
+            StatusCode::CONFLICT => assert!(body.contains("idempotency_key_in_use"), "{body}"),
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    assert!(!orders.is_empty());
+    assert!(
+        orders.iter().all(|o| o == &orders[0]),
+        "every success is the same order, byte for byte"
+    );
+    let (_, mine) = app.get("/api/v1/orders", Some(&ann.token)).await;
+    assert_eq!(
+        mine["items"].as_array().unwrap().len(),
+        1,
+        "never a second order"
+    );
+}
