@@ -32,7 +32,8 @@ pub fn random_bytes<const N: usize>() -> ApiResult<[u8; N]> {
     Ok(buf)
 }
 
-fn hex(bytes: &[u8]) -> String {
+/// Bytes as lower-case hex, as ids, hashes and signatures are written.
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 

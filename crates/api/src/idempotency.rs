@@ -59,11 +59,7 @@ pub fn request_hash(route: &str, body: &Value) -> String {
     hasher.update(route.as_bytes());
     hasher.update(b"\n");
     hasher.update(body.to_string().as_bytes());
-    hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::auth::hex(&hasher.finalize())
 }
 
 /// A JSON answer given as its exact bytes, so a replay is byte-for-byte the same.

@@ -161,16 +161,15 @@ impl AppState {
         &self,
         sale: &domain::ids::SaleId,
     ) -> Result<Option<domain::ids::RoomId>, ApiError> {
-        let known =
-            |rooms: &std::sync::Mutex<std::collections::HashMap<_, domain::ids::RoomId>>| {
-                rooms
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .get(sale)
-                    .cloned()
-            };
-        if let Some(room) = known(&self.0.sale_rooms) {
-            return Ok(Some(room));
+        let known = self
+            .0
+            .sale_rooms
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(sale)
+            .cloned();
+        if known.is_some() {
+            return Ok(known);
         }
         let Some(found) = self.store().sale(sale).await? else {
             return Ok(None);

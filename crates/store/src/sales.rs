@@ -149,17 +149,12 @@ impl Store {
         let mut c = self.read().await?;
         fetch_all!(
             &mut c,
-            sqlx::query(&format!(
-                "SELECT sh.owner_id, {} FROM sales s JOIN shops sh ON sh.id = s.shop_id
+            sqlx::query(
+                "SELECT s.*, sh.owner_id FROM sales s JOIN shops sh ON sh.id = s.shop_id
                  WHERE (s.status = 'scheduled' AND s.starts_at <= $1)
                     OR (s.status IN ('scheduled', 'live', 'sold_out') AND s.ends_at <= $1)
-                 ORDER BY s.starts_at LIMIT 100",
-                SALE_COLUMNS
-                    .split(", ")
-                    .map(|c| format!("s.{c}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ))
+                 ORDER BY s.starts_at LIMIT 100"
+            )
             .bind(now.as_millis()),
             sale_and_owner
         )

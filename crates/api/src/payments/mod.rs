@@ -156,11 +156,7 @@ pub fn sign(secret: &[u8], timestamp: i64, body: &[u8]) -> String {
     mac.update(timestamp.to_string().as_bytes());
     mac.update(b".");
     mac.update(body);
-    mac.finalize()
-        .into_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::auth::hex(&mac.finalize().into_bytes())
 }
 
 /// Checks a `t=..,v1=..` signature header against the body, in constant time.

@@ -38,7 +38,7 @@ fn random_hex(bytes: usize) -> String {
     let mut buf = vec![0u8; bytes];
     // A failing OS random source leaves zeros: ids stay unique enough for test mode.
     let _ = getrandom::fill(&mut buf);
-    buf.iter().map(|b| format!("{b:02x}")).collect()
+    crate::auth::hex(&buf)
 }
 
 impl TestProvider {

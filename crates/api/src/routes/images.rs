@@ -18,6 +18,7 @@ use store::Store;
 use utoipa::ToSchema;
 
 use crate::AppState;
+use crate::auth::hex;
 use crate::error::{ApiError, ApiResult, Code};
 
 /// An uploaded image. Use `id` in a product's or room's `images`/`cover_image`.
@@ -50,14 +51,14 @@ pub async fn save_image(
     bytes: &[u8],
 ) -> ApiResult<ImageView> {
     let format = ImageFormat::sniff(bytes).ok_or(Code::UnsupportedImage)?;
-    let id: String = Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let id = hex(&Sha256::digest(bytes));
     let path = image_path(data_dir, &id);
     if tokio::fs::metadata(&path).await.is_err() {
         let dir = path.parent().ok_or(Code::Internal)?;
-        let tmp = dir.join(format!("{id}.{}.tmp", uuid_like()?));
+        let tmp = dir.join(format!(
+            "{id}.{}.tmp",
+            hex(&crate::auth::random_bytes::<8>()?)
+        ));
         let write = async {
             tokio::fs::create_dir_all(dir).await?;
             tokio::fs::write(&tmp, bytes).await?;
@@ -78,13 +79,6 @@ pub async fn save_image(
         content_type: format.content_type(),
         byte_size: bytes.len(),
     })
-}
-
-fn uuid_like() -> ApiResult<String> {
-    Ok(crate::auth::random_bytes::<8>()?
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
 }
 
 /// Uploads an image to a shop: send the file's bytes as the body. The format is
