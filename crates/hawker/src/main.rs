@@ -1,6 +1,11 @@
 //! The `hawker` binary: reads settings, starts the parts, and stops them all on
 //! one cancellation token when SIGINT or SIGTERM arrives.
 
+/// glibc's allocator spends a fifth of a busy server's time in its arena locks;
+/// mimalloc's per-thread heaps do not.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod config;
 mod demo;
 mod server;

@@ -282,6 +282,51 @@ pub(crate) enum Exec<'a> {
 /// Anything a query can run on: a read connection or a write transaction.
 pub(crate) trait Execute: Send {
     fn exec(&mut self) -> Exec<'_>;
+
+    fn backend(&mut self) -> Backend {
+        match self.exec() {
+            Exec::Sqlite(_) => Backend::Sqlite,
+            Exec::Postgres(_) => Backend::Postgres,
+        }
+    }
+}
+
+/// Writes the parameters of a statement built at run time (multi-row inserts),
+/// in the order they appear in it: `$1, $2, ...` on PostgreSQL, anonymous `?` on
+/// SQLite. SQLite looks a numbered parameter up by scanning a list, so binding n
+/// of them costs n² steps: 9 ms of a 200-order batch, against 2 ms with `?`.
+pub(crate) struct Params {
+    backend: Backend,
+    written: usize,
+}
+
+impl Params {
+    pub(crate) fn new(e: &mut impl Execute) -> Self {
+        Self {
+            backend: e.backend(),
+            written: 0,
+        }
+    }
+
+    /// The next parameter.
+    pub(crate) fn next(&mut self) -> String {
+        self.written += 1;
+        match self.backend {
+            Backend::Sqlite => "?".to_owned(),
+            Backend::Postgres => format!("${}", self.written),
+        }
+    }
+
+    /// `(p, p, ...), (p, ...)`: `rows` rows of `width` parameters.
+    pub(crate) fn rows(&mut self, rows: usize, width: usize) -> String {
+        (0..rows)
+            .map(|_| {
+                let cells: Vec<String> = (0..width).map(|_| self.next()).collect();
+                format!("({})", cells.join(", "))
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
 }
 
 impl Execute for Conn {

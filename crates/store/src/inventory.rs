@@ -26,7 +26,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::Store;
 use crate::catalog::adjust;
-use crate::db::{Execute, execute, fetch_all, fetch_one, fetch_optional};
+use crate::db::{Execute, Params, execute, fetch_all, fetch_one, fetch_optional};
 use crate::error::{Result, StoreError};
 use crate::row::{Get, corrupt};
 
@@ -45,7 +45,13 @@ pub struct Claim {
 pub struct ClaimKey {
     pub key: String,
     pub request_hash: String,
-    /// The bodies of the refusals (status 409), as the API words them.
+    pub refusals: Arc<Refusals>,
+}
+
+/// The bodies of the refusals (status 409), as the API words them; the same for
+/// every tap.
+#[derive(Debug)]
+pub struct Refusals {
     pub sold_out: String,
     pub limit_reached: String,
     pub not_live: String,
@@ -81,25 +87,12 @@ impl ClaimOutcome {
                 201,
                 serde_json::to_string(order).map_err(|e| StoreError::Corrupt(e.to_string()))?,
             )),
-            ClaimOutcome::SoldOut => Some((409, key.sold_out.clone())),
-            ClaimOutcome::LimitReached => Some((409, key.limit_reached.clone())),
-            ClaimOutcome::NotLive => Some((409, key.not_live.clone())),
+            ClaimOutcome::SoldOut => Some((409, key.refusals.sold_out.clone())),
+            ClaimOutcome::LimitReached => Some((409, key.refusals.limit_reached.clone())),
+            ClaimOutcome::NotLive => Some((409, key.refusals.not_live.clone())),
             ClaimOutcome::Duplicate | ClaimOutcome::Replay { .. } | ClaimOutcome::KeyReused => None,
         })
     }
-}
-
-/// `($1, $2, ...), ($n, ...)` for `rows` rows of `width` placeholders, after `first - 1`.
-fn placeholders(rows: usize, width: usize, first: usize) -> String {
-    (0..rows)
-        .map(|r| {
-            let cells: Vec<String> = (0..width)
-                .map(|c| format!("${}", first + r * width + c))
-                .collect();
-            format!("({})", cells.join(", "))
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 fn user_and_key<R: Get>(r: &R) -> Result<(String, String)> {
@@ -144,14 +137,15 @@ async fn take_keys(
         return Ok(());
     }
     let cutoff = now.plus_millis(-(crate::idempotency::KEY_LIFETIME.as_millis() as i64));
+    let mut p = Params::new(e);
     let sql = format!(
         "INSERT INTO idempotency_keys (user_id, key, request_hash, created_at) VALUES {}
          ON CONFLICT (user_id, key) DO UPDATE SET request_hash = excluded.request_hash,
              status = NULL, body = NULL, created_at = excluded.created_at
-         WHERE idempotency_keys.created_at < ${}
+         WHERE idempotency_keys.created_at < {}
          RETURNING user_id, key",
-        placeholders(rows.len(), 4, 1),
-        rows.len() * 4 + 1
+        p.rows(rows.len(), 4),
+        p.next()
     );
     let taken = fetch_all!(
         e,
@@ -221,7 +215,7 @@ async fn record_answers(
         "UPDATE idempotency_keys SET status = v.column3, body = v.column4
          FROM (VALUES {}) AS v
          WHERE idempotency_keys.user_id = v.column1 AND idempotency_keys.key = v.column2",
-        placeholders(rows.len(), 4, 1)
+        Params::new(e).rows(rows.len(), 4)
     );
     execute!(e, {
         let mut q = sqlx::query(&sql);
@@ -257,10 +251,6 @@ fn terms<R: Get>(r: &R) -> Result<Terms> {
 
 fn status<R: Get>(r: &R) -> Result<String> {
     r.text("status")
-}
-
-fn held<R: Get>(r: &R) -> Result<i64> {
-    r.int("quantity")
 }
 
 /// What is being bought, named as it is at the moment of purchase.
@@ -356,7 +346,7 @@ async fn write_orders(e: &mut impl Execute, orders: &[(Order, Option<String>)]) 
              idempotency_key)
          SELECT column1, column2, column3, column4, column5, 'reserved', column6, column7, 0, 0,
              column8, column9, column9, column10 FROM (VALUES {}) AS v",
-        placeholders(orders.len(), 10, 1)
+        Params::new(e).rows(orders.len(), 10)
     );
     execute!(e, {
         let mut q = sqlx::query(&sql);
@@ -382,7 +372,7 @@ async fn write_orders(e: &mut impl Execute, orders: &[(Order, Option<String>)]) 
     let sql = format!(
         "INSERT INTO order_lines (order_id, position, variant_id, product_id, sku, title, quantity,
              unit_amount) VALUES {}",
-        placeholders(lines.len(), 8, 1)
+        Params::new(e).rows(lines.len(), 8)
     );
     execute!(e, {
         let mut q = sqlx::query(&sql);
@@ -402,7 +392,7 @@ async fn write_orders(e: &mut impl Execute, orders: &[(Order, Option<String>)]) 
     let sql = format!(
         "INSERT INTO order_events (id, order_id, status, actor_id, reason, amount, created_at)
          SELECT column1, column2, 'reserved', column3, column4, NULL, column5 FROM (VALUES {}) AS v",
-        placeholders(orders.len(), 5, 1)
+        Params::new(e).rows(orders.len(), 5)
     );
     execute!(e, {
         let mut q = sqlx::query(&sql);
@@ -518,6 +508,11 @@ impl Store {
 /// Serves the undecided taps of a batch whose claim was granted `terms.granted`
 /// units: each gets units unless the stock or its limit says no; their orders are
 /// written together; units left over go back to the sale.
+///
+/// Limits are taken in rounds, each one multi-row conditional upsert: a round
+/// holds at most one tap per buyer (a row may change once per statement) and
+/// only taps the remaining units could serve. A tap the upsert refuses gives its
+/// units back for the next round. A storm of distinct buyers is one round.
 async fn serve_taps(
     e: &mut impl Execute,
     sale: &SaleId,
@@ -536,67 +531,78 @@ async fn serve_taps(
         .bind(terms.variant.as_str()),
         item
     )?;
-    let expires_at = now.plus_millis(reservation.as_millis() as i64);
     let mut left = terms.granted;
-    let mut drafts = Vec::new();
-    let mut reserved_at = Vec::new();
+    let mut reserved = Vec::new();
+    let mut pending: Vec<usize> = Vec::new();
     for (i, claim) in claims.iter().enumerate() {
-        if decided[i].is_some() {
-            continue;
+        if decided[i].is_none() {
+            if claim.quantity.get() > terms.limit {
+                decided[i] = Some(ClaimOutcome::LimitReached);
+            } else {
+                pending.push(i);
+            }
         }
-        let n = claim.quantity.get();
-        if n > left {
-            decided[i] = Some(ClaimOutcome::SoldOut);
-            continue;
-        }
-        if n > terms.limit {
-            decided[i] = Some(ClaimOutcome::LimitReached);
-            continue;
-        }
-        // Conditional upsert: no row comes back when the buyer would pass the
-        // limit, so two parallel taps cannot both get through.
-        let holding = fetch_optional!(
-            e,
-            sqlx::query(
-                "INSERT INTO sale_buyers (sale_id, buyer_id, quantity) VALUES ($1, $2, $3)
-                 ON CONFLICT (sale_id, buyer_id) DO UPDATE
-                     SET quantity = sale_buyers.quantity + excluded.quantity
-                     WHERE sale_buyers.quantity + excluded.quantity <= $4
-                 RETURNING quantity"
-            )
-            .bind(sale.as_str())
-            .bind(claim.buyer.as_str())
-            .bind(n)
-            .bind(terms.limit),
-            held
-        )?;
-        if holding.is_none() {
-            decided[i] = Some(ClaimOutcome::LimitReached);
-            continue;
-        }
-        left -= n;
-        drafts.push(draft_order(NewOrder {
-            buyer: &claim.buyer,
-            shop: &terms.shop,
-            room: Some(&terms.room),
-            sale: Some(sale),
-            lines: vec![OrderLine {
-                variant_id: terms.variant.clone(),
-                product_id: item.product.clone(),
-                sku: item.sku.clone(),
-                title: item.title.clone(),
-                quantity: n,
-                unit_price: terms.price,
-            }],
-            at: now,
-            expires_at,
-            reason: "reserved in a flash sale",
-            idempotency_key: claim.idempotency.as_ref().map(|k| k.key.as_str()),
-        })?);
-        reserved_at.push(i);
     }
+    while !pending.is_empty() {
+        let mut round = Vec::new();
+        let mut later = Vec::new();
+        let mut in_round = std::collections::HashSet::new();
+        let mut budget = left;
+        for i in pending {
+            let (buyer, n) = (claims[i].buyer.as_str(), claims[i].quantity.get());
+            if n <= budget && in_round.insert(buyer) {
+                budget -= n;
+                round.push(i);
+            } else {
+                later.push(i);
+            }
+        }
+        if round.is_empty() {
+            // Nothing left fits what remains of the claim.
+            for i in later {
+                decided[i] = Some(ClaimOutcome::SoldOut);
+            }
+            break;
+        }
+        let holders = take_limits(e, sale, claims, &round, terms.limit).await?;
+        for i in round {
+            if holders.contains(claims[i].buyer.as_str()) {
+                left -= claims[i].quantity.get();
+                reserved.push(i);
+            } else {
+                decided[i] = Some(ClaimOutcome::LimitReached);
+            }
+        }
+        pending = later;
+    }
+    reserved.sort_unstable();
+    let expires_at = now.plus_millis(reservation.as_millis() as i64);
+    let drafts = reserved
+        .iter()
+        .map(|&i| {
+            let claim = &claims[i];
+            draft_order(NewOrder {
+                buyer: &claim.buyer,
+                shop: &terms.shop,
+                room: Some(&terms.room),
+                sale: Some(sale),
+                lines: vec![OrderLine {
+                    variant_id: terms.variant.clone(),
+                    product_id: item.product.clone(),
+                    sku: item.sku.clone(),
+                    title: item.title.clone(),
+                    quantity: claim.quantity.get(),
+                    unit_price: terms.price,
+                }],
+                at: now,
+                expires_at,
+                reason: "reserved in a flash sale",
+                idempotency_key: claim.idempotency.as_ref().map(|k| k.key.as_str()),
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
     write_orders(e, &drafts).await?;
-    for (i, (order, _)) in reserved_at.into_iter().zip(drafts) {
+    for (i, (order, _)) in reserved.into_iter().zip(drafts) {
         decided[i] = Some(ClaimOutcome::Reserved(Box::new(order)));
     }
     if left > 0 {
@@ -613,6 +619,48 @@ async fn serve_taps(
         )?;
     }
     Ok(())
+}
+
+/// Adds the units of the `round` taps (distinct buyers) to what each buyer holds
+/// in the sale, in one conditional upsert, and returns the buyers it accepted: a
+/// buyer who would pass `limit` gets no row back, so two parallel taps cannot
+/// both get through.
+async fn take_limits(
+    e: &mut impl Execute,
+    sale: &SaleId,
+    claims: &[Claim],
+    round: &[usize],
+    limit: i64,
+) -> Result<std::collections::HashSet<String>> {
+    let mut p = Params::new(e);
+    let sql = format!(
+        "INSERT INTO sale_buyers (sale_id, buyer_id, quantity) VALUES {}
+         ON CONFLICT (sale_id, buyer_id) DO UPDATE
+             SET quantity = sale_buyers.quantity + excluded.quantity
+             WHERE sale_buyers.quantity + excluded.quantity <= {}
+         RETURNING buyer_id",
+        p.rows(round.len(), 3),
+        p.next()
+    );
+    let accepted = fetch_all!(
+        e,
+        {
+            let mut q = sqlx::query(&sql);
+            for &i in round {
+                q = q
+                    .bind(sale.as_str())
+                    .bind(claims[i].buyer.as_str())
+                    .bind(claims[i].quantity.get());
+            }
+            q.bind(limit)
+        },
+        buyer_id
+    )?;
+    Ok(accepted.into_iter().collect())
+}
+
+fn buyer_id<R: Get>(r: &R) -> Result<String> {
+    r.text("buyer_id")
 }
 
 /// One line of an order at the regular price.
@@ -871,9 +919,12 @@ async fn run_batcher(
             return;
         }
         let claims: Vec<Claim> = batch.iter().map(|p| p.claim.clone()).collect();
+        let started = std::time::Instant::now();
         match store.claim_batch(&sale, &claims, reservation).await {
             Ok(outcomes) => {
                 let sold = sold_any(&outcomes);
+                tracing::debug!(sale = %sale, taps = claims.len(), sold,
+                    took_us = started.elapsed().as_micros() as u64, "flash-sale batch committed");
                 for (pending, outcome) in batch.drain(..).zip(outcomes) {
                     let _ = pending.reply.send(Ok(outcome));
                 }

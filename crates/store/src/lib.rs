@@ -25,7 +25,9 @@ pub use catalog::{NewProduct, NewShop, NewVariant, ProductPatch, ShopPatch, Vari
 pub use db::{Backend, PoolStats, Store, StoreOptions};
 pub use error::{Conflict, StoreError};
 pub use idempotency::{KEY_LIFETIME, KeyState};
-pub use inventory::{Claim, ClaimKey, ClaimOutcome, Inventory, RegularLine, StockObserver};
+pub use inventory::{
+    Claim, ClaimKey, ClaimOutcome, Inventory, Refusals, RegularLine, StockObserver,
+};
 pub use orders::{OrderChange, OrderFilter};
 pub use payments::NewPayment;
 pub use rooms::{NewRoom, RoomFilter, RoomPatch};

@@ -55,6 +55,7 @@ conformance!(
     rooms,
     sale_lifecycle_moves_stock_through_the_ledger,
     a_batch_allocates_exactly_what_is_left,
+    one_buyers_taps_in_one_batch_respect_the_limit,
     a_storm_sells_exactly_the_quantity,
     parallel_taps_cannot_pass_the_per_buyer_limit,
     idempotency_keys,
@@ -768,19 +769,10 @@ async fn a_batch_allocates_exactly_what_is_left(store: &Store) {
         )
         .await
         .unwrap();
-    let kinds: Vec<&str> = got
-        .iter()
-        .map(|o| match o {
-            ClaimOutcome::Reserved(_) => "reserved",
-            ClaimOutcome::SoldOut => "sold_out",
-            ClaimOutcome::LimitReached => "limit",
-            ClaimOutcome::NotLive => "not_live",
-            ClaimOutcome::Duplicate => "duplicate",
-            ClaimOutcome::Replay { .. } => "replay",
-            ClaimOutcome::KeyReused => "reused",
-        })
-        .collect();
-    assert_eq!(kinds, ["reserved", "sold_out", "reserved", "sold_out"]);
+    assert_eq!(
+        kinds(&got),
+        ["reserved", "sold_out", "reserved", "sold_out"]
+    );
     let s = store.sale(&sale).await.unwrap().unwrap();
     assert_eq!((s.available, s.status), (0, SaleStatus::SoldOut));
     assert_eq!(
@@ -802,6 +794,74 @@ async fn a_batch_allocates_exactly_what_is_left(store: &Store) {
     assert!(matches!(got[1], ClaimOutcome::SoldOut));
     let s = store.sale(&sale2).await.unwrap().unwrap();
     assert_eq!((s.available, s.status), (2, SaleStatus::Live));
+}
+
+fn kinds(outcomes: &[ClaimOutcome]) -> Vec<&'static str> {
+    outcomes
+        .iter()
+        .map(|o| match o {
+            ClaimOutcome::Reserved(_) => "reserved",
+            ClaimOutcome::SoldOut => "sold_out",
+            ClaimOutcome::LimitReached => "limit",
+            ClaimOutcome::NotLive => "not_live",
+            ClaimOutcome::Duplicate => "duplicate",
+            ClaimOutcome::Replay { .. } => "replay",
+            ClaimOutcome::KeyReused => "reused",
+        })
+        .collect()
+}
+
+async fn one_buyers_taps_in_one_batch_respect_the_limit(store: &Store) {
+    let (seller, _, sale) = sale_setup(store, 50, 4, 2).await;
+    store.start_sale(&sale, &seller).await.unwrap();
+    let b = buyers(store, 3).await;
+    // Each buyer's first tap is served before anyone's second: ann's third tap
+    // passes her limit, and once the units are gone her second is sold out.
+    let got = store
+        .claim_batch(
+            &sale,
+            &[
+                tap(&b[0], 1),
+                tap(&b[0], 1),
+                tap(&b[0], 1),
+                tap(&b[1], 2),
+                tap(&b[2], 1),
+            ],
+            WINDOW,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        kinds(&got),
+        ["reserved", "sold_out", "sold_out", "reserved", "reserved"]
+    );
+    // A buyer at the limit is refused however the taps are batched; units a
+    // refusal gave back serve the taps after it.
+    let sale2 = another_sale(store, &sale, 10, 2).await;
+    store.start_sale(&sale2, &seller).await.unwrap();
+    let first = store
+        .claim_batch(&sale2, &[tap(&b[0], 2)], WINDOW)
+        .await
+        .unwrap();
+    assert_eq!(kinds(&first), ["reserved"]);
+    let got = store
+        .claim_batch(
+            &sale2,
+            &[tap(&b[0], 1), tap(&b[1], 1), tap(&b[1], 1), tap(&b[1], 1)],
+            WINDOW,
+        )
+        .await
+        .unwrap();
+    assert_eq!(kinds(&got), ["limit", "reserved", "reserved", "limit"]);
+    let s = store.sale(&sale2).await.unwrap().unwrap();
+    assert_eq!(s.available, 6);
+    assert_eq!(
+        store.sale_tally(&sale2).await.unwrap(),
+        SaleTally {
+            orders: 3,
+            units: 4
+        }
+    );
 }
 
 async fn a_storm_sells_exactly_the_quantity(store: &Store) {
@@ -963,9 +1023,11 @@ async fn idempotency_keys(store: &Store) {
     let key = store::ClaimKey {
         key: "buy-1".into(),
         request_hash: "h".into(),
-        sold_out: "{}".into(),
-        limit_reached: "{}".into(),
-        not_live: "{}".into(),
+        refusals: std::sync::Arc::new(store::Refusals {
+            sold_out: "{}".into(),
+            limit_reached: "{}".into(),
+            not_live: "{}".into(),
+        }),
     };
     let mut claim = tap(&ann, 1);
     claim.idempotency = Some(key);

@@ -1,5 +1,7 @@
 //! Flash sales in a room, and buying in them.
 
+use std::sync::{Arc, LazyLock};
+
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -10,7 +12,7 @@ use domain::order::Order;
 use domain::room::RoomStatus;
 use domain::sale::{BuyQuantity, FlashSale, MAX_PER_BUYER, SaleQuantity, SaleStatus};
 use serde::Deserialize;
-use store::{Claim, ClaimKey, ClaimOutcome, NewSale, StoreError};
+use store::{Claim, ClaimKey, ClaimOutcome, NewSale, Refusals, StoreError};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -253,6 +255,16 @@ async fn update_sale(
     Ok(Json(updated))
 }
 
+/// What a tap's key records when the tap is refused.
+static REFUSALS: LazyLock<Arc<Refusals>> = LazyLock::new(|| {
+    let body = |code: Code| serde_json::to_string(&ApiError::from(code).body()).unwrap_or_default();
+    Arc::new(Refusals {
+        sold_out: body(Code::SoldOut),
+        limit_reached: body(Code::LimitReached),
+        not_live: body(Code::SaleNotLive),
+    })
+});
+
 /// Buys in a flash sale. Send an `Idempotency-Key`: a retry with the same key
 /// gets the same answer and never a second order. The answer is an order that
 /// holds a reservation until it is paid or expires.
@@ -299,17 +311,13 @@ async fn buy(
     {
         return Err(Code::NotFound.into());
     }
-    let refusal =
-        |code: Code| serde_json::to_string(&ApiError::from(code).body()).unwrap_or_default();
     let claim = Claim {
         buyer,
         quantity,
         idempotency: Some(ClaimKey {
             key,
             request_hash: hash,
-            sold_out: refusal(Code::SoldOut),
-            limit_reached: refusal(Code::LimitReached),
-            not_live: refusal(Code::SaleNotLive),
+            refusals: REFUSALS.clone(),
         }),
     };
     let outcome = state
