@@ -18,6 +18,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
 use serde_json::{Value, json};
 
 #[derive(Parser)]
@@ -174,72 +176,87 @@ async fn flash_sale(args: FlashSale) -> anyhow::Result<()> {
         buyers.push(token??);
     }
 
+    // The buyers are in the room before the sale, signed in: each one's page
+    // has asked who they are, as the viewer page does when it opens.
+    say("buyers open the room".to_owned());
+    let opening = Arc::new(tokio::sync::Semaphore::new(64));
+    let mut pages = tokio::task::JoinSet::new();
+    for token in &buyers {
+        let (client, url, token, opening) = (
+            client.clone(),
+            format!("{base}/api/v1/me"),
+            token.clone(),
+            opening.clone(),
+        );
+        pages.spawn(async move {
+            let _permit = opening.acquire().await?;
+            let res = client.get(url).bearer_auth(token).send().await?;
+            anyhow::ensure!(res.status().is_success(), "GET /me: {}", res.status());
+            anyhow::Ok(())
+        });
+    }
+    while let Some(done) = pages.join_next().await {
+        done??;
+    }
     // Open every connection before the clock starts: the figure is about
     // selling, not about TCP handshakes.
-    let mut warm = tokio::task::JoinSet::new();
+    let addr = addr_of(&base)?;
+    let mut connecting = tokio::task::JoinSet::new();
     for _ in 0..args.concurrency {
-        let (client, url) = (client.clone(), format!("{base}/healthz"));
-        warm.spawn(async move { client.get(url).send().await.map(|_| ()) });
+        connecting.spawn(connect(addr.clone()));
     }
-    while let Some(done) = warm.join_next().await {
-        done??;
+    let mut connections = Vec::with_capacity(args.concurrency);
+    while let Some(connection) = connecting.join_next().await {
+        connections.push(connection??);
     }
     say(format!(
         "storm: {} taps, {} in flight",
         args.attempts, args.concurrency
     ));
-    let url = Arc::new(format!("{base}/api/v1/rooms/{room}/sales/{sale}/orders"));
-    let in_flight = Arc::new(tokio::sync::Semaphore::new(args.concurrency));
-    let answered = Arc::new(AtomicUsize::new(0));
-    let start = Instant::now();
-    let mut taps = tokio::task::JoinSet::new();
-    for i in 0..args.attempts {
-        let (client, url, in_flight, counter) = (
-            client.clone(),
-            url.clone(),
-            in_flight.clone(),
-            answered.clone(),
-        );
-        let token = buyers[i % buyers.len()].clone();
-        let permit = in_flight.acquire_owned().await?;
-        taps.spawn(async move {
-            let sent = Instant::now();
-            let result = client
-                .post(url.as_str())
-                .bearer_auth(&token)
-                .header("idempotency-key", format!("tap-{i}"))
-                .json(&json!({}))
-                .send()
-                .await;
-            let status = match result {
-                Ok(res) => {
-                    let status = res.status().as_u16();
-                    let code = res
-                        .json::<Value>()
-                        .await
-                        .ok()
-                        .and_then(|v| v["error"]["code"].as_str().map(str::to_owned));
-                    (status, code)
-                }
-                Err(_) => (0, None),
-            };
-            drop(permit);
-            counter.fetch_add(1, Ordering::Relaxed);
-            (status, sent.elapsed(), start.elapsed())
-        });
-        if !args.quiet && i % 5000 == 4999 {
-            eprintln!(
-                "  sent {}, answered {}",
-                i + 1,
-                answered.load(Ordering::Relaxed)
-            );
-        }
+    let storm = Arc::new(Storm {
+        addr,
+        path: format!("/api/v1/rooms/{room}/sales/{sale}/orders"),
+        buyers,
+        attempts: args.attempts,
+        next: AtomicUsize::new(0),
+        start: Instant::now(),
+    });
+    let mut workers = tokio::task::JoinSet::new();
+    for connection in connections {
+        workers.spawn(tap_worker(storm.clone(), connection));
     }
+    let progress = if args.quiet {
+        None
+    } else {
+        let storm = storm.clone();
+        Some(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                eprintln!(
+                    "  sent {}",
+                    storm.next.load(Ordering::Relaxed).min(storm.attempts)
+                );
+            }
+        }))
+    };
+    let mut answers = Vec::with_capacity(args.attempts);
+    while let Some(done) = workers.join_next().await {
+        answers.extend(done??);
+    }
+    if let Some(progress) = progress {
+        progress.abort();
+    }
+    let start = storm.start;
     let (mut confirmed, mut sold_out, mut limited, mut other) = (0usize, 0usize, 0usize, 0usize);
     let mut latencies = Vec::with_capacity(args.attempts);
     let mut last_confirmed = Duration::ZERO;
-    while let Some(done) = taps.join_next().await {
-        let ((status, code), latency, at) = done?;
+    for Answer {
+        status,
+        code,
+        latency,
+        at,
+    } in answers
+    {
         latencies.push(latency);
         match (status, code.as_deref()) {
             (201, _) => {
@@ -295,4 +312,84 @@ async fn flash_sale(args: FlashSale) -> anyhow::Result<()> {
         bail!("the sale's stock does not match the confirmed orders: {figures}");
     }
     Ok(())
+}
+
+/// The shared state of a purchase storm: which tap comes next, and its clock.
+struct Storm {
+    addr: String,
+    path: String,
+    buyers: Vec<String>,
+    attempts: usize,
+    next: AtomicUsize,
+    start: Instant,
+}
+
+/// What one tap got back, and when.
+struct Answer {
+    status: u16,
+    code: Option<String>,
+    latency: Duration,
+    /// Since the storm started.
+    at: Duration,
+}
+
+/// `host:port` of an `http://` base URL.
+fn addr_of(base: &str) -> anyhow::Result<String> {
+    let rest = base
+        .strip_prefix("http://")
+        .context("the storm speaks plain http:// only")?;
+    Ok(rest.split('/').next().unwrap_or(rest).to_owned())
+}
+
+type Connection = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+
+/// An HTTP/1.1 connection of the storm's own: no pool, no URL parsing per
+/// request, as a load tool does, so the generator takes as little of the machine
+/// as it can.
+async fn connect(addr: String) -> anyhow::Result<Connection> {
+    let stream = tokio::net::TcpStream::connect(&addr)
+        .await
+        .with_context(|| format!("connect {addr}"))?;
+    stream.set_nodelay(true)?;
+    let (sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+    tokio::spawn(connection);
+    Ok(sender)
+}
+
+/// One connection of the storm: sends taps one after another until all are sent.
+async fn tap_worker(storm: Arc<Storm>, mut sender: Connection) -> anyhow::Result<Vec<Answer>> {
+    let mut answers = Vec::new();
+    loop {
+        let i = storm.next.fetch_add(1, Ordering::Relaxed);
+        if i >= storm.attempts {
+            return Ok(answers);
+        }
+        let request = hyper::Request::post(storm.path.as_str())
+            .header("host", storm.addr.as_str())
+            .header(
+                "authorization",
+                format!("Bearer {}", storm.buyers[i % storm.buyers.len()]),
+            )
+            .header("idempotency-key", format!("tap-{i}"))
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from_static(b"{}")))?;
+        let sent = Instant::now();
+        let response = sender.send_request(request).await?;
+        let status = response.status().as_u16();
+        let body = response.into_body().collect().await?.to_bytes();
+        let code = if status == 201 {
+            None
+        } else {
+            serde_json::from_slice::<Value>(&body)
+                .ok()
+                .and_then(|v| v["error"]["code"].as_str().map(str::to_owned))
+        };
+        answers.push(Answer {
+            status,
+            code,
+            latency: sent.elapsed(),
+            at: storm.start.elapsed(),
+        });
+    }
 }

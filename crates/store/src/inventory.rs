@@ -22,7 +22,7 @@ use domain::money::Money;
 use domain::order::{Order, OrderHistoryEntry, OrderLine, OrderStatus};
 use domain::sale::{BuyQuantity, FlashSale};
 use domain::stock::{AdjustmentReason, StockDelta};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::Store;
 use crate::catalog::adjust;
@@ -794,14 +794,22 @@ fn sold_any(outcomes: &[ClaimOutcome]) -> bool {
         .any(|o| matches!(o, ClaimOutcome::Reserved(_)))
 }
 
-/// Tells `observer` the sale's state after a batch that sold something.
-async fn report(store: &Store, sale: &SaleId, observer: Option<&StockObserver>) {
-    let Some(observer) = observer else { return };
-    match store.sale(sale).await {
-        Ok(Some(state)) => observer(&state),
-        Ok(None) => {}
-        Err(e) => {
-            tracing::warn!(sale = %sale, error = %e, "cannot read a sale's stock to report it")
+/// Tells `observer` the sale's state whenever the batcher pokes: a read after
+/// the last poke sees the last batch, so the final report is the true count. Off
+/// the batcher's path, so the next batch need not wait for the read.
+async fn run_reporter(
+    store: Store,
+    sale: SaleId,
+    observer: StockObserver,
+    mut poked: watch::Receiver<()>,
+) {
+    while poked.changed().await.is_ok() {
+        match store.sale(&sale).await {
+            Ok(Some(state)) => observer(&state),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(sale = %sale, error = %e, "cannot read a sale's stock to report it")
+            }
         }
     }
 }
@@ -893,6 +901,10 @@ async fn run_batcher(
     observer: Option<StockObserver>,
     mut taps: mpsc::Receiver<Pending>,
 ) {
+    let (poke, poked) = watch::channel(());
+    if let Some(observer) = observer {
+        tokio::spawn(run_reporter(store.clone(), sale.clone(), observer, poked));
+    }
     let mut batch = Vec::with_capacity(Inventory::MAX_BATCH);
     let mut closing = false;
     loop {
@@ -929,7 +941,7 @@ async fn run_batcher(
                     let _ = pending.reply.send(Ok(outcome));
                 }
                 if sold {
-                    report(&store, &sale, observer.as_ref()).await;
+                    poke.send_replace(());
                 }
             }
             Err(e) => {
