@@ -91,6 +91,10 @@ id_type!(
     /// A refund.
     RefundId, "ref"
 );
+id_type!(
+    /// A chat message in a live room.
+    MessageId, "msg"
+);
 
 #[cfg(test)]
 mod tests {

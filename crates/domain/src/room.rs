@@ -143,3 +143,48 @@ mod tests {
         assert_eq!(format!("{k:?}"), "StreamKey(..)");
     }
 }
+
+/// What a viewer writes in a room's chat: cleaned as all user text is (NFC,
+/// control characters removed, trimmed), 1 to [`ChatText::MAX_CHARS`] characters.
+/// It is shown as text, never interpreted as HTML.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct ChatText(String);
+
+impl ChatText {
+    pub const MAX_CHARS: usize = 300;
+
+    pub fn parse(input: &str) -> Result<Self, crate::ValidationError> {
+        crate::text::clean("text", input, 1, Self::MAX_CHARS, false).map(Self)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+#[cfg(test)]
+mod chat_tests {
+    use super::ChatText;
+
+    #[test]
+    fn chat_text_is_cleaned_and_bounded_in_characters() {
+        assert_eq!(
+            ChatText::parse("  hi\u{0007} there\n").unwrap().as_str(),
+            "hi there"
+        );
+        // "e" + combining acute is one character after NFC.
+        let composed = "e\u{301}".repeat(ChatText::MAX_CHARS);
+        assert_eq!(
+            ChatText::parse(&composed).unwrap().as_str().chars().count(),
+            300
+        );
+        assert!(ChatText::parse(&"x".repeat(301)).is_err());
+        assert!(ChatText::parse(" \u{0000} ").is_err());
+        assert_eq!(
+            ChatText::parse("<b>bold</b>").unwrap().as_str(),
+            "<b>bold</b>",
+            "kept as text; clients never interpret it"
+        );
+    }
+}

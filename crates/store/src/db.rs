@@ -28,6 +28,11 @@ const SQLITE_MIGRATIONS: Migrations = &[
         "selling",
         include_str!("../migrations/sqlite/0002_selling.sql"),
     ),
+    (
+        3,
+        "live",
+        include_str!("../migrations/sqlite/0003_live.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: Migrations = &[
     (
@@ -39,6 +44,11 @@ const POSTGRES_MIGRATIONS: Migrations = &[
         2,
         "selling",
         include_str!("../migrations/postgres/0002_selling.sql"),
+    ),
+    (
+        3,
+        "live",
+        include_str!("../migrations/postgres/0003_live.sql"),
     ),
 ];
 

@@ -3,12 +3,14 @@
 //! versioned migrations embedded in the binary.
 //!
 //! Every query is written once, with `$1` placeholders that both databases accept,
-//! and runs on either backend through the macros in `db.rs`; dialect differences
-//! live in the migrations. This crate knows nothing of HTTP, cookies or request
+//! and runs on either backend through the macros in `db.rs` (statements built at
+//! run time, such as multi-row inserts, number theirs with `db::Params`); dialect
+//! differences live in the migrations. This crate knows nothing of HTTP, cookies or request
 //! bodies: it stores and returns domain types.
 
 mod accounts;
 mod catalog;
+mod chat;
 mod db;
 mod error;
 mod idempotency;
@@ -22,6 +24,7 @@ pub mod testing;
 
 pub use accounts::NewUser;
 pub use catalog::{NewProduct, NewShop, NewVariant, ProductPatch, ShopPatch, VariantPatch};
+pub use chat::ChatRecord;
 pub use db::{Backend, PoolStats, Store, StoreOptions};
 pub use error::{Conflict, StoreError};
 pub use idempotency::{KEY_LIFETIME, KeyState};

@@ -62,6 +62,7 @@ conformance!(
     due_sales_are_found,
     unpaid_reservations_expire_and_give_their_units_back,
     orders_pay_ship_refund_and_cancel,
+    chat_is_kept_in_batches,
 );
 
 async fn user(store: &Store, email: &str) -> UserId {
@@ -1362,4 +1363,24 @@ async fn orders_pay_ship_refund_and_cancel(store: &Store) {
         ]
     );
     assert_eq!(refunded.history[2].actor_id.as_ref(), Some(&seller));
+}
+
+async fn chat_is_kept_in_batches(store: &Store) {
+    let (seller, _, sale) = sale_setup(store, 1, 1, 1).await;
+    let room = store.sale(&sale).await.unwrap().unwrap().room_id;
+    let at = Timestamp::now();
+    let batch: Vec<store::ChatRecord> = (0..3)
+        .map(|i| store::ChatRecord {
+            id: domain::ids::MessageId::generate(),
+            room: room.clone(),
+            user: seller.clone(),
+            seq: 10 + i,
+            text: format!("hello {i}"),
+            at,
+        })
+        .collect();
+    store.save_chat(&batch).await.unwrap();
+    store.save_chat(&[]).await.unwrap();
+    let recent = store.recent_chat(&room, 2).await.unwrap();
+    assert_eq!(recent, batch[1..]);
 }

@@ -1,0 +1,14 @@
+-- Live-room chat (sqlite dialect). Every message shown in a room is kept, written in
+-- batches off the hot path, with the room sequence number it was shown under.
+
+CREATE TABLE chat_messages (
+    id TEXT PRIMARY KEY,
+    room_id TEXT NOT NULL REFERENCES rooms (id),
+    user_id TEXT NOT NULL REFERENCES users (id),
+    seq INTEGER NOT NULL,
+    text TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    -- Set when a moderator deletes the message; the text stays for review.
+    deleted_at INTEGER
+) STRICT;
+CREATE INDEX chat_messages_room ON chat_messages (room_id, id);
