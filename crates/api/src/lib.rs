@@ -86,6 +86,7 @@ struct Inner {
     sale_rooms:
         std::sync::Mutex<std::collections::HashMap<domain::ids::SaleId, domain::ids::RoomId>>,
     bus: bus::Bus,
+    hub: live::Hub,
     sale_events: sale_events::SaleEvents,
     inventory: store::Inventory,
     payments: payments::TestProvider,
@@ -111,6 +112,7 @@ impl AppState {
         Self(Arc::new(Inner {
             credentials: extract::CredentialCache::default(),
             sale_rooms: std::sync::Mutex::default(),
+            hub: live::Hub::new(store.clone(), bus.clone(), live::Limits::default()),
             bus,
             sale_events,
             sign_in_by_account: auth::Throttle::new(config.sign_in_attempts_per_account, WINDOW),
@@ -187,6 +189,11 @@ impl AppState {
         &self.0.bus
     }
 
+    /// The live rooms of this node.
+    pub fn hub(&self) -> &live::Hub {
+        &self.0.hub
+    }
+
     pub(crate) fn sale_events(&self) -> &sale_events::SaleEvents {
         &self.0.sale_events
     }
@@ -225,6 +232,7 @@ pub async fn serve(
     if let Ok(addr) = listener.local_addr() {
         state.0.payments.deliver_to(addr);
     }
+    let hub = state.hub().clone();
     let app = router(state);
     let server = axum::serve(
         listener,
@@ -236,6 +244,8 @@ pub async fn serve(
         done = &mut running => return done.unwrap_or_else(|e| Err(std::io::Error::other(e))),
         () = shutdown.cancelled() => {}
     }
+    // Upgraded connections are no longer the HTTP server's to drain.
+    hub.stop();
     match tokio::time::timeout(grace, &mut running).await {
         Ok(done) => done.unwrap_or_else(|e| Err(std::io::Error::other(e))),
         Err(_) => {

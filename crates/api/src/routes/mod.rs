@@ -5,6 +5,7 @@ pub(crate) mod accounts;
 pub(crate) mod catalog;
 pub(crate) mod home;
 pub(crate) mod images;
+pub(crate) mod live;
 pub(crate) mod orders;
 pub(crate) mod payments;
 pub(crate) mod rooms;
@@ -110,6 +111,7 @@ pub(crate) fn api_router(config: &ApiConfig) -> OpenApiRouter<AppState> {
         .merge(accounts::router())
         .merge(catalog::router(config))
         .merge(rooms::router())
+        .merge(live::router())
         .merge(sales::router())
         .merge(orders::router())
         .merge(payments::router())

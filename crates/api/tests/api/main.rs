@@ -8,6 +8,7 @@ mod catalog;
 mod checkout;
 mod helpers;
 mod images;
+mod live;
 mod ops;
 mod payments;
 mod rooms;

@@ -1,0 +1,371 @@
+//! The room's WebSocket, with real clients over real sockets.
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{Bytes, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use crate::helpers::TestApp;
+use crate::selling::{buy, live_sale};
+
+type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+async fn open(app: &TestApp, room: &str, token: Option<&str>, since: Option<u64>) -> Socket {
+    let query = since.map(|s| format!("?since={s}")).unwrap_or_default();
+    let url = format!("ws://{}/api/v1/rooms/{room}/ws{query}", app.addr);
+    let mut request = url.into_client_request().unwrap();
+    if let Some(token) = token {
+        request
+            .headers_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    }
+    tokio_tungstenite::connect_async(request).await.unwrap().0
+}
+
+/// The next JSON frame, skipping pings; panics after five seconds.
+async fn next(socket: &mut Socket) -> Value {
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(5), socket.next())
+            .await
+            .expect("a frame within 5 s")
+            .expect("the socket is open")
+            .unwrap();
+        match message {
+            Message::Text(text) => return serde_json::from_str(text.as_str()).unwrap(),
+            Message::Ping(_) | Message::Pong(_) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+/// The next frame of `kind`, skipping others (counters come and go).
+async fn next_of(socket: &mut Socket, kind: &str) -> Value {
+    loop {
+        let frame = next(socket).await;
+        if frame["type"] == kind {
+            return frame;
+        }
+    }
+}
+
+async fn send(socket: &mut Socket, frame: Value) {
+    socket
+        .send(Message::Text(frame.to_string().into()))
+        .await
+        .unwrap();
+}
+
+/// The close code the server ends with, reading past any frames before it.
+async fn closed_with(socket: &mut Socket) -> CloseCode {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), socket.next())
+            .await
+            .expect("closed within 5 s")
+        {
+            Some(Ok(Message::Close(Some(frame)))) => return frame.code,
+            Some(Ok(_)) => {}
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    }
+}
+
+async fn room_of(app: &TestApp) -> (crate::helpers::Account, String) {
+    let seller = app.seller("anns").await;
+    let (status, room) = app
+        .post(
+            "/api/v1/shops/anns/rooms",
+            Some(&seller.token),
+            json!({"title": "Live"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let id = room["room"]["id"].as_str().unwrap().to_owned();
+    (seller, id)
+}
+
+#[tokio::test]
+async fn every_viewer_sees_the_same_chat_in_the_same_order() {
+    let app = TestApp::spawn().await;
+    let (seller, room) = room_of(&app).await;
+    let ann = app.sign_up("ann@example.com").await;
+    let mut watcher = open(&app, &room, None, None).await;
+    let mut seller_socket = open(&app, &room, Some(&seller.token), None).await;
+    let mut ann_socket = open(&app, &room, Some(&ann.token), None).await;
+    for socket in [&mut watcher, &mut seller_socket, &mut ann_socket] {
+        let snapshot = next(socket).await;
+        assert_eq!(snapshot["type"], "snapshot");
+        assert_eq!(snapshot["data"]["room"]["title"], "Live");
+    }
+    for i in 0..5 {
+        send(
+            &mut ann_socket,
+            json!({"type": "chat", "text": format!("ann {i}")}),
+        )
+        .await;
+        send(
+            &mut seller_socket,
+            json!({"type": "chat", "text": format!("seller {i}")}),
+        )
+        .await;
+    }
+    let mut seen = Vec::new();
+    for socket in [&mut watcher, &mut seller_socket, &mut ann_socket] {
+        let mut chat = Vec::new();
+        while chat.len() < 10 {
+            let frame = next_of(socket, "chat").await;
+            chat.push((
+                frame["seq"].as_u64().unwrap(),
+                frame["data"]["text"].clone(),
+            ));
+        }
+        assert!(
+            chat.windows(2)
+                .all(|w| w[1].0 == w[0].0 + 1 || w[1].0 > w[0].0)
+        );
+        seen.push(chat);
+    }
+    assert_eq!(seen[0], seen[1]);
+    assert_eq!(seen[1], seen[2]);
+    // The messages are kept: a new viewer's snapshot carries them.
+    let mut late = open(&app, &room, None, None).await;
+    let snapshot = next(&mut late).await;
+    assert_eq!(snapshot["data"]["chat"].as_array().unwrap().len(), 10);
+}
+
+#[tokio::test]
+async fn watching_is_open_but_chat_and_likes_need_an_account() {
+    let app = TestApp::spawn().await;
+    let (_, room) = room_of(&app).await;
+    let mut anonymous = open(&app, &room, None, None).await;
+    next(&mut anonymous).await;
+    send(&mut anonymous, json!({"type": "chat", "text": "hi"})).await;
+    let refused = next_of(&mut anonymous, "error").await;
+    assert_eq!(refused["code"], "unauthenticated");
+    send(&mut anonymous, json!({"type": "like"})).await;
+    assert_eq!(
+        next_of(&mut anonymous, "error").await["code"],
+        "unauthenticated"
+    );
+    // Unknown rooms and bad tokens are refused before the upgrade.
+    let refused = |url: String, token: Option<&str>| {
+        let mut request = url.into_client_request().unwrap();
+        if let Some(token) = token {
+            request
+                .headers_mut()
+                .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        }
+        async move {
+            match tokio_tungstenite::connect_async(request).await {
+                Err(tokio_tungstenite::tungstenite::Error::Http(response)) => response.status(),
+                other => panic!("expected an HTTP refusal, got {other:?}"),
+            }
+        }
+    };
+    let nope = format!("ws://{}/api/v1/rooms/room_nope/ws", app.addr);
+    assert_eq!(refused(nope, None).await, StatusCode::NOT_FOUND);
+    let bad_token = format!("ws://{}/api/v1/rooms/{room}/ws", app.addr);
+    assert_eq!(
+        refused(bad_token, Some("hks_nope")).await,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test]
+async fn likes_and_viewers_are_coalesced_counts() {
+    let app = TestApp::spawn().await;
+    let (_, room) = room_of(&app).await;
+    let ann = app.sign_up("ann@example.com").await;
+    let mut socket = open(&app, &room, Some(&ann.token), None).await;
+    next(&mut socket).await;
+    assert_eq!(next_of(&mut socket, "viewers").await["data"]["count"], 1);
+    for _ in 0..15 {
+        send(&mut socket, json!({"type": "like"})).await;
+    }
+    let mut total = 0;
+    while total < 15 {
+        let likes = next_of(&mut socket, "likes").await;
+        total = likes["data"]["count"].as_u64().unwrap();
+    }
+    assert_eq!(total, 15);
+}
+
+#[tokio::test]
+async fn a_reconnect_with_since_gets_what_it_missed() {
+    let app = TestApp::spawn().await;
+    let (seller, room) = room_of(&app).await;
+    let mut seller_socket = open(&app, &room, Some(&seller.token), None).await;
+    next(&mut seller_socket).await;
+    let mut viewer = open(&app, &room, None, None).await;
+    next(&mut viewer).await;
+    send(&mut seller_socket, json!({"type": "chat", "text": "one"})).await;
+    let one = next_of(&mut viewer, "chat").await;
+    let last_seen = one["seq"].as_u64().unwrap();
+    viewer.close(None).await.unwrap();
+    send(&mut seller_socket, json!({"type": "chat", "text": "two"})).await;
+    send(&mut seller_socket, json!({"type": "chat", "text": "three"})).await;
+    next_of(&mut seller_socket, "chat").await;
+    next_of(&mut seller_socket, "chat").await;
+    let last = next_of(&mut seller_socket, "chat").await;
+    assert_eq!(last["data"]["text"], "three");
+
+    let mut back = open(&app, &room, None, Some(last_seen)).await;
+    let mut texts = Vec::new();
+    loop {
+        let frame = next(&mut back).await;
+        assert_ne!(frame["type"], "snapshot", "the history covers the gap");
+        assert!(frame["seq"].as_u64().unwrap() > last_seen);
+        if frame["type"] == "chat" {
+            texts.push(frame["data"]["text"].as_str().unwrap().to_owned());
+        }
+        if frame["seq"] == last["seq"] {
+            break;
+        }
+    }
+    assert_eq!(texts, ["two", "three"]);
+    // From too far back, or after a restart: a fresh snapshot.
+    let mut stale = open(&app, &room, None, Some(1)).await;
+    assert_eq!(next(&mut stale).await["type"], "snapshot");
+}
+
+#[tokio::test]
+async fn chat_is_validated_and_rate_limited() {
+    let app = TestApp::spawn().await;
+    let (_, room) = room_of(&app).await;
+    let ann = app.sign_up("ann@example.com").await;
+    let mut socket = open(&app, &room, Some(&ann.token), None).await;
+    next(&mut socket).await;
+    send(
+        &mut socket,
+        json!({"type": "chat", "text": "x".repeat(301)}),
+    )
+    .await;
+    assert_eq!(next_of(&mut socket, "error").await["code"], "invalid_field");
+    send(&mut socket, json!({"type": "chat", "text": " \u{0007} "})).await;
+    assert_eq!(next_of(&mut socket, "error").await["code"], "invalid_field");
+    send(
+        &mut socket,
+        json!({"type": "chat", "text": "<b>hi</b>\u{0007}"}),
+    )
+    .await;
+    let shown = next_of(&mut socket, "chat").await;
+    assert_eq!(
+        shown["data"]["text"], "<b>hi</b>",
+        "kept as text, controls stripped"
+    );
+    // A burst of five, then a wait.
+    for i in 0..6 {
+        send(
+            &mut socket,
+            json!({"type": "chat", "text": format!("m{i}")}),
+        )
+        .await;
+    }
+    let limited = next_of(&mut socket, "error").await;
+    assert_eq!(limited["code"], "rate_limited");
+    assert!(limited["retry_after_ms"].as_u64().unwrap() > 0);
+}
+
+#[tokio::test]
+async fn bad_frames_get_error_events_and_abuse_is_closed() {
+    let app = TestApp::spawn().await;
+    let (_, room) = room_of(&app).await;
+    let mut socket = open(&app, &room, None, None).await;
+    next(&mut socket).await;
+    socket
+        .send(Message::Text("{not json".into()))
+        .await
+        .unwrap();
+    assert_eq!(next_of(&mut socket, "error").await["code"], "invalid_frame");
+    send(&mut socket, json!({"no": "type"})).await;
+    assert_eq!(next_of(&mut socket, "error").await["code"], "invalid_frame");
+    send(&mut socket, json!({"type": "dance"})).await;
+    assert_eq!(next_of(&mut socket, "error").await["code"], "unknown_type");
+    socket
+        .send(Message::Binary(Bytes::from_static(b"\x00\x01")))
+        .await
+        .unwrap();
+    assert_eq!(
+        next_of(&mut socket, "error").await["code"],
+        "unsupported_frame"
+    );
+    send(&mut socket, json!({"type": "ping"})).await;
+    assert_eq!(next_of(&mut socket, "pong").await["type"], "pong");
+
+    // Too big: 1009.
+    let mut big = open(&app, &room, None, None).await;
+    next(&mut big).await;
+    big.send(Message::Text("x".repeat(10_000).into()))
+        .await
+        .unwrap();
+    assert_eq!(closed_with(&mut big).await, CloseCode::Size);
+
+    // A flood: 1008.
+    let mut flood = open(&app, &room, None, None).await;
+    next(&mut flood).await;
+    for _ in 0..200 {
+        if flood
+            .send(Message::Text(r#"{"type":"ping"}"#.into()))
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    assert_eq!(closed_with(&mut flood).await, CloseCode::Policy);
+
+    // The room carries on for everyone else.
+    send(&mut socket, json!({"type": "ping"})).await;
+    assert_eq!(next_of(&mut socket, "pong").await["type"], "pong");
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for reason in ["malformed", "unknown_type", "binary", "too_big", "flood"] {
+        assert!(
+            metrics.contains(&format!(
+                "live_frames_rejected_total{{reason=\"{reason}\"}}"
+            )),
+            "{reason} is counted"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_room_sees_its_flash_sale() {
+    let app = TestApp::spawn().await;
+    let (_, room, sale) = live_sale(&app, 10, 3, 3).await;
+    let room_id = room["id"].as_str().unwrap();
+    let mut socket = open(&app, room_id, None, None).await;
+    let snapshot = next(&mut socket).await;
+    assert_eq!(snapshot["data"]["sale"]["sale_id"], sale["id"]);
+    assert_eq!(snapshot["data"]["sale"]["available"], 3);
+    let buyer = app.sign_up("buyer@example.com").await;
+    let (status, _, _) = buy(
+        &app,
+        &buyer.token,
+        &room,
+        &sale,
+        Some("k1"),
+        json!({"quantity": 3}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let mut available = None;
+    while available != Some(0) {
+        let stock = next_of(&mut socket, "sale.stock").await;
+        available = stock["data"]["available"].as_u64();
+    }
+    let sold_out = next_of(&mut socket, "sale.sold_out").await;
+    assert_eq!(sold_out["data"]["status"], "sold_out");
+}

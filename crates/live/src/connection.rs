@@ -1,0 +1,379 @@
+//! One viewer's WebSocket in a room. Generic over the socket (any `Stream` of
+//! messages that is also a `Sink`), so the room logic is tested without sockets.
+//!
+//! The protocol is in `docs/protocol.md`. What is sent: the start (a snapshot, or
+//! the frames missed since `since`), then every room frame, batched: all frames
+//! waiting are fed and flushed together. What is read: `chat`, `like`, `ping`.
+//!
+//! Slow readers: a connection reads the room's shared ring at its own pace. One
+//! that falls a whole ring behind loses the oldest frames (chat it will not see),
+//! is told how many, and gets the room's current `state` (counters, sale, pin),
+//! so what it shows stays true. One that falls behind [`LAGS_BEFORE_CUT`] times
+//! within [`LAG_WINDOW`], or whose socket takes no bytes for [`WRITE_TIMEOUT`],
+//! is disconnected (1008). It never holds more than the ring, and never slows
+//! anyone else: the room never waits for a connection.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, close_code};
+use domain::ids::UserId;
+use domain::room::ChatText;
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use serde_json::{Value, json};
+use tokio::sync::broadcast;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+use tokio::time::Instant;
+
+use crate::room::{Bucket, Frame, Rate, Room, Start, bucket, take};
+use crate::{Hub, Seat};
+
+/// Frames written in one flush at most.
+const BATCH: usize = 256;
+/// How long a write may wait for the socket before the viewer is cut off.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How many times a connection may lose frames within [`LAG_WINDOW`].
+pub const LAGS_BEFORE_CUT: usize = 3;
+pub const LAG_WINDOW: Duration = Duration::from_secs(30);
+
+/// The signed-in person behind a connection.
+#[derive(Debug, Clone)]
+pub struct Viewer {
+    pub id: UserId,
+    pub name: String,
+}
+
+/// What a connection may do, and how often.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Chat messages per user in a room.
+    pub chat: Rate,
+    /// Likes per connection (they are coalesced, but counting costs too).
+    pub likes: Rate,
+    /// Frames of any kind per connection; a flood past it is cut off.
+    pub frames: Rate,
+    /// Bad frames (malformed, unknown) a connection may send before it is cut off.
+    pub bad_frames: u32,
+    /// The longest text frame a client may send, in bytes (chat is 300
+    /// characters); a longer one closes the connection with 1009. The socket
+    /// itself should accept somewhat more, so that the message is read whole and
+    /// the close is a clean one.
+    pub max_frame_bytes: usize,
+    /// The server pings this often; a connection silent for three of these is
+    /// closed.
+    pub heartbeat: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            chat: Rate {
+                burst: 5.0,
+                per_second: 1.0,
+            },
+            likes: Rate {
+                burst: 20.0,
+                per_second: 10.0,
+            },
+            frames: Rate {
+                burst: 50.0,
+                per_second: 20.0,
+            },
+            bad_frames: 20,
+            max_frame_bytes: 4096,
+            heartbeat: Duration::from_secs(20),
+        }
+    }
+}
+
+/// What the reading side decided about one incoming message.
+enum Reply {
+    Nothing,
+    Send(Utf8Bytes),
+    /// An error event; `bad` counts towards [`Limits::bad_frames`] (a frame no
+    /// client of the protocol sends, as opposed to a refusal such as a rate).
+    Refuse {
+        frame: Utf8Bytes,
+        bad: bool,
+    },
+}
+
+fn refuse(code: &str, message: impl Into<String>, bad: bool) -> Reply {
+    Reply::Refuse {
+        frame: Utf8Bytes::from(
+            json!({"type": "error", "code": code, "message": message.into()}).to_string(),
+        ),
+        bad,
+    }
+}
+
+fn reject(reason: &'static str) {
+    metrics::counter!("live_frames_rejected_total", "reason" => reason).increment(1);
+}
+
+/// Serves one connection until the viewer leaves, is cut off, or the server
+/// stops. `seat` is the viewer's place in the room (see [`Hub::join`]).
+pub async fn serve<S, E>(
+    socket: S,
+    hub: Hub,
+    seat: Seat,
+    viewer: Option<Viewer>,
+    since: Option<u64>,
+) where
+    S: Stream<Item = Result<Message, E>> + Sink<Message> + Unpin,
+    E: std::fmt::Display,
+{
+    let (mut tx, mut rx) = socket.split();
+    let room = seat.room.clone();
+    let limits = hub.limits().clone();
+    let (start, mut frames) = room.join(since);
+    let started = match start {
+        Start::Snapshot(snapshot) => tx.feed(Message::Text(snapshot)).await.is_ok(),
+        Start::Replay(missed) => {
+            let mut ok = true;
+            for frame in missed {
+                ok &= tx.feed(Message::Text(frame.text)).await.is_ok();
+            }
+            ok
+        }
+    };
+    if !started || !flush(&mut tx).await {
+        return;
+    }
+    let mut likes = bucket(limits.likes);
+    let mut incoming = bucket(limits.frames);
+    let mut bad = 0u32;
+    let mut lags: VecDeque<Instant> = VecDeque::new();
+    let mut heartbeat = tokio::time::interval(limits.heartbeat);
+    heartbeat.reset();
+    let mut last_heard = Instant::now();
+    let close = loop {
+        tokio::select! {
+            message = rx.next() => {
+                let message = match message {
+                    None => break None,
+                    Some(Err(e)) => {
+                        // tungstenite reports an over-long message as an error.
+                        let text = e.to_string();
+                        if text.contains("too long") || text.contains("size") {
+                            reject("too_big");
+                            break Some((close_code::SIZE, "message too big"));
+                        }
+                        break None;
+                    }
+                    Some(Ok(message)) => message,
+                };
+                last_heard = Instant::now();
+                if take(&mut incoming, limits.frames, std::time::Instant::now()).is_err() {
+                    reject("flood");
+                    break Some((close_code::POLICY, "too many frames"));
+                }
+                let reply = match message {
+                    Message::Text(text) if text.len() > limits.max_frame_bytes => {
+                        reject("too_big");
+                        break Some((close_code::SIZE, "message too big"));
+                    }
+                    Message::Text(text) => {
+                        read_text(&hub, &room, viewer.as_ref(), &mut likes, &limits, text.as_str())
+                    }
+                    Message::Binary(_) => {
+                        reject("binary");
+                        refuse("unsupported_frame", "frames are JSON text", true)
+                    }
+                    Message::Close(_) => break None,
+                    Message::Ping(_) | Message::Pong(_) => Reply::Nothing,
+                };
+                let text = match reply {
+                    Reply::Nothing => continue,
+                    Reply::Send(text) => text,
+                    Reply::Refuse { frame, bad: is_bad } => {
+                        bad += u32::from(is_bad);
+                        if bad > limits.bad_frames {
+                            break Some((close_code::POLICY, "too many bad frames"));
+                        }
+                        frame
+                    }
+                };
+                if tx.feed(Message::Text(text)).await.is_err() || !flush(&mut tx).await {
+                    break None;
+                }
+            }
+            frame = frames.recv() => {
+                let delivered = tokio::time::timeout(
+                    WRITE_TIMEOUT,
+                    deliver(&mut tx, &mut frames, frame, &room, &mut lags),
+                )
+                .await;
+                match delivered {
+                    Ok(Ok(())) => {}
+                    Ok(Err(close)) => break close,
+                    Err(_) => {
+                        metrics::counter!("live_slow_disconnects_total").increment(1);
+                        break Some((close_code::POLICY, "cannot keep up"));
+                    }
+                }
+            }
+            _ = heartbeat.tick() => {
+                if last_heard.elapsed() > limits.heartbeat * 3 {
+                    break Some((close_code::AWAY, "no heartbeat"));
+                }
+                if tx.send(Message::Ping(Default::default())).await.is_err() {
+                    break None;
+                }
+            }
+            _ = hub.shutdown().cancelled() => break Some((close_code::AWAY, "server stopping")),
+        }
+    };
+    if let Some((code, reason)) = close {
+        let frame = CloseFrame {
+            code,
+            reason: Utf8Bytes::from_static(reason),
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(1), tx.send(Message::Close(Some(frame))))
+            .await;
+        // The closing handshake: read what the client still sends until its own
+        // close, so that unread bytes do not turn the close into a reset.
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            while let Some(Ok(message)) = rx.next().await {
+                if matches!(message, Message::Close(_)) {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
+    drop(seat);
+}
+
+type Close = Option<(u16, &'static str)>;
+
+/// Writes `first` and whatever else is waiting in the ring, in one flush. A
+/// connection that lost frames is told so and gets the room's current state.
+async fn deliver<S: Sink<Message> + Unpin>(
+    tx: &mut S,
+    frames: &mut broadcast::Receiver<Frame>,
+    first: Result<Frame, RecvError>,
+    room: &Room,
+    lags: &mut VecDeque<Instant>,
+) -> Result<(), Close> {
+    let mut lost = 0;
+    match first {
+        Ok(frame) => {
+            tx.feed(Message::Text(frame.text)).await.map_err(|_| None)?;
+            let mut fed = 1;
+            while fed < BATCH {
+                match frames.try_recv() {
+                    Ok(frame) => {
+                        tx.feed(Message::Text(frame.text)).await.map_err(|_| None)?;
+                        fed += 1;
+                    }
+                    Err(TryRecvError::Lagged(n)) => {
+                        lost = n;
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+        Err(RecvError::Lagged(n)) => lost = n,
+        Err(RecvError::Closed) => return Err(Some((close_code::AWAY, "the room closed"))),
+    }
+    if lost > 0 {
+        metrics::counter!("live_dropped_frames_total").increment(lost);
+        let now = Instant::now();
+        lags.push_back(now);
+        while lags
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > LAG_WINDOW)
+        {
+            lags.pop_front();
+        }
+        if lags.len() >= LAGS_BEFORE_CUT {
+            metrics::counter!("live_slow_disconnects_total").increment(1);
+            return Err(Some((close_code::POLICY, "cannot keep up")));
+        }
+        let notice = Utf8Bytes::from(json!({"type": "lagged", "lost": lost}).to_string());
+        tx.feed(Message::Text(notice)).await.map_err(|_| None)?;
+        tx.feed(Message::Text(room.state_frame()))
+            .await
+            .map_err(|_| None)?;
+    }
+    tx.flush().await.map_err(|_| None)
+}
+
+async fn flush<S: Sink<Message> + Unpin>(tx: &mut S) -> bool {
+    matches!(
+        tokio::time::timeout(WRITE_TIMEOUT, tx.flush()).await,
+        Ok(Ok(()))
+    )
+}
+
+/// Reads one text frame: `chat`, `like` or `ping`.
+fn read_text(
+    hub: &Hub,
+    room: &Room,
+    viewer: Option<&Viewer>,
+    likes: &mut Bucket,
+    limits: &Limits,
+    text: &str,
+) -> Reply {
+    let Ok(value) = serde_json::from_str::<Value>(text) else {
+        reject("malformed");
+        return refuse("invalid_frame", "not a JSON object", true);
+    };
+    let Some(kind) = value.get("type").and_then(Value::as_str) else {
+        reject("malformed");
+        return refuse("invalid_frame", "a frame needs a \"type\"", true);
+    };
+    match kind {
+        "ping" => Reply::Send(Utf8Bytes::from_static(r#"{"type":"pong"}"#)),
+        "like" => {
+            if viewer.is_none() {
+                return refuse("unauthenticated", "sign in to like", false);
+            }
+            if take(likes, limits.likes, std::time::Instant::now()).is_err() {
+                reject("rate_limited");
+                return Reply::Nothing;
+            }
+            room.like();
+            Reply::Nothing
+        }
+        "chat" => {
+            let Some(viewer) = viewer else {
+                return refuse("unauthenticated", "sign in to chat", false);
+            };
+            let Some(raw) = value.get("text").and_then(Value::as_str) else {
+                return refuse("invalid_field", "text: a string is required", false);
+            };
+            let text = match ChatText::parse(raw) {
+                Ok(text) => text,
+                Err(e) => return refuse("invalid_field", e.to_string(), false),
+            };
+            if let Err(wait) = room.take_chat_token(&viewer.id, limits.chat) {
+                reject("rate_limited");
+                return Reply::Refuse {
+                    frame: Utf8Bytes::from(
+                        json!({
+                            "type": "error",
+                            "code": "rate_limited",
+                            "message": format!("too fast: wait {:.1} s", wait.as_secs_f64()),
+                            "retry_after_ms": wait.as_millis() as u64,
+                        })
+                        .to_string(),
+                    ),
+                    bad: false,
+                };
+            }
+            hub.chat(&room.id, viewer, &text);
+            Reply::Nothing
+        }
+        other => {
+            reject("unknown_type");
+            refuse(
+                "unknown_type",
+                format!("unknown frame type {other:?}"),
+                true,
+            )
+        }
+    }
+}

@@ -1,0 +1,273 @@
+//! Live rooms: the WebSocket gateway, chat, likes, viewer counts, and the room
+//! events of the other parts (flash sales now; pins and the stream to come).
+//!
+//! How a chat message flows: a viewer's connection validates it (signed in, rate,
+//! length) and publishes it on the bus; the room's task on this node takes it
+//! from the bus, gives it the room's next sequence number, serialises it once and
+//! sends the bytes to every connection of the room through one broadcast ring
+//! ([`room`]); the message is kept in the store in batches, off that path. Each
+//! connection ([`connection`]) writes whatever frames are waiting in one flush.
+//!
+//! Sequence numbers are this node's: the in-process bus has one node. A bus that
+//! spans nodes brings its own order, and the room task will number in that order.
+
+pub mod connection;
+pub mod room;
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bus::{Bus, RoomEvent};
+use domain::Timestamp;
+use domain::ids::{MessageId, RoomId, UserId};
+use domain::sale::SaleStatus;
+use serde_json::{Value, json};
+use store::{ChatRecord, PageRequest, Store, StoreError};
+use tokio::sync::{broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
+
+pub use connection::{Limits, Viewer, serve};
+pub use room::{Frame, Rate, Room, Seed, Start};
+
+/// How often coalesced counters (likes, viewers) go out.
+pub const TICK: Duration = Duration::from_millis(500);
+/// A room with no connection on this node for this long is let go.
+const IDLE: Duration = Duration::from_secs(60);
+/// Chat messages waiting to be kept; past this, new ones are counted and dropped
+/// from the log (they were still shown).
+const CHAT_LOG_QUEUE: usize = 65_536;
+
+/// The live rooms of this node. Cheap to clone.
+#[derive(Clone)]
+pub struct Hub(Arc<Inner>);
+
+struct Inner {
+    store: Store,
+    bus: Bus,
+    rooms: Mutex<HashMap<RoomId, Arc<Room>>>,
+    chat_log: mpsc::Sender<ChatRecord>,
+    limits: Limits,
+    shutdown: CancellationToken,
+}
+
+/// A connection's place in a room: while it is held, the connection counts as a
+/// viewer and the room stays open on this node.
+pub struct Seat {
+    pub room: Arc<Room>,
+}
+
+impl Drop for Seat {
+    fn drop(&mut self) {
+        self.room.viewers.fetch_sub(1, Ordering::Relaxed);
+        metrics::gauge!("live_connections").decrement(1.0);
+    }
+}
+
+impl Hub {
+    /// Starts the chat log writer. [`Hub::stop`] closes every connection (1001)
+    /// and stops the rooms' tasks.
+    pub fn new(store: Store, bus: Bus, limits: Limits) -> Self {
+        let (chat_log, queue) = mpsc::channel(CHAT_LOG_QUEUE);
+        tokio::spawn(write_chat_log(store.clone(), queue));
+        Self(Arc::new(Inner {
+            store,
+            bus,
+            rooms: Mutex::default(),
+            chat_log,
+            limits,
+            shutdown: CancellationToken::new(),
+        }))
+    }
+
+    pub fn stop(&self) {
+        self.0.shutdown.cancel();
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.0.limits
+    }
+
+    pub(crate) fn shutdown(&self) -> &CancellationToken {
+        &self.0.shutdown
+    }
+
+    /// Takes a seat in the room, opening the room on this node if needed.
+    /// `None` when there is no such room.
+    pub async fn join(&self, id: &RoomId) -> Result<Option<Seat>, StoreError> {
+        if let Some(seat) = self.seat_in_open_room(id) {
+            return Ok(Some(seat));
+        }
+        let Some(seed) = self.seed(id).await? else {
+            return Ok(None);
+        };
+        let mut rooms = self.0.rooms.lock().unwrap_or_else(|p| p.into_inner());
+        let room = rooms
+            .entry(id.clone())
+            .or_insert_with(|| {
+                let room = Arc::new(Room::new(id.clone(), seed));
+                let events = self.0.bus.subscribe(id);
+                tokio::spawn(run_room(self.clone(), room.clone(), events));
+                room
+            })
+            .clone();
+        Ok(Some(take_seat(room)))
+    }
+
+    fn seat_in_open_room(&self, id: &RoomId) -> Option<Seat> {
+        let rooms = self.0.rooms.lock().unwrap_or_else(|p| p.into_inner());
+        rooms.get(id).cloned().map(take_seat)
+    }
+
+    /// Connections in the room on this node.
+    pub fn viewers(&self, id: &RoomId) -> usize {
+        let rooms = self.0.rooms.lock().unwrap_or_else(|p| p.into_inner());
+        rooms
+            .get(id)
+            .map_or(0, |r| r.viewers.load(Ordering::Relaxed))
+    }
+
+    /// Publishes a viewer's chat message to the room (through the bus, so that
+    /// every node shows it).
+    pub fn chat(&self, room: &RoomId, viewer: &Viewer, text: &domain::room::ChatText) {
+        self.0.bus.publish(RoomEvent {
+            room: room.clone(),
+            kind: "chat",
+            data: json!({
+                "id": MessageId::generate(),
+                "user": {"id": viewer.id, "name": viewer.name},
+                "text": text.as_str(),
+            }),
+            at: Timestamp::now(),
+        });
+    }
+
+    /// What a room starts from: its description, its running sale, its last chat.
+    async fn seed(&self, id: &RoomId) -> Result<Option<Seed>, StoreError> {
+        let store = &self.0.store;
+        let Some(room) = store.room(id).await? else {
+            return Ok(None);
+        };
+        let sales = store
+            .sales_of_room(
+                id,
+                &PageRequest {
+                    after: None,
+                    limit: 20,
+                },
+            )
+            .await?;
+        let sale = sales
+            .items
+            .iter()
+            .find(|s| matches!(s.status, SaleStatus::Live | SaleStatus::SoldOut))
+            .map(sale_data);
+        let chat = store
+            .recent_chat(id, room::SNAPSHOT_CHAT as i64)
+            .await?
+            .into_iter()
+            .map(|m| {
+                json!({"id": m.id, "user": {"id": m.user}, "text": m.text, "seq": m.seq, "at": m.at})
+            })
+            .collect();
+        Ok(Some(Seed {
+            room: json!({
+                "id": room.id,
+                "shop_id": room.shop_id,
+                "title": room.title,
+                "status": room.status,
+                "started_at": room.started_at,
+            }),
+            sale,
+            chat,
+        }))
+    }
+}
+
+fn take_seat(room: Arc<Room>) -> Seat {
+    room.viewers.fetch_add(1, Ordering::Relaxed);
+    metrics::gauge!("live_connections").increment(1.0);
+    Seat { room }
+}
+
+/// A sale as room events describe it (the selling part publishes the same shape).
+fn sale_data(sale: &domain::sale::FlashSale) -> Value {
+    json!({
+        "sale_id": sale.id,
+        "variant_id": sale.variant_id,
+        "available": sale.available,
+        "quantity": sale.quantity,
+        "status": sale.status,
+        "price": sale.price,
+        "ends_at": sale.ends_at,
+    })
+}
+
+/// The room's task on this node: numbers the bus's events into the room, sends
+/// the coalesced counters every [`TICK`], and lets the room go when nobody has
+/// watched it here for [`IDLE`].
+async fn run_room(hub: Hub, room: Arc<Room>, mut events: broadcast::Receiver<Arc<RoomEvent>>) {
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut idle_since: Option<tokio::time::Instant> = None;
+    loop {
+        tokio::select! {
+            event = events.recv() => match event {
+                Ok(event) => {
+                    let seq = room.publish(event.kind, event.data.clone());
+                    if event.kind == "chat" {
+                        log_chat(&hub, &room.id, seq, &event);
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::warn!(room = %room.id, missed = n, "a room fell behind the bus");
+                    metrics::counter!("live_bus_missed_total").increment(n);
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+            _ = tick.tick() => {
+                room.tick();
+                if room.viewers.load(Ordering::Relaxed) > 0 {
+                    idle_since = None;
+                } else if idle_since.get_or_insert_with(tokio::time::Instant::now).elapsed() >= IDLE {
+                    let mut rooms = hub.0.rooms.lock().unwrap_or_else(|p| p.into_inner());
+                    // Checked again under the hub's lock, where seats are taken.
+                    if room.viewers.load(Ordering::Relaxed) == 0 {
+                        rooms.remove(&room.id);
+                        return;
+                    }
+                }
+            }
+            _ = hub.0.shutdown.cancelled() => return,
+        }
+    }
+}
+
+fn log_chat(hub: &Hub, room: &RoomId, seq: u64, event: &RoomEvent) {
+    let data = &event.data;
+    let record = ChatRecord {
+        id: MessageId::from_string(data["id"].as_str().unwrap_or_default()),
+        room: room.clone(),
+        user: UserId::from_string(data["user"]["id"].as_str().unwrap_or_default()),
+        seq: i64::try_from(seq).unwrap_or(i64::MAX),
+        text: data["text"].as_str().unwrap_or_default().to_owned(),
+        at: event.at,
+    };
+    if hub.0.chat_log.try_send(record).is_err() {
+        metrics::counter!("live_chat_unlogged_total").increment(1);
+    }
+}
+
+/// Keeps chat messages in batches: whatever queued while the last batch was
+/// written. Ends when every sender is gone, after writing what is left.
+async fn write_chat_log(store: Store, mut queue: mpsc::Receiver<ChatRecord>) {
+    let mut batch = Vec::with_capacity(512);
+    while queue.recv_many(&mut batch, 512).await > 0 {
+        if let Err(e) = store.save_chat(&batch).await {
+            tracing::warn!(error = %e, messages = batch.len(), "could not keep chat messages");
+            metrics::counter!("live_chat_unlogged_total").increment(batch.len() as u64);
+        }
+        batch.clear();
+    }
+}

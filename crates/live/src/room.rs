@@ -1,0 +1,380 @@
+//! One live room on this node: its sequence of events, their recent history, the
+//! counters, and the state a joining viewer's snapshot is made of.
+//!
+//! Every event gets the room's next sequence number and is serialised ONCE, under
+//! the room's lock, into a [`Frame`] that every connection shares. The frames go
+//! out through one broadcast ring per room: a connection holds a cursor into it,
+//! not a queue of its own, so an idle viewer costs no buffer, and one that falls
+//! a whole ring behind learns how many frames it lost instead of holding them.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::Utf8Bytes;
+use domain::Timestamp;
+use domain::ids::{RoomId, UserId};
+use serde_json::{Value, json};
+use tokio::sync::broadcast;
+
+/// Frames a room keeps for viewers who reconnect with `since`.
+pub const HISTORY: usize = 1024;
+/// Chat messages a joining viewer's snapshot carries.
+pub const SNAPSHOT_CHAT: usize = 50;
+/// Frames a connection may fall behind by before it loses the oldest.
+const RING: usize = 4096;
+
+/// One event of the room, serialised once and shared by every connection.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    pub seq: u64,
+    pub text: Utf8Bytes,
+}
+
+/// Where a joining connection starts.
+pub enum Start {
+    /// The room as it is now: the viewer missed too much, or is new.
+    Snapshot(Utf8Bytes),
+    /// Every frame after the `since` the viewer sent (possibly none).
+    Replay(Vec<Frame>),
+}
+
+/// Token buckets: `burst` actions at once, refilled at `per_second`.
+#[derive(Debug, Clone, Copy)]
+pub struct Rate {
+    pub burst: f64,
+    pub per_second: f64,
+}
+
+pub(crate) struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+/// What the room shows and remembers; changed only under the room's lock.
+struct State {
+    seq: u64,
+    history: VecDeque<Frame>,
+    chat: VecDeque<Value>,
+    likes: u64,
+    viewers_shown: usize,
+    room: Value,
+    sale: Option<Value>,
+    pinned: Option<Value>,
+}
+
+/// What a new room starts from, read from the store.
+pub struct Seed {
+    pub room: Value,
+    pub sale: Option<Value>,
+    pub chat: Vec<Value>,
+}
+
+pub struct Room {
+    pub id: RoomId,
+    state: Mutex<State>,
+    frames: broadcast::Sender<Frame>,
+    /// Connections on this node.
+    pub(crate) viewers: AtomicUsize,
+    /// Likes received since the last `likes` event.
+    likes_pending: AtomicU64,
+    chat_buckets: Mutex<HashMap<UserId, Bucket>>,
+}
+
+impl Room {
+    pub fn new(id: RoomId, seed: Seed) -> Self {
+        // Sequence numbers start from the clock, so that after a restart they
+        // continue above anything a reconnecting viewer saw before it.
+        let first = u64::try_from(Timestamp::now().as_millis()).unwrap_or(0) * 1000;
+        let mut chat: VecDeque<Value> = seed.chat.into();
+        while chat.len() > SNAPSHOT_CHAT {
+            chat.pop_front();
+        }
+        Self {
+            id,
+            state: Mutex::new(State {
+                seq: first,
+                history: VecDeque::with_capacity(HISTORY),
+                chat,
+                likes: 0,
+                viewers_shown: 0,
+                room: seed.room,
+                sale: seed.sale,
+                pinned: None,
+            }),
+            frames: broadcast::channel(RING).0,
+            viewers: AtomicUsize::new(0),
+            likes_pending: AtomicU64::new(0),
+            chat_buckets: Mutex::default(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Numbers, serialises and sends one event; returns its sequence number.
+    pub fn publish(&self, kind: &str, data: Value) -> u64 {
+        let mut state = self.lock();
+        state.seq += 1;
+        let seq = state.seq;
+        match kind {
+            "chat" => {
+                if state.chat.len() == SNAPSHOT_CHAT {
+                    state.chat.pop_front();
+                }
+                state.chat.push_back(data.clone());
+            }
+            "sale.started" | "sale.stock" | "sale.sold_out" => state.sale = Some(data.clone()),
+            "sale.ended" => state.sale = None,
+            "likes" => state.likes = data["count"].as_u64().unwrap_or(state.likes),
+            "viewers" => {
+                state.viewers_shown = data["count"]
+                    .as_u64()
+                    .and_then(|n| usize::try_from(n).ok())
+                    .unwrap_or(0)
+            }
+            "pin" => state.pinned = Some(data.clone()),
+            "unpin" => state.pinned = None,
+            _ => {}
+        }
+        let text = json!({
+            "type": kind,
+            "seq": seq,
+            "at": Timestamp::now(),
+            "data": data,
+        })
+        .to_string();
+        let frame = Frame {
+            seq,
+            text: Utf8Bytes::from(text),
+        };
+        if state.history.len() == HISTORY {
+            state.history.pop_front();
+        }
+        state.history.push_back(frame.clone());
+        // No receivers is fine: nobody is watching on this node right now.
+        let _ = self.frames.send(frame);
+        metrics::counter!("live_events_total").increment(1);
+        seq
+    }
+
+    /// Subscribes a connection, and says where it starts: after `since` if the
+    /// history still holds everything after it, else from a snapshot. Both happen
+    /// under the lock, so the first frame received follows the start exactly.
+    pub fn join(&self, since: Option<u64>) -> (Start, broadcast::Receiver<Frame>) {
+        let state = self.lock();
+        let receiver = self.frames.subscribe();
+        let start = match since {
+            Some(since) if since == state.seq => Start::Replay(Vec::new()),
+            Some(since)
+                if since < state.seq
+                    && state.history.front().is_some_and(|f| f.seq <= since + 1) =>
+            {
+                Start::Replay(
+                    state
+                        .history
+                        .iter()
+                        .filter(|f| f.seq > since)
+                        .cloned()
+                        .collect(),
+                )
+            }
+            _ => Start::Snapshot(Utf8Bytes::from(snapshot(&state, "snapshot", true))),
+        };
+        (start, receiver)
+    }
+
+    /// The counters, sale and pin as they are now, for a connection that lost
+    /// frames: it keeps the latest state even when it missed chat.
+    pub fn state_frame(&self) -> Utf8Bytes {
+        Utf8Bytes::from(snapshot(&self.lock(), "state", false))
+    }
+
+    /// A like from a viewer; shown in the next coalesced `likes` event.
+    pub fn like(&self) {
+        self.likes_pending.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Publishes the coalesced counters if they changed since the last tick.
+    pub fn tick(&self) {
+        let added = self.likes_pending.swap(0, Ordering::Relaxed);
+        if added > 0 {
+            let count = self.lock().likes + added;
+            self.publish("likes", json!({"count": count, "added": added}));
+        }
+        let viewers = self.viewers.load(Ordering::Relaxed);
+        if viewers != self.lock().viewers_shown {
+            self.publish("viewers", json!({"count": viewers}));
+        }
+    }
+
+    /// Takes one token from the user's chat bucket, or says how long to wait.
+    pub fn take_chat_token(&self, user: &UserId, rate: Rate) -> Result<(), Duration> {
+        let mut buckets = self.chat_buckets.lock().unwrap_or_else(|p| p.into_inner());
+        if buckets.len() > 100_000 {
+            buckets.retain(|_, b| b.at.elapsed().as_secs_f64() * rate.per_second < rate.burst);
+        }
+        let now = Instant::now();
+        let bucket = buckets.entry(user.clone()).or_insert(Bucket {
+            tokens: rate.burst,
+            at: now,
+        });
+        take(bucket, rate, now)
+    }
+}
+
+/// Takes one token from `bucket` at `now`, or says how long until there is one.
+pub(crate) fn take(bucket: &mut Bucket, rate: Rate, now: Instant) -> Result<(), Duration> {
+    let refill = now.duration_since(bucket.at).as_secs_f64() * rate.per_second;
+    bucket.tokens = (bucket.tokens + refill).min(rate.burst);
+    bucket.at = now;
+    if bucket.tokens >= 1.0 {
+        bucket.tokens -= 1.0;
+        Ok(())
+    } else {
+        Err(Duration::from_secs_f64(
+            (1.0 - bucket.tokens) / rate.per_second,
+        ))
+    }
+}
+
+/// A connection's own bucket (likes, frames), outside any room.
+pub(crate) fn bucket(rate: Rate) -> Bucket {
+    Bucket {
+        tokens: rate.burst,
+        at: Instant::now(),
+    }
+}
+
+fn snapshot(state: &State, kind: &str, with_chat: bool) -> String {
+    let mut data = json!({
+        "room": state.room,
+        "viewers": state.viewers_shown,
+        "likes": state.likes,
+        "sale": state.sale,
+        "pinned": state.pinned,
+    });
+    if with_chat {
+        data["chat"] = Value::Array(state.chat.iter().cloned().collect());
+    }
+    json!({"type": kind, "seq": state.seq, "at": Timestamp::now(), "data": data}).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn room() -> Room {
+        Room::new(
+            RoomId::generate(),
+            Seed {
+                room: json!({"title": "Live"}),
+                sale: None,
+                chat: vec![],
+            },
+        )
+    }
+
+    fn parse(text: &Utf8Bytes) -> Value {
+        serde_json::from_str(text.as_str()).unwrap()
+    }
+
+    #[test]
+    fn events_are_numbered_in_order_and_serialised_once() {
+        let room = room();
+        let (start, mut rx) = room.join(None);
+        let Start::Snapshot(snap) = start else {
+            panic!("a new viewer starts from a snapshot")
+        };
+        let first = parse(&snap)["seq"].as_u64().unwrap();
+        let a = room.publish("chat", json!({"text": "a"}));
+        let b = room.publish("chat", json!({"text": "b"}));
+        assert_eq!((a, b), (first + 1, first + 2));
+        let got = rx.try_recv().unwrap();
+        assert_eq!(got.seq, a);
+        assert_eq!(parse(&got.text)["data"]["text"], "a");
+        // Both receivers share the same bytes.
+        let (_, mut other) = room.join(None);
+        room.publish("chat", json!({"text": "c"}));
+        rx.try_recv().unwrap();
+        let mine = rx.try_recv().unwrap();
+        let theirs = other.try_recv().unwrap();
+        assert_eq!(mine.text.as_str().as_ptr(), theirs.text.as_str().as_ptr());
+    }
+
+    #[test]
+    fn a_reconnect_replays_what_was_missed_or_gets_a_snapshot() {
+        let room = room();
+        let s1 = room.publish("chat", json!({"text": "1"}));
+        let s2 = room.publish("chat", json!({"text": "2"}));
+        let s3 = room.publish("chat", json!({"text": "3"}));
+        let (Start::Replay(missed), _) = room.join(Some(s1)) else {
+            panic!("the history covers it")
+        };
+        assert_eq!(missed.iter().map(|f| f.seq).collect::<Vec<_>>(), [s2, s3]);
+        let (Start::Replay(none), _) = room.join(Some(s3)) else {
+            panic!("up to date")
+        };
+        assert!(none.is_empty());
+        assert!(matches!(room.join(Some(s3 + 10)).0, Start::Snapshot(_)));
+        for i in 0..HISTORY {
+            room.publish("chat", json!({"text": i}));
+        }
+        let (Start::Snapshot(snap), _) = room.join(Some(s1)) else {
+            panic!("fell out of the history")
+        };
+        let snap = parse(&snap);
+        assert_eq!(
+            snap["data"]["chat"].as_array().unwrap().len(),
+            SNAPSHOT_CHAT
+        );
+    }
+
+    #[test]
+    fn counters_are_coalesced_into_one_event_a_tick() {
+        let room = room();
+        let (_, mut rx) = room.join(None);
+        for _ in 0..500 {
+            room.like();
+        }
+        room.viewers.store(3, Ordering::Relaxed);
+        room.tick();
+        let likes = parse(&rx.try_recv().unwrap().text);
+        assert_eq!(likes["type"], "likes");
+        assert_eq!(likes["data"]["count"], 500);
+        let viewers = parse(&rx.try_recv().unwrap().text);
+        assert_eq!(viewers["data"]["count"], 3);
+        room.tick();
+        assert!(rx.try_recv().is_err(), "nothing changed, nothing sent");
+        let state = parse(&room.state_frame());
+        assert_eq!(
+            (
+                state["data"]["likes"].as_u64(),
+                state["data"]["viewers"].as_u64()
+            ),
+            (Some(500), Some(3))
+        );
+    }
+
+    #[test]
+    fn buckets_refill_at_their_rate() {
+        let rate = Rate {
+            burst: 2.0,
+            per_second: 1.0,
+        };
+        let start = Instant::now();
+        let mut b = Bucket {
+            tokens: 2.0,
+            at: start,
+        };
+        assert!(take(&mut b, rate, start).is_ok());
+        assert!(take(&mut b, rate, start).is_ok());
+        let wait = take(&mut b, rate, start).unwrap_err();
+        assert_eq!(wait, Duration::from_secs(1));
+        assert!(take(&mut b, rate, start + Duration::from_millis(1000)).is_ok());
+    }
+}
