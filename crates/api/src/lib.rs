@@ -58,6 +58,8 @@ pub struct ApiConfig {
     pub payment_async_delay: Duration,
     /// Group commit for flash-sale taps; off only to measure the naive path.
     pub inventory_batching: bool,
+    /// What a room WebSocket may do and how slow it may be.
+    pub live: live::Limits,
 }
 
 impl ApiConfig {
@@ -75,6 +77,7 @@ impl ApiConfig {
             payment_webhook_secret: None,
             payment_async_delay: Duration::from_secs(1),
             inventory_batching: true,
+            live: live::Limits::default(),
         }
     }
 }
@@ -112,7 +115,7 @@ impl AppState {
         Self(Arc::new(Inner {
             credentials: extract::CredentialCache::default(),
             sale_rooms: std::sync::Mutex::default(),
-            hub: live::Hub::new(store.clone(), bus.clone(), live::Limits::default()),
+            hub: live::Hub::new(store.clone(), bus.clone(), config.live.clone()),
             bus,
             sale_events,
             sign_in_by_account: auth::Throttle::new(config.sign_in_attempts_per_account, WINDOW),

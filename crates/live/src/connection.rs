@@ -9,7 +9,7 @@
 //! that falls a whole ring behind loses the oldest frames (chat it will not see),
 //! is told how many, and gets the room's current `state` (counters, sale, pin),
 //! so what it shows stays true. One that falls behind [`LAGS_BEFORE_CUT`] times
-//! within [`LAG_WINDOW`], or whose socket takes no bytes for [`WRITE_TIMEOUT`],
+//! within [`LAG_WINDOW`], or whose socket takes no bytes for `write_timeout`,
 //! is disconnected (1008). It never holds more than the ring, and never slows
 //! anyone else: the room never waits for a connection.
 
@@ -30,8 +30,6 @@ use crate::{Hub, Seat};
 
 /// Frames written in one flush at most.
 const BATCH: usize = 256;
-/// How long a write may wait for the socket before the viewer is cut off.
-pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How many times a connection may lose frames within [`LAG_WINDOW`].
 pub const LAGS_BEFORE_CUT: usize = 3;
 pub const LAG_WINDOW: Duration = Duration::from_secs(30);
@@ -62,6 +60,11 @@ pub struct Limits {
     /// The server pings this often; a connection silent for three of these is
     /// closed.
     pub heartbeat: Duration,
+    /// Frames a connection may fall behind its room by before it loses the
+    /// oldest (the size of each room's shared ring).
+    pub ring: usize,
+    /// How long a write may wait for the socket before the viewer is cut off.
+    pub write_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -82,6 +85,8 @@ impl Default for Limits {
             bad_frames: 20,
             max_frame_bytes: 4096,
             heartbeat: Duration::from_secs(20),
+            ring: 4096,
+            write_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -137,7 +142,7 @@ pub async fn serve<S, E>(
             ok
         }
     };
-    if !started || !flush(&mut tx).await {
+    if !started || !flush(&mut tx, limits.write_timeout).await {
         return;
     }
     let mut likes = bucket(limits.likes);
@@ -194,13 +199,15 @@ pub async fn serve<S, E>(
                         frame
                     }
                 };
-                if tx.feed(Message::Text(text)).await.is_err() || !flush(&mut tx).await {
+                if tx.feed(Message::Text(text)).await.is_err()
+                    || !flush(&mut tx, limits.write_timeout).await
+                {
                     break None;
                 }
             }
             frame = frames.recv() => {
                 let delivered = tokio::time::timeout(
-                    WRITE_TIMEOUT,
+                    limits.write_timeout,
                     deliver(&mut tx, &mut frames, frame, &room, &mut lags),
                 )
                 .await;
@@ -224,6 +231,8 @@ pub async fn serve<S, E>(
             _ = hub.shutdown().cancelled() => break Some((close_code::AWAY, "server stopping")),
         }
     };
+    // No longer a viewer, whatever the closing handshake below takes.
+    drop(seat);
     if let Some((code, reason)) = close {
         let frame = CloseFrame {
             code,
@@ -242,7 +251,6 @@ pub async fn serve<S, E>(
         })
         .await;
     }
-    drop(seat);
 }
 
 type Close = Option<(u16, &'static str)>;
@@ -301,11 +309,8 @@ async fn deliver<S: Sink<Message> + Unpin>(
     tx.flush().await.map_err(|_| None)
 }
 
-async fn flush<S: Sink<Message> + Unpin>(tx: &mut S) -> bool {
-    matches!(
-        tokio::time::timeout(WRITE_TIMEOUT, tx.flush()).await,
-        Ok(Ok(()))
-    )
+async fn flush<S: Sink<Message> + Unpin>(tx: &mut S, timeout: Duration) -> bool {
+    matches!(tokio::time::timeout(timeout, tx.flush()).await, Ok(Ok(())))
 }
 
 /// Reads one text frame: `chat`, `like` or `ping`.

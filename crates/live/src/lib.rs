@@ -106,7 +106,7 @@ impl Hub {
         let room = rooms
             .entry(id.clone())
             .or_insert_with(|| {
-                let room = Arc::new(Room::new(id.clone(), seed));
+                let room = Arc::new(Room::new(id.clone(), seed, self.0.limits.ring));
                 let events = self.0.bus.subscribe(id);
                 tokio::spawn(run_room(self.clone(), room.clone(), events));
                 room

@@ -22,8 +22,6 @@ use tokio::sync::broadcast;
 pub const HISTORY: usize = 1024;
 /// Chat messages a joining viewer's snapshot carries.
 pub const SNAPSHOT_CHAT: usize = 50;
-/// Frames a connection may fall behind by before it loses the oldest.
-const RING: usize = 4096;
 
 /// One event of the room, serialised once and shared by every connection.
 #[derive(Debug, Clone)]
@@ -83,7 +81,8 @@ pub struct Room {
 }
 
 impl Room {
-    pub fn new(id: RoomId, seed: Seed) -> Self {
+    /// `ring`: frames a connection may fall behind by before it loses the oldest.
+    pub fn new(id: RoomId, seed: Seed, ring: usize) -> Self {
         // Sequence numbers start from the clock, so that after a restart they
         // continue above anything a reconnecting viewer saw before it.
         let first = u64::try_from(Timestamp::now().as_millis()).unwrap_or(0) * 1000;
@@ -103,7 +102,7 @@ impl Room {
                 sale: seed.sale,
                 pinned: None,
             }),
-            frames: broadcast::channel(RING).0,
+            frames: broadcast::channel(ring.max(1)).0,
             viewers: AtomicUsize::new(0),
             likes_pending: AtomicU64::new(0),
             chat_buckets: Mutex::default(),
@@ -276,6 +275,7 @@ mod tests {
                 sale: None,
                 chat: vec![],
             },
+            4096,
         )
     }
 

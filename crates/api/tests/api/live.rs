@@ -369,3 +369,102 @@ async fn the_room_sees_its_flash_sale() {
     let sold_out = next_of(&mut socket, "sale.sold_out").await;
     assert_eq!(sold_out["data"]["status"], "sold_out");
 }
+
+#[tokio::test]
+async fn a_reader_that_stops_is_cut_off_and_the_others_keep_their_pace() {
+    let app = TestApp::spawn_with(|config| {
+        config.live.ring = 1024;
+        config.live.write_timeout = Duration::from_millis(500);
+    })
+    .await;
+    let (seller, room) = room_of(&app).await;
+    let room_id = domain::ids::RoomId::from_string(&room);
+    const SENT: usize = 20_000;
+    // A viewer that never reads, with a small receive buffer.
+    let stuck = {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let stream = socket.connect(app.addr).await.unwrap();
+        let url = format!("ws://{}/api/v1/rooms/{room}/ws", app.addr);
+        tokio_tungstenite::client_async(url, stream)
+            .await
+            .unwrap()
+            .0
+    };
+    let mut fast = open(&app, &room, Some(&seller.token), None).await;
+    next(&mut fast).await;
+    let received = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let reader = tokio::spawn({
+        let received = received.clone();
+        async move {
+            loop {
+                let frame = next(&mut fast).await;
+                assert_ne!(frame["type"], "lagged", "the fast viewer keeps up");
+                if frame["type"] == "chat" {
+                    let n = received.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                    if n == SENT {
+                        return fast;
+                    }
+                }
+            }
+        }
+    });
+    // 300-character messages in steps of 100, each sent once the fast viewer
+    // has the step before: the room never waits, so the stuck viewer falls
+    // behind however fast this machine is.
+    let text = "x".repeat(300);
+    for i in 0..SENT {
+        app.state.bus().publish(bus::RoomEvent {
+            room: room_id.clone(),
+            kind: "chat",
+            data: json!({"id": format!("msg_{i}"), "user": {"id": seller.id, "name": "Ann"}, "text": text}),
+            at: domain::Timestamp::now(),
+        });
+        if i % 100 == 99 {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+            while received.load(std::sync::atomic::Ordering::SeqCst) <= i {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "the fast viewer stalled at {i}"
+                );
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+    }
+    let _fast = tokio::time::timeout(Duration::from_secs(30), reader)
+        .await
+        .expect("the fast viewer gets the last message")
+        .unwrap();
+    // The stuck viewer is let go (its writes stall for longer than the write
+    // timeout) while its socket is still open on its side.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while app.state.hub().viewers(&room_id) > 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the stuck viewer is still served"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let cut = metrics
+        .lines()
+        .find(|l| l.starts_with("live_slow_disconnects_total"))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    assert!(cut >= 1.0, "a slow viewer was cut off: {metrics}");
+    assert_eq!(
+        app.state.hub().viewers(&room_id),
+        1,
+        "the fast viewer stays"
+    );
+    drop(stuck);
+}
