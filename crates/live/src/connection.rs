@@ -382,3 +382,221 @@ fn read_text(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    use serde_json::Value;
+    use store::testing::TestDatabase;
+    use tokio::sync::mpsc;
+
+    use super::*;
+
+    /// A socket made of two channels: what the test sends comes out of
+    /// `Stream`, what the connection writes goes into `sent`.
+    struct Pipe {
+        incoming: mpsc::UnboundedReceiver<Result<Message, String>>,
+        outgoing: mpsc::UnboundedSender<Message>,
+    }
+
+    impl Stream for Pipe {
+        type Item = Result<Message, String>;
+        fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+            self.incoming.poll_recv(cx)
+        }
+    }
+
+    impl Sink<Message> for Pipe {
+        type Error = String;
+        fn poll_ready(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), String>> {
+            Poll::Ready(Ok(()))
+        }
+        fn start_send(self: Pin<&mut Self>, item: Message) -> Result<(), String> {
+            self.outgoing.send(item).map_err(|e| e.to_string())
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), String>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), String>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    struct Client {
+        to_server: mpsc::UnboundedSender<Result<Message, String>>,
+        from_server: mpsc::UnboundedReceiver<Message>,
+    }
+
+    impl Client {
+        fn send(&self, frame: Value) {
+            self.to_server
+                .send(Ok(Message::Text(frame.to_string().into())))
+                .unwrap();
+        }
+
+        async fn next(&mut self) -> Message {
+            tokio::time::timeout(Duration::from_secs(5), self.from_server.recv())
+                .await
+                .unwrap()
+                .unwrap()
+        }
+
+        async fn next_json(&mut self) -> Value {
+            match self.next().await {
+                Message::Text(text) => serde_json::from_str(text.as_str()).unwrap(),
+                other => panic!("expected text, got {other:?}"),
+            }
+        }
+
+        async fn next_of(&mut self, kind: &str) -> Value {
+            loop {
+                let frame = self.next_json().await;
+                if frame["type"] == kind {
+                    return frame;
+                }
+            }
+        }
+    }
+
+    /// A room in a fresh store and a hub serving it.
+    async fn setup(limits: Limits) -> (TestDatabase, Hub, domain::ids::RoomId, Viewer) {
+        use domain::account::{DisplayName, Email, Role};
+        use domain::catalog::{Description, Handle, ShopName, Title};
+        let db = TestDatabase::sqlite().await;
+        let user = db
+            .store
+            .create_user(store::NewUser {
+                email: Email::parse("ann@example.com").unwrap(),
+                display_name: DisplayName::parse("Ann").unwrap(),
+                password_hash: "x".into(),
+                role: Role::Seller,
+            })
+            .await
+            .unwrap();
+        let shop = db
+            .store
+            .create_shop(store::NewShop {
+                owner: user.id.clone(),
+                handle: Handle::parse("anns").unwrap(),
+                name: ShopName::parse("Ann's").unwrap(),
+                description: Description::parse("").unwrap(),
+                currency: domain::money::Currency::parse("EUR").unwrap(),
+            })
+            .await
+            .unwrap();
+        let room = db
+            .store
+            .create_room(store::NewRoom {
+                shop: shop.id,
+                title: Title::parse("Live").unwrap(),
+                description: Description::parse("").unwrap(),
+                cover_image: None,
+                scheduled_start: None,
+                stream_key_hash: "k".into(),
+            })
+            .await
+            .unwrap();
+        let hub = Hub::new(db.store.clone(), bus::Bus::in_process(), limits);
+        let viewer = Viewer {
+            id: user.id,
+            name: "Ann".into(),
+        };
+        (db, hub, room.id, viewer)
+    }
+
+    async fn connect(hub: &Hub, room: &domain::ids::RoomId, viewer: Option<Viewer>) -> Client {
+        let (to_server, incoming) = mpsc::unbounded_channel();
+        let (outgoing, from_server) = mpsc::unbounded_channel();
+        let seat = hub.join(room).await.unwrap().unwrap();
+        tokio::spawn(serve(
+            Pipe { incoming, outgoing },
+            hub.clone(),
+            seat,
+            viewer,
+            None,
+        ));
+        Client {
+            to_server,
+            from_server,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_chat_message_goes_round_the_room_once_numbered() {
+        let (_db, hub, room, ann) = setup(Limits::default()).await;
+        let mut speaker = connect(&hub, &room, Some(ann)).await;
+        let mut watcher = connect(&hub, &room, None).await;
+        let first = speaker.next_of("snapshot").await["seq"].as_u64().unwrap();
+        watcher.next_of("snapshot").await;
+        speaker.send(json!({"type": "chat", "text": " hello\u{0000} "}));
+        for client in [&mut speaker, &mut watcher] {
+            let chat = client.next_of("chat").await;
+            assert_eq!(chat["data"]["text"], "hello");
+            assert_eq!(chat["data"]["user"]["name"], "Ann");
+            assert!(chat["seq"].as_u64().unwrap() > first);
+        }
+        watcher.send(json!({"type": "chat", "text": "me too"}));
+        assert_eq!(watcher.next_of("error").await["code"], "unauthenticated");
+    }
+
+    #[tokio::test]
+    async fn bad_frames_are_answered_then_the_connection_is_closed() {
+        let (_db, hub, room, _) = setup(Limits {
+            bad_frames: 2,
+            ..Limits::default()
+        })
+        .await;
+        let mut client = connect(&hub, &room, None).await;
+        client.next_of("snapshot").await;
+        client.send(json!(["not", "an", "object"]));
+        assert_eq!(client.next_of("error").await["code"], "invalid_frame");
+        client
+            .to_server
+            .send(Ok(Message::Binary(vec![1, 2, 3].into())))
+            .unwrap();
+        assert_eq!(client.next_of("error").await["code"], "unsupported_frame");
+        client.send(json!({"type": "nope"}));
+        loop {
+            if let Message::Close(Some(frame)) = client.next().await {
+                assert_eq!(frame.code, close_code::POLICY);
+                break;
+            }
+        }
+        assert_eq!(hub.viewers(&room), 0);
+    }
+
+    #[tokio::test]
+    async fn a_socket_error_ends_the_connection_and_frees_the_seat() {
+        let (_db, hub, room, _) = setup(Limits::default()).await;
+        let mut client = connect(&hub, &room, None).await;
+        client.next_of("snapshot").await;
+        assert_eq!(hub.viewers(&room), 1);
+        client
+            .to_server
+            .send(Err("connection reset".into()))
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while hub.viewers(&room) > 0 {
+            assert!(Instant::now() < deadline);
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn stopping_the_hub_closes_connections_as_going_away() {
+        let (_db, hub, room, _) = setup(Limits::default()).await;
+        let mut client = connect(&hub, &room, None).await;
+        client.next_of("snapshot").await;
+        hub.stop();
+        loop {
+            if let Message::Close(Some(frame)) = client.next().await {
+                assert_eq!(frame.code, close_code::AWAY);
+                break;
+            }
+        }
+    }
+}
