@@ -108,18 +108,36 @@ fn crowd_email(i: usize) -> String {
 
 /// The demo's crowd: a flash sale in the demo room every three minutes (the
 /// first a few seconds after start), with the crowd buying.
-pub fn crowd(addr: std::net::SocketAddr) -> loadgen::crowd::FlashSales {
-    let host = if addr.ip().is_unspecified() {
-        format!("127.0.0.1:{}", addr.port())
+/// The demo server's own address, as its crowd reaches it.
+fn base(addr: std::net::SocketAddr) -> String {
+    if addr.ip().is_unspecified() {
+        format!("http://127.0.0.1:{}", addr.port())
     } else {
-        addr.to_string()
-    };
-    let account = |email: String| loadgen::crowd::Account {
+        format!("http://{addr}")
+    }
+}
+
+fn crowd_account(email: String) -> loadgen::crowd::Account {
+    loadgen::crowd::Account {
         email,
         password: PASSWORD.to_owned(),
-    };
+    }
+}
+
+/// Half the crowd sits in the demo room and chats, each about every 20 s.
+pub fn chatter(addr: std::net::SocketAddr) -> loadgen::crowd::Chatter {
+    loadgen::crowd::Chatter {
+        base: base(addr),
+        shop: "demo".to_owned(),
+        viewers: (0..CROWD / 2).map(crowd_email).map(crowd_account).collect(),
+        every: std::time::Duration::from_secs(20),
+    }
+}
+
+pub fn crowd(addr: std::net::SocketAddr) -> loadgen::crowd::FlashSales {
+    let account = crowd_account;
     loadgen::crowd::FlashSales {
-        base: format!("http://{host}"),
+        base: base(addr),
         shop: "demo".to_owned(),
         seller: account(SELLER_EMAIL.to_owned()),
         buyers: (0..CROWD).map(crowd_email).map(account).collect(),

@@ -98,6 +98,10 @@ pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
             crate::demo::crowd(addr),
             shutdown.clone(),
         ));
+        tasks.spawn(loadgen::crowd::chat(
+            crate::demo::chatter(addr),
+            shutdown.clone(),
+        ));
     }
     // Register the handlers before saying we are ready: a SIGTERM that arrives
     // right after must drain, not kill.

@@ -324,6 +324,25 @@ fn demo_seeds_once_and_runs_again_without_duplicates() {
             std::thread::sleep(Duration::from_millis(100));
         }
         assert!(sold, "the demo's crowd bought in a flash sale");
+        // Part of the crowd sits in the room and chats; what it says is kept.
+        let room = domain::ids::RoomId::from_string(rooms["items"][0]["id"].as_str().unwrap());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let chatted = rt.block_on(async {
+            let store = store::Store::open(None, dir.path(), &store::StoreOptions::default())
+                .await
+                .unwrap();
+            for _ in 0..300 {
+                if !store.recent_chat(&room, 1).await.unwrap().is_empty() {
+                    return true;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            false
+        });
+        assert!(chatted, "the demo's crowd chats in the room");
         let (status, _) = post(
             &demo.url("/api/v1/sessions"),
             json!({"email": "seller@demo.hawker.localhost", "password": "hawker-demo"}),

@@ -1,6 +1,7 @@
 //! A small crowd for the demo: every few minutes the seller puts one of the
 //! shop's products on a flash sale in the room, and the buyers tap at
-//! staggered moments; most of those who get one pay with a test card.
+//! staggered moments; most of those who get one pay with a test card. Between
+//! sales, some of them sit in the room and chat and like.
 
 use std::time::Duration;
 
@@ -227,4 +228,128 @@ async fn run_round(
         }
     }
     Ok(())
+}
+
+/// Viewers who sit in the demo room and chat and like now and then.
+#[derive(Debug, Clone)]
+pub struct Chatter {
+    /// Hawker's base URL (`http://...`).
+    pub base: String,
+    pub shop: String,
+    pub viewers: Vec<Account>,
+    /// Each viewer says something about this often (staggered between them).
+    pub every: Duration,
+}
+
+/// What the demo crowd says, in turn.
+const LINES: &[&str] = &[
+    "Hi from Lyon!",
+    "Is it available in blue?",
+    "What sizes do you have?",
+    "Just got one \u{1f389}",
+    "How long does shipping take?",
+    "Can you show the back?",
+    "Love this \u{2764}\u{fe0f}",
+    "Is the price per piece?",
+    "Second time buying here, great quality",
+    "Missed the last sale, waiting for the next one",
+];
+
+/// Keeps the chatters in the shop's first room until `stop` is cancelled: each
+/// holds the room's WebSocket open (reconnecting with `since` when it drops),
+/// reads everything the room sends, and now and then chats or likes.
+pub async fn chat(plan: Chatter, stop: CancellationToken) {
+    let client = Client {
+        http: reqwest::Client::new(),
+        base: plan.base.trim_end_matches('/').to_owned(),
+    };
+    let mut viewers = tokio::task::JoinSet::new();
+    for (i, account) in plan.viewers.iter().enumerate() {
+        let (client, plan, account, stop) = (
+            Client {
+                http: client.http.clone(),
+                base: client.base.clone(),
+            },
+            plan.clone(),
+            account.clone(),
+            stop.clone(),
+        );
+        viewers.spawn(async move {
+            let mut wait = Duration::from_secs(2 + i as u64);
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(wait) => {}
+                }
+                if let Err(e) = sit_in_room(&client, &plan, &account, i, &stop).await {
+                    tracing::debug!(error = %e, "demo chatter reconnects");
+                }
+                wait = Duration::from_secs(5);
+            }
+        });
+    }
+    while viewers.join_next().await.is_some() {}
+}
+
+async fn sit_in_room(
+    client: &Client,
+    plan: &Chatter,
+    account: &Account,
+    i: usize,
+    stop: &CancellationToken,
+) -> anyhow::Result<()> {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+    let token = client.sign_in(account).await?;
+    let (_, rooms) = client
+        .send(
+            reqwest::Method::GET,
+            &format!("/api/v1/shops/{}/rooms", plan.shop),
+            None,
+            None,
+            None,
+        )
+        .await?;
+    let room = rooms["items"][0]["id"]
+        .as_str()
+        .context("the demo shop has no room")?;
+    let ws_base = client.base.replacen("http", "ws", 1);
+    let mut request = format!("{ws_base}/api/v1/rooms/{room}/ws").into_client_request()?;
+    request
+        .headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse()?);
+    let (mut socket, _) = tokio_tungstenite::connect_async(request).await?;
+    // Staggered: viewer i first speaks after i/n of the period, then every period.
+    let n = plan.viewers.len().max(1) as u32;
+    let mut speak = tokio::time::interval_at(
+        tokio::time::Instant::now() + plan.every * (i as u32 % n) / n,
+        plan.every,
+    );
+    let mut like = tokio::time::interval(plan.every / 4 + Duration::from_millis(300 * i as u64));
+    let mut said = i;
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => {
+                let _ = socket.close(None).await;
+                return Ok(());
+            }
+            frame = socket.next() => match frame {
+                Some(Ok(_)) => {}
+                Some(Err(e)) => bail!("room socket: {e}"),
+                None => bail!("the room closed the socket"),
+            },
+            _ = speak.tick() => {
+                let text = LINES[said % LINES.len()];
+                said += 3;
+                socket.send(Message::Text(json!({"type": "chat", "text": text}).to_string().into())).await?;
+            }
+            _ = like.tick() => {
+                for _ in 0..1 + said % 3 {
+                    socket.send(Message::Text(r#"{"type":"like"}"#.into())).await?;
+                }
+            }
+        }
+    }
 }
