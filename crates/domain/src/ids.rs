@@ -95,6 +95,10 @@ id_type!(
     /// A chat message in a live room.
     MessageId, "msg"
 );
+id_type!(
+    /// A product pinned in a live room, for a while.
+    PinId, "pin"
+);
 
 #[cfg(test)]
 mod tests {

@@ -171,7 +171,12 @@ impl Hub {
                 json!({"id": m.id, "user": {"id": m.user}, "text": m.text, "seq": m.seq, "at": m.at})
             })
             .collect();
+        let pinned = match store.current_pin(id).await? {
+            Some((product, at)) => store.product(&product).await?.map(|p| pin_card(&p, at)),
+            None => None,
+        };
         Ok(Some(Seed {
+            pinned,
             room: json!({
                 "id": room.id,
                 "shop_id": room.shop_id,
@@ -189,6 +194,26 @@ fn take_seat(room: Arc<Room>) -> Seat {
     room.viewers.fetch_add(1, Ordering::Relaxed);
     metrics::gauge!("live_connections").increment(1.0);
     Seat { room }
+}
+
+/// A pinned product as room events describe it: what the viewer's product card
+/// shows (title, first image, price, each variant with its stock).
+pub fn pin_card(product: &domain::catalog::Product, pinned_at: Timestamp) -> Value {
+    let price = product.variants.first().map(|v| v.price);
+    json!({
+        "product_id": product.id,
+        "title": product.title,
+        "image": product.images.first().map(|id| format!("/images/{id}")),
+        "price": price,
+        "variants": product.variants.iter().map(|v| json!({
+            "id": v.id,
+            "sku": v.sku,
+            "options": v.options,
+            "price": v.price,
+            "stock": v.stock_on_hand,
+        })).collect::<Vec<_>>(),
+        "pinned_at": pinned_at,
+    })
 }
 
 /// A sale as room events describe it (the selling part publishes the same shape).

@@ -66,6 +66,7 @@ struct State {
 pub struct Seed {
     pub room: Value,
     pub sale: Option<Value>,
+    pub pinned: Option<Value>,
     pub chat: Vec<Value>,
 }
 
@@ -100,7 +101,7 @@ impl Room {
                 viewers_shown: 0,
                 room: seed.room,
                 sale: seed.sale,
-                pinned: None,
+                pinned: seed.pinned,
             }),
             frames: broadcast::channel(ring.max(1)).0,
             viewers: AtomicUsize::new(0),
@@ -273,6 +274,7 @@ mod tests {
             Seed {
                 room: json!({"title": "Live"}),
                 sale: None,
+                pinned: None,
                 chat: vec![],
             },
             4096,

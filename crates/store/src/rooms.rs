@@ -2,7 +2,7 @@
 
 use domain::Timestamp;
 use domain::catalog::{Description, Title};
-use domain::ids::{RoomId, ShopId};
+use domain::ids::{PinId, ProductId, RoomId, ShopId, UserId};
 use domain::room::{Room, RoomStatus};
 
 use crate::db::{execute, fetch_all, fetch_one, fetch_optional};
@@ -196,6 +196,78 @@ impl Store {
             &mut c,
             sqlx::query("SELECT stream_key_hash FROM rooms WHERE id = $1").bind(id.as_str()),
             key_hash
+        )
+    }
+}
+
+fn current_pin<R: Get>(r: &R) -> Result<(ProductId, Timestamp)> {
+    Ok((
+        ProductId::from_string(r.text("product_id")?),
+        Timestamp::from_millis(r.int("pinned_at")?),
+    ))
+}
+
+impl Store {
+    /// Pins `product` in the room from now, replacing the current pin; returns
+    /// when. The earlier pins stay, as the replay's timeline.
+    pub async fn pin_product(
+        &self,
+        room: &RoomId,
+        product: &ProductId,
+        actor: &UserId,
+    ) -> Result<Timestamp> {
+        let now = Timestamp::now();
+        let mut tx = self.write().await?;
+        execute!(
+            &mut tx,
+            sqlx::query(
+                "UPDATE room_pins SET unpinned_at = $2 WHERE room_id = $1 AND unpinned_at IS NULL"
+            )
+            .bind(room.as_str())
+            .bind(now.as_millis())
+        )?;
+        execute!(
+            &mut tx,
+            sqlx::query(
+                "INSERT INTO room_pins (id, room_id, product_id, actor_id, pinned_at)
+                 VALUES ($1, $2, $3, $4, $5)"
+            )
+            .bind(PinId::generate().as_str())
+            .bind(room.as_str())
+            .bind(product.as_str())
+            .bind(actor.as_str())
+            .bind(now.as_millis())
+        )?;
+        tx.commit().await?;
+        Ok(now)
+    }
+
+    /// Ends the room's current pin; `false` when nothing was pinned.
+    pub async fn unpin(&self, room: &RoomId) -> Result<bool> {
+        let mut tx = self.write().await?;
+        let n = execute!(
+            &mut tx,
+            sqlx::query(
+                "UPDATE room_pins SET unpinned_at = $2 WHERE room_id = $1 AND unpinned_at IS NULL"
+            )
+            .bind(room.as_str())
+            .bind(Timestamp::now().as_millis())
+        )?;
+        tx.commit().await?;
+        Ok(n > 0)
+    }
+
+    /// The product pinned in the room now, and since when.
+    pub async fn current_pin(&self, room: &RoomId) -> Result<Option<(ProductId, Timestamp)>> {
+        let mut c = self.read().await?;
+        fetch_optional!(
+            &mut c,
+            sqlx::query(
+                "SELECT product_id, pinned_at FROM room_pins
+                 WHERE room_id = $1 AND unpinned_at IS NULL"
+            )
+            .bind(room.as_str()),
+            current_pin
         )
     }
 }

@@ -63,6 +63,7 @@ conformance!(
     unpaid_reservations_expire_and_give_their_units_back,
     orders_pay_ship_refund_and_cancel,
     chat_is_kept_in_batches,
+    pins_replace_each_other_and_keep_their_timeline,
 );
 
 async fn user(store: &Store, email: &str) -> UserId {
@@ -1383,4 +1384,42 @@ async fn chat_is_kept_in_batches(store: &Store) {
     store.save_chat(&[]).await.unwrap();
     let recent = store.recent_chat(&room, 2).await.unwrap();
     assert_eq!(recent, batch[1..]);
+}
+
+async fn pins_replace_each_other_and_keep_their_timeline(store: &Store) {
+    let seller = user(store, "seller@example.com").await;
+    let s = shop(store, &seller, "anns").await;
+    let a = store
+        .create_product(product(&s, "A", vec![variant("A", 100, 1)]), &seller)
+        .await
+        .unwrap();
+    let b = store
+        .create_product(product(&s, "B", vec![variant("B", 100, 1)]), &seller)
+        .await
+        .unwrap();
+    let room = store
+        .create_room(NewRoom {
+            shop: s.id.clone(),
+            title: Title::parse("Live").unwrap(),
+            description: Description::parse("").unwrap(),
+            cover_image: None,
+            scheduled_start: None,
+            stream_key_hash: "k".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(store.current_pin(&room.id).await.unwrap(), None);
+    assert!(!store.unpin(&room.id).await.unwrap());
+    let at = store.pin_product(&room.id, &a.id, &seller).await.unwrap();
+    assert_eq!(
+        store.current_pin(&room.id).await.unwrap(),
+        Some((a.id.clone(), at))
+    );
+    let at = store.pin_product(&room.id, &b.id, &seller).await.unwrap();
+    assert_eq!(
+        store.current_pin(&room.id).await.unwrap(),
+        Some((b.id.clone(), at))
+    );
+    assert!(store.unpin(&room.id).await.unwrap());
+    assert_eq!(store.current_pin(&room.id).await.unwrap(), None);
 }

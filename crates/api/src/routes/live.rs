@@ -1,22 +1,29 @@
 //! The room's WebSocket. The protocol is in `docs/protocol.md`; the rooms
 //! themselves live in the `live` crate.
 
+use axum::Json;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{Path, State};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use domain::ids::RoomId;
+use domain::Timestamp;
+use domain::catalog::ProductStatus;
+use domain::ids::{ProductId, RoomId};
+use domain::room::RoomStatus;
 use serde::Deserialize;
-use utoipa::IntoParams;
+use serde_json::{Value, json};
+use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::AppState;
 use crate::error::{ApiResult, Code, ErrorBody};
-use crate::extract::{Credential, MaybeUser, QueryParams};
+use crate::extract::{Credential, CurrentUser, JsonBody, MaybeUser, QueryParams};
 
 pub(crate) fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(room_socket))
+    OpenApiRouter::new()
+        .routes(routes!(room_socket))
+        .routes(routes!(pin, unpin))
 }
 
 /// The largest message the socket reads; the live crate refuses (1009) any over
@@ -80,4 +87,84 @@ fn same_origin(headers: &HeaderMap) -> bool {
         (Some(_), None) => false,
         (None, _) => true,
     }
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Pin {
+    /// An active product of the room's shop.
+    product_id: String,
+}
+
+/// Pins a product in the room: every viewer's product card shows it at once (a
+/// `pin` event), replacing the one pinned before. Pins are kept with their time,
+/// for the replay.
+#[utoipa::path(put, path = "/api/v1/rooms/{room}/pin", tag = "live", request_body = Pin,
+    params(("room" = String, Path, description = "Room id")),
+    security(("bearer" = []), ("cookie" = [])),
+    responses(
+        (status = 200, description = "The product card, as the `pin` event carries it", body = Object),
+        (status = 403, description = "`forbidden`", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 409, description = "`invalid_transition`: the room has ended", body = ErrorBody),
+        (status = 422, description = "`invalid_field`: no such active product in this shop", body = ErrorBody),
+    ))]
+async fn pin(
+    State(state): State<AppState>,
+    current: CurrentUser,
+    Path(room): Path<String>,
+    JsonBody(body): JsonBody<Pin>,
+) -> ApiResult<Json<Value>> {
+    let room = super::rooms::owned_room(&state, &current, &room).await?;
+    if room.status == RoomStatus::Ended {
+        return Err(Code::InvalidTransition.into());
+    }
+    let not_here =
+        || domain::ValidationError::new("product_id", "no such active product in this shop");
+    let product = state
+        .store()
+        .product(&ProductId::from_string(body.product_id))
+        .await?
+        .filter(|p| p.shop_id == room.shop_id && p.status == ProductStatus::Active)
+        .ok_or_else(not_here)?;
+    let at = state
+        .store()
+        .pin_product(&room.id, &product.id, &current.user.id)
+        .await?;
+    let card = live::pin_card(&product, at);
+    state.bus().publish(bus::RoomEvent {
+        room: room.id.clone(),
+        kind: "pin",
+        data: card.clone(),
+        at,
+    });
+    tracing::info!(room = %room.id, product = %product.id, "product pinned");
+    Ok(Json(card))
+}
+
+/// Unpins the room's product (a `unpin` event). Unpinning with nothing pinned
+/// is not an error.
+#[utoipa::path(delete, path = "/api/v1/rooms/{room}/pin", tag = "live",
+    params(("room" = String, Path, description = "Room id")),
+    security(("bearer" = []), ("cookie" = [])),
+    responses(
+        (status = 204, description = "Nothing is pinned now"),
+        (status = 403, description = "`forbidden`", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+    ))]
+async fn unpin(
+    State(state): State<AppState>,
+    current: CurrentUser,
+    Path(room): Path<String>,
+) -> ApiResult<StatusCode> {
+    let room = super::rooms::owned_room(&state, &current, &room).await?;
+    if state.store().unpin(&room.id).await? {
+        state.bus().publish(bus::RoomEvent {
+            room: room.id.clone(),
+            kind: "unpin",
+            data: json!({}),
+            at: Timestamp::now(),
+        });
+    }
+    Ok(StatusCode::NO_CONTENT)
 }

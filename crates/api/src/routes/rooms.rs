@@ -96,7 +96,11 @@ fn new_stream_key() -> ApiResult<StreamKey> {
 }
 
 /// The room if `current` owns its shop.
-async fn owned_room(state: &AppState, current: &CurrentUser, id: &str) -> ApiResult<Room> {
+pub(crate) async fn owned_room(
+    state: &AppState,
+    current: &CurrentUser,
+    id: &str,
+) -> ApiResult<Room> {
     let room = state
         .store()
         .room(&RoomId::from_string(id))

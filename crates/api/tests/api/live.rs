@@ -468,3 +468,67 @@ async fn a_reader_that_stops_is_cut_off_and_the_others_keep_their_pace() {
     );
     drop(stuck);
 }
+
+#[tokio::test]
+async fn the_seller_pins_and_unpins_and_every_viewer_sees_it() {
+    let app = TestApp::spawn().await;
+    let (seller, room) = room_of(&app).await;
+    let product = app.product(&seller, "anns", "TEE", 7).await;
+    let product_id = product["id"].as_str().unwrap();
+    let mut viewer = open(&app, &room, None, None).await;
+    assert_eq!(next(&mut viewer).await["data"]["pinned"], Value::Null);
+
+    let pin = format!("/api/v1/rooms/{room}/pin");
+    let (status, card) = app
+        .call(
+            reqwest::Method::PUT,
+            &pin,
+            Some(&seller.token),
+            Some(json!({"product_id": product_id})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{card}");
+    assert_eq!(card["variants"][0]["stock"], 7);
+    let event = next_of(&mut viewer, "pin").await;
+    assert_eq!(event["data"]["product_id"], product_id);
+    assert_eq!(event["data"]["title"], card["title"]);
+    // A viewer who joins now sees the pin in the snapshot.
+    let mut late = open(&app, &room, None, None).await;
+    assert_eq!(
+        next(&mut late).await["data"]["pinned"]["product_id"],
+        product_id
+    );
+
+    // Only the room's seller pins, only their shop's active products.
+    let other = app.seller("bobs").await;
+    let (status, _) = app
+        .call(
+            reqwest::Method::PUT,
+            &pin,
+            Some(&other.token),
+            Some(json!({"product_id": product_id})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let theirs = app.product(&other, "bobs", "BOB", 1).await;
+    let (status, body) = app
+        .call(
+            reqwest::Method::PUT,
+            &pin,
+            Some(&seller.token),
+            Some(json!({"product_id": theirs["id"]})),
+        )
+        .await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (StatusCode::UNPROCESSABLE_ENTITY, &json!("invalid_field"))
+    );
+
+    let (status, _) = app.delete(&pin, Some(&seller.token)).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    next_of(&mut viewer, "unpin").await;
+    let (status, _) = app.delete(&pin, Some(&seller.token)).await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "unpinning twice is fine");
+    let mut after = open(&app, &room, None, None).await;
+    assert_eq!(next(&mut after).await["data"]["pinned"], Value::Null);
+}

@@ -124,6 +124,8 @@ async fn openapi_describes_every_route_body_and_error() {
         ("/api/v1/shops/{shop}/orders", "get"),
         ("/api/v1/orders", "post"),
         ("/api/v1/rooms/{room}/ws", "get"),
+        ("/api/v1/rooms/{room}/pin", "put"),
+        ("/api/v1/rooms/{room}/pin", "delete"),
     ];
     let paths = doc["paths"].as_object().unwrap();
     let mut count = 0;

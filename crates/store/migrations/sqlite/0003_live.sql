@@ -12,3 +12,16 @@ CREATE TABLE chat_messages (
     deleted_at INTEGER
 ) STRICT;
 CREATE INDEX chat_messages_room ON chat_messages (room_id, id);
+
+-- What the seller pinned in a room and when. The row without unpinned_at is the
+-- current pin; all of them are the replay's timeline of pins.
+CREATE TABLE room_pins (
+    id TEXT PRIMARY KEY,
+    room_id TEXT NOT NULL REFERENCES rooms (id),
+    product_id TEXT NOT NULL REFERENCES products (id),
+    actor_id TEXT NOT NULL REFERENCES users (id),
+    pinned_at INTEGER NOT NULL,
+    unpinned_at INTEGER
+) STRICT;
+CREATE INDEX room_pins_room ON room_pins (room_id, id);
+CREATE UNIQUE INDEX room_pins_current ON room_pins (room_id) WHERE unpinned_at IS NULL;
