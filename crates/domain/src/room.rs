@@ -144,6 +144,58 @@ mod tests {
     }
 }
 
+/// What a moderator can do to a chatter in a room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SanctionKind {
+    /// Nothing they send is shown until `until`.
+    Mute,
+    /// Nothing they send is shown in this room again (until lifted).
+    Ban,
+}
+
+impl SanctionKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Mute => "mute",
+            Self::Ban => "ban",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "mute" => Some(Self::Mute),
+            "ban" => Some(Self::Ban),
+            _ => None,
+        }
+    }
+}
+
+/// A user muted or banned in a room.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct Sanction {
+    pub room_id: RoomId,
+    pub user_id: crate::ids::UserId,
+    pub kind: SanctionKind,
+    /// When a mute ends; `null` for a ban.
+    pub until: Option<Timestamp>,
+    pub created_at: Timestamp,
+}
+
+impl Sanction {
+    pub fn in_force(&self, now: Timestamp) -> bool {
+        self.until.is_none_or(|until| until > now)
+    }
+}
+
+/// The longest slow mode: one message per this many seconds.
+pub const MAX_SLOW_MODE_SECONDS: i64 = 300;
+/// The longest mute.
+pub const MAX_MUTE_SECONDS: i64 = 7 * 24 * 3600;
+/// Blocked words a shop may keep, and their longest length in characters.
+pub const MAX_BLOCKED_WORDS: usize = 500;
+pub const MAX_BLOCKED_WORD_CHARS: usize = 50;
+
 /// What a viewer writes in a room's chat: cleaned as all user text is (NFC,
 /// control characters removed, trimmed), 1 to [`ChatText::MAX_CHARS`] characters.
 /// It is shown as text, never interpreted as HTML.

@@ -15,6 +15,7 @@ mod db;
 mod error;
 mod idempotency;
 mod inventory;
+mod moderation;
 mod orders;
 mod payments;
 mod rooms;

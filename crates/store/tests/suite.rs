@@ -64,6 +64,7 @@ conformance!(
     orders_pay_ship_refund_and_cancel,
     chat_is_kept_in_batches,
     pins_replace_each_other_and_keep_their_timeline,
+    moderation_is_kept,
 );
 
 async fn user(store: &Store, email: &str) -> UserId {
@@ -1422,4 +1423,64 @@ async fn pins_replace_each_other_and_keep_their_timeline(store: &Store) {
     );
     assert!(store.unpin(&room.id).await.unwrap());
     assert_eq!(store.current_pin(&room.id).await.unwrap(), None);
+}
+
+async fn moderation_is_kept(store: &Store) {
+    use domain::room::SanctionKind;
+    let (seller, _, sale) = sale_setup(store, 1, 1, 1).await;
+    let sale = store.sale(&sale).await.unwrap().unwrap();
+    let (room, shop) = (sale.room_id, sale.shop_id);
+    let ann = user(store, "ann@example.com").await;
+    let bob = user(store, "bob@example.com").await;
+
+    assert!(!store.is_moderator(&shop, &ann).await.unwrap());
+    store.appoint_moderator(&shop, &ann).await.unwrap();
+    store.appoint_moderator(&shop, &ann).await.unwrap();
+    assert!(store.is_moderator(&shop, &ann).await.unwrap());
+    assert_eq!(store.moderators(&shop).await.unwrap(), [ann.clone()]);
+    assert!(store.dismiss_moderator(&shop, &ann).await.unwrap());
+    assert!(!store.dismiss_moderator(&shop, &ann).await.unwrap());
+
+    let words = vec!["scam".to_owned(), "spam".to_owned()];
+    store.set_blocked_words(&shop, &words).await.unwrap();
+    assert_eq!(store.blocked_words(&shop).await.unwrap(), words);
+    store.set_blocked_words(&shop, &[]).await.unwrap();
+    assert!(store.blocked_words(&shop).await.unwrap().is_empty());
+
+    let past = Timestamp::now().plus_millis(-1000);
+    store
+        .sanction(&room, &bob, SanctionKind::Mute, Some(past), &seller)
+        .await
+        .unwrap();
+    assert!(
+        store.sanctions(&room).await.unwrap().is_empty(),
+        "a mute that ended"
+    );
+    let ban = store
+        .sanction(&room, &bob, SanctionKind::Ban, None, &seller)
+        .await
+        .unwrap();
+    assert_eq!(store.sanctions(&room).await.unwrap(), [ban]);
+    assert!(store.lift_sanction(&room, &bob).await.unwrap());
+    assert!(store.sanctions(&room).await.unwrap().is_empty());
+
+    assert_eq!(store.slow_mode(&room).await.unwrap(), 0);
+    store.set_slow_mode(&room, 30).await.unwrap();
+    assert_eq!(store.slow_mode(&room).await.unwrap(), 30);
+
+    let message = store::ChatRecord {
+        id: domain::ids::MessageId::generate(),
+        room: room.clone(),
+        user: bob.clone(),
+        seq: 1,
+        text: "hello".into(),
+        at: Timestamp::now(),
+    };
+    store
+        .save_chat(std::slice::from_ref(&message))
+        .await
+        .unwrap();
+    assert!(store.delete_chat(&room, message.id.as_str()).await.unwrap());
+    assert!(!store.delete_chat(&room, message.id.as_str()).await.unwrap());
+    assert!(store.recent_chat(&room, 10).await.unwrap().is_empty());
 }

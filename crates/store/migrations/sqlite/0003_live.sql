@@ -25,3 +25,32 @@ CREATE TABLE room_pins (
 ) STRICT;
 CREATE INDEX room_pins_room ON room_pins (room_id, id);
 CREATE UNIQUE INDEX room_pins_current ON room_pins (room_id) WHERE unpinned_at IS NULL;
+
+-- Moderation. A shop's moderators act in all its rooms, as its owner does.
+CREATE TABLE shop_moderators (
+    shop_id TEXT NOT NULL REFERENCES shops (id),
+    user_id TEXT NOT NULL REFERENCES users (id),
+    appointed_at INTEGER NOT NULL,
+    PRIMARY KEY (shop_id, user_id)
+) STRICT;
+
+-- Words a shop's rooms refuse in chat (lower case).
+CREATE TABLE shop_blocked_words (
+    shop_id TEXT NOT NULL REFERENCES shops (id),
+    word TEXT NOT NULL,
+    PRIMARY KEY (shop_id, word)
+) STRICT;
+
+-- A user muted (until a time) or banned (until NULL: for the room's life) in a room.
+CREATE TABLE room_sanctions (
+    room_id TEXT NOT NULL REFERENCES rooms (id),
+    user_id TEXT NOT NULL REFERENCES users (id),
+    kind TEXT NOT NULL CHECK (kind IN ('mute', 'ban')),
+    until INTEGER,
+    actor_id TEXT NOT NULL REFERENCES users (id),
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (room_id, user_id)
+) STRICT;
+
+-- Slow mode: one chat message per user per this many seconds (0: off).
+ALTER TABLE rooms ADD COLUMN slow_mode_seconds INTEGER NOT NULL DEFAULT 0;
