@@ -25,7 +25,7 @@ use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::time::Instant;
 
-use crate::room::{Bucket, Frame, Rate, Room, Start, bucket, take};
+use crate::room::{Bucket, Frame, Rate, Refusal, Room, Start, bucket, take};
 use crate::{Hub, Seat};
 
 /// Frames written in one flush at most.
@@ -39,6 +39,8 @@ pub const LAG_WINDOW: Duration = Duration::from_secs(30);
 pub struct Viewer {
     pub id: UserId,
     pub name: String,
+    /// The shop's owner or one of its moderators: not held to slow mode.
+    pub moderator: bool,
 }
 
 /// What a connection may do, and how often.
@@ -313,6 +315,52 @@ async fn flush<S: Sink<Message> + Unpin>(tx: &mut S, timeout: Duration) -> bool 
     matches!(tokio::time::timeout(timeout, tx.flush()).await, Ok(Ok(())))
 }
 
+/// The error event for a chat message the room's rules refuse.
+fn refused_chat(refusal: Refusal) -> Reply {
+    let (code, message, retry) = match refusal {
+        Refusal::Banned => (
+            "banned",
+            "you are banned from this room's chat".to_owned(),
+            None,
+        ),
+        Refusal::Muted { until } => (
+            "muted",
+            match until {
+                Some(until) => format!("you are muted until {}", until.to_rfc3339()),
+                None => "you are muted".to_owned(),
+            },
+            None,
+        ),
+        Refusal::Blocked => (
+            "message_blocked",
+            "the message contains a blocked word".to_owned(),
+            None,
+        ),
+        Refusal::TooSoon { slow_mode, wait } => (
+            if slow_mode {
+                "slow_mode"
+            } else {
+                "rate_limited"
+            },
+            format!(
+                "{}: wait {:.0} s",
+                if slow_mode { "slow mode" } else { "too fast" },
+                wait.as_secs_f64().ceil()
+            ),
+            Some(wait),
+        ),
+    };
+    reject(code);
+    let mut frame = json!({"type": "error", "code": code, "message": message});
+    if let Some(wait) = retry {
+        frame["retry_after_ms"] = json!(wait.as_millis() as u64);
+    }
+    Reply::Refuse {
+        frame: Utf8Bytes::from(frame.to_string()),
+        bad: false,
+    }
+}
+
 /// Reads one text frame: `chat`, `like` or `ping`.
 fn read_text(
     hub: &Hub,
@@ -333,8 +381,11 @@ fn read_text(
     match kind {
         "ping" => Reply::Send(Utf8Bytes::from_static(r#"{"type":"pong"}"#)),
         "like" => {
-            if viewer.is_none() {
+            let Some(viewer) = viewer else {
                 return refuse("unauthenticated", "sign in to like", false);
+            };
+            if room.silenced(&viewer.id) {
+                return Reply::Nothing;
             }
             if take(likes, limits.likes, std::time::Instant::now()).is_err() {
                 reject("rate_limited");
@@ -354,20 +405,10 @@ fn read_text(
                 Ok(text) => text,
                 Err(e) => return refuse("invalid_field", e.to_string(), false),
             };
-            if let Err(wait) = room.take_chat_token(&viewer.id, limits.chat) {
-                reject("rate_limited");
-                return Reply::Refuse {
-                    frame: Utf8Bytes::from(
-                        json!({
-                            "type": "error",
-                            "code": "rate_limited",
-                            "message": format!("too fast: wait {:.1} s", wait.as_secs_f64()),
-                            "retry_after_ms": wait.as_millis() as u64,
-                        })
-                        .to_string(),
-                    ),
-                    bad: false,
-                };
+            if let Err(refusal) =
+                room.check_chat(&viewer.id, viewer.moderator, text.as_str(), limits.chat)
+            {
+                return refused_chat(refusal);
             }
             hub.chat(&room.id, viewer, &text);
             Reply::Nothing
@@ -504,6 +545,7 @@ mod tests {
         let viewer = Viewer {
             id: user.id,
             name: "Ann".into(),
+            moderator: true,
         };
         (db, hub, room.id, viewer)
     }

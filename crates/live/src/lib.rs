@@ -29,7 +29,11 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
 pub use connection::{Limits, Viewer, serve};
-pub use room::{Frame, Rate, Room, Seed, Start};
+pub use room::{Frame, Rate, Refusal, Room, Seed, Start};
+
+/// The bus event that tells a room its shop's new blocked words (`data.words`,
+/// lower case). Applied to the room's rules, never shown to viewers.
+pub const BLOCKED_WORDS: &str = "moderation.blocked_words";
 
 /// How often coalesced counters (likes, viewers) go out.
 pub const TICK: Duration = Duration::from_millis(500);
@@ -175,7 +179,13 @@ impl Hub {
             Some((product, at)) => store.product(&product).await?.map(|p| pin_card(&p, at)),
             None => None,
         };
+        let sanctions = store.sanctions(id).await?;
+        let slow_mode_seconds = u64::try_from(store.slow_mode(id).await?).unwrap_or(0);
+        let blocked_words = store.blocked_words(&room.shop_id).await?;
         Ok(Some(Seed {
+            sanctions,
+            slow_mode_seconds,
+            blocked_words,
             pinned,
             room: json!({
                 "id": room.id,
@@ -239,6 +249,14 @@ async fn run_room(hub: Hub, room: Arc<Room>, mut events: broadcast::Receiver<Arc
     loop {
         tokio::select! {
             event = events.recv() => match event {
+                Ok(event) if event.kind == BLOCKED_WORDS => {
+                    // For the room's rules only: viewers never see the list.
+                    let words = event.data["words"]
+                        .as_array()
+                        .map(|w| w.iter().filter_map(|w| w.as_str().map(str::to_owned)).collect())
+                        .unwrap_or_default();
+                    room.set_blocked_words(words);
+                }
                 Ok(event) => {
                     let seq = room.publish(event.kind, event.data.clone());
                     if event.kind == "chat" {

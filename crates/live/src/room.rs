@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 
 use axum::extract::ws::Utf8Bytes;
 use domain::Timestamp;
-use domain::ids::{RoomId, UserId};
+use domain::ids::{RoomId, ShopId, UserId};
+use domain::room::{Sanction, SanctionKind};
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
@@ -60,6 +61,7 @@ struct State {
     room: Value,
     sale: Option<Value>,
     pinned: Option<Value>,
+    slow_mode_seconds: u64,
 }
 
 /// What a new room starts from, read from the store.
@@ -68,17 +70,48 @@ pub struct Seed {
     pub sale: Option<Value>,
     pub pinned: Option<Value>,
     pub chat: Vec<Value>,
+    pub sanctions: Vec<Sanction>,
+    pub slow_mode_seconds: u64,
+    /// The shop's blocked words, lower case.
+    pub blocked_words: Vec<String>,
+}
+
+/// Why a chat message is not shown.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Refusal {
+    Muted {
+        until: Option<Timestamp>,
+    },
+    Banned,
+    /// It contains one of the shop's blocked words.
+    Blocked,
+    /// Slow mode, or the user's rate: try again after this long.
+    TooSoon {
+        slow_mode: bool,
+        wait: Duration,
+    },
+}
+
+/// Who may say what in the room: sanctions, slow mode, blocked words, and each
+/// chatter's rate and last message.
+struct Speakers {
+    sanctions: HashMap<UserId, Sanction>,
+    slow_mode: Duration,
+    blocked: Vec<String>,
+    buckets: HashMap<UserId, Bucket>,
+    last_message: HashMap<UserId, Instant>,
 }
 
 pub struct Room {
     pub id: RoomId,
+    shop_id: ShopId,
     state: Mutex<State>,
     frames: broadcast::Sender<Frame>,
     /// Connections on this node.
     pub(crate) viewers: AtomicUsize,
     /// Likes received since the last `likes` event.
     likes_pending: AtomicU64,
-    chat_buckets: Mutex<HashMap<UserId, Bucket>>,
+    speakers: Mutex<Speakers>,
 }
 
 impl Room {
@@ -93,6 +126,7 @@ impl Room {
         }
         Self {
             id,
+            shop_id: ShopId::from_string(seed.room["shop_id"].as_str().unwrap_or_default()),
             state: Mutex::new(State {
                 seq: first,
                 history: VecDeque::with_capacity(HISTORY),
@@ -102,12 +136,28 @@ impl Room {
                 room: seed.room,
                 sale: seed.sale,
                 pinned: seed.pinned,
+                slow_mode_seconds: seed.slow_mode_seconds,
             }),
             frames: broadcast::channel(ring.max(1)).0,
             viewers: AtomicUsize::new(0),
             likes_pending: AtomicU64::new(0),
-            chat_buckets: Mutex::default(),
+            speakers: Mutex::new(Speakers {
+                sanctions: seed
+                    .sanctions
+                    .into_iter()
+                    .map(|s| (s.user_id.clone(), s))
+                    .collect(),
+                slow_mode: Duration::from_secs(seed.slow_mode_seconds),
+                blocked: seed.blocked_words,
+                buckets: HashMap::new(),
+                last_message: HashMap::new(),
+            }),
         }
+    }
+
+    /// The shop the room belongs to.
+    pub fn shop_id(&self) -> &ShopId {
+        &self.shop_id
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -137,6 +187,23 @@ impl Room {
             }
             "pin" => state.pinned = Some(data.clone()),
             "unpin" => state.pinned = None,
+            "chat.deleted" => state.chat.retain(|m| m["id"] != data["id"]),
+            "slow_mode" => {
+                state.slow_mode_seconds = data["seconds"].as_u64().unwrap_or(0);
+                self.speakers().slow_mode = Duration::from_secs(state.slow_mode_seconds);
+            }
+            "user.muted" | "user.banned" => {
+                if let Ok(sanction) = sanction_of(&data) {
+                    self.speakers()
+                        .sanctions
+                        .insert(sanction.user_id.clone(), sanction);
+                }
+            }
+            "user.sanction_lifted" => {
+                if let Some(user) = data["user_id"].as_str() {
+                    self.speakers().sanctions.remove(&UserId::from_string(user));
+                }
+            }
             _ => {}
         }
         let text = json!({
@@ -210,19 +277,99 @@ impl Room {
         }
     }
 
-    /// Takes one token from the user's chat bucket, or says how long to wait.
-    pub fn take_chat_token(&self, user: &UserId, rate: Rate) -> Result<(), Duration> {
-        let mut buckets = self.chat_buckets.lock().unwrap_or_else(|p| p.into_inner());
-        if buckets.len() > 100_000 {
-            buckets.retain(|_, b| b.at.elapsed().as_secs_f64() * rate.per_second < rate.burst);
-        }
+    fn speakers(&self) -> std::sync::MutexGuard<'_, Speakers> {
+        self.speakers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Replaces the shop's blocked words (lower case) for this room.
+    pub fn set_blocked_words(&self, words: Vec<String>) {
+        self.speakers().blocked = words;
+    }
+
+    /// Whether the user is muted or banned here now.
+    pub fn silenced(&self, user: &UserId) -> bool {
+        let now = Timestamp::now();
+        self.speakers()
+            .sanctions
+            .get(user)
+            .is_some_and(|s| s.in_force(now))
+    }
+
+    /// Decides whether `user` may say `text` now, and if so counts it against
+    /// their rate and slow mode. Moderators are not held to slow mode.
+    pub fn check_chat(
+        &self,
+        user: &UserId,
+        moderator: bool,
+        text: &str,
+        rate: Rate,
+    ) -> Result<(), Refusal> {
         let now = Instant::now();
-        let bucket = buckets.entry(user.clone()).or_insert(Bucket {
+        let mut speakers = self.speakers();
+        if let Some(sanction) = speakers.sanctions.get(user)
+            && sanction.in_force(Timestamp::now())
+        {
+            return Err(match sanction.kind {
+                SanctionKind::Ban => Refusal::Banned,
+                SanctionKind::Mute => Refusal::Muted {
+                    until: sanction.until,
+                },
+            });
+        }
+        if !speakers.blocked.is_empty() {
+            let lower = text.to_lowercase();
+            if speakers.blocked.iter().any(|w| lower.contains(w.as_str())) {
+                return Err(Refusal::Blocked);
+            }
+        }
+        if !moderator && let Some(last) = speakers.last_message.get(user) {
+            let since = now.duration_since(*last);
+            if since < speakers.slow_mode {
+                return Err(Refusal::TooSoon {
+                    slow_mode: true,
+                    wait: speakers.slow_mode - since,
+                });
+            }
+        }
+        if speakers.buckets.len() > 100_000 {
+            speakers
+                .buckets
+                .retain(|_, b| b.at.elapsed().as_secs_f64() * rate.per_second < rate.burst);
+            speakers
+                .last_message
+                .retain(|_, at| at.elapsed() < Duration::from_secs(600));
+        }
+        let bucket = speakers.buckets.entry(user.clone()).or_insert(Bucket {
             tokens: rate.burst,
             at: now,
         });
-        take(bucket, rate, now)
+        take(bucket, rate, now).map_err(|wait| Refusal::TooSoon {
+            slow_mode: false,
+            wait,
+        })?;
+        speakers.last_message.insert(user.clone(), now);
+        Ok(())
     }
+}
+
+/// A sanction as `user.muted` and `user.banned` events carry it.
+fn sanction_of(data: &Value) -> Result<Sanction, serde_json::Error> {
+    #[derive(serde::Deserialize)]
+    struct Carried {
+        room_id: String,
+        user_id: String,
+        kind: SanctionKind,
+        until: Option<Timestamp>,
+        created_at: Timestamp,
+    }
+    let c: Carried = serde_json::from_value(data.clone())?;
+    Ok(Sanction {
+        room_id: RoomId::from_string(c.room_id),
+        user_id: UserId::from_string(c.user_id),
+        kind: c.kind,
+        until: c.until,
+        created_at: c.created_at,
+    })
 }
 
 /// Takes one token from `bucket` at `now`, or says how long until there is one.
@@ -255,6 +402,7 @@ fn snapshot(state: &State, kind: &str, with_chat: bool) -> String {
         "likes": state.likes,
         "sale": state.sale,
         "pinned": state.pinned,
+        "slow_mode_seconds": state.slow_mode_seconds,
     });
     if with_chat {
         data["chat"] = Value::Array(state.chat.iter().cloned().collect());
@@ -276,6 +424,9 @@ mod tests {
                 sale: None,
                 pinned: None,
                 chat: vec![],
+                sanctions: vec![],
+                slow_mode_seconds: 0,
+                blocked_words: vec![],
             },
             4096,
         )

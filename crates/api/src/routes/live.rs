@@ -62,12 +62,21 @@ async fn room_socket(
         .ok_or(Code::NotFound)?;
     // A page on another site can open a socket with the viewer's cookie; it may
     // watch, but not speak for them.
-    let viewer = user
-        .filter(|u| matches!(u.credential, Credential::Token) || same_origin(&headers))
-        .map(|u| live::Viewer {
-            id: u.user.id,
-            name: u.user.display_name.as_str().to_owned(),
-        });
+    let user = user.filter(|u| matches!(u.credential, Credential::Token) || same_origin(&headers));
+    let viewer = match user {
+        None => None,
+        Some(user) => {
+            let shop = match state.store().shop(seat.room.shop_id().as_str()).await? {
+                Some(shop) => shop,
+                None => return Err(Code::NotFound.into()),
+            };
+            Some(live::Viewer {
+                moderator: super::moderation::moderates(&state, &user, &shop).await?,
+                id: user.user.id,
+                name: user.user.display_name.as_str().to_owned(),
+            })
+        }
+    };
     Ok(upgrade
         .read_buffer_size(4096)
         .write_buffer_size(16 * 1024)

@@ -6,6 +6,7 @@ pub(crate) mod catalog;
 pub(crate) mod home;
 pub(crate) mod images;
 pub(crate) mod live;
+pub(crate) mod moderation;
 pub(crate) mod orders;
 pub(crate) mod payments;
 pub(crate) mod rooms;
@@ -112,6 +113,7 @@ pub(crate) fn api_router(config: &ApiConfig) -> OpenApiRouter<AppState> {
         .merge(catalog::router(config))
         .merge(rooms::router())
         .merge(live::router())
+        .merge(moderation::router())
         .merge(sales::router())
         .merge(orders::router())
         .merge(payments::router())

@@ -126,6 +126,16 @@ async fn openapi_describes_every_route_body_and_error() {
         ("/api/v1/rooms/{room}/ws", "get"),
         ("/api/v1/rooms/{room}/pin", "put"),
         ("/api/v1/rooms/{room}/pin", "delete"),
+        ("/api/v1/shops/{shop}/moderators", "get"),
+        ("/api/v1/shops/{shop}/moderators/{user}", "put"),
+        ("/api/v1/shops/{shop}/moderators/{user}", "delete"),
+        ("/api/v1/shops/{shop}/blocked-words", "get"),
+        ("/api/v1/shops/{shop}/blocked-words", "put"),
+        ("/api/v1/rooms/{room}/messages/{message}", "delete"),
+        ("/api/v1/rooms/{room}/sanctions", "get"),
+        ("/api/v1/rooms/{room}/sanctions/{user}", "put"),
+        ("/api/v1/rooms/{room}/sanctions/{user}", "delete"),
+        ("/api/v1/rooms/{room}/slow-mode", "put"),
     ];
     let paths = doc["paths"].as_object().unwrap();
     let mut count = 0;
