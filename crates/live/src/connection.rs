@@ -67,6 +67,10 @@ pub struct Limits {
     pub ring: usize,
     /// How long a write may wait for the socket before the viewer is cut off.
     pub write_timeout: Duration,
+    /// Chat messages a room shows at most (more than people can read): past it,
+    /// viewers' messages are shown as a sample, in the order they came, while the
+    /// shop's owner and moderators always get through. All are kept.
+    pub display: Rate,
 }
 
 impl Default for Limits {
@@ -89,6 +93,10 @@ impl Default for Limits {
             heartbeat: Duration::from_secs(20),
             ring: 4096,
             write_timeout: Duration::from_secs(10),
+            display: Rate {
+                burst: 50.0,
+                per_second: 25.0,
+            },
         }
     }
 }

@@ -140,7 +140,7 @@ impl Hub {
             kind: "chat",
             data: json!({
                 "id": MessageId::generate(),
-                "user": {"id": viewer.id, "name": viewer.name},
+                "user": {"id": viewer.id, "name": viewer.name, "moderator": viewer.moderator},
                 "text": text.as_str(),
             }),
             at: Timestamp::now(),
@@ -246,6 +246,7 @@ async fn run_room(hub: Hub, room: Arc<Room>, mut events: broadcast::Receiver<Arc
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut idle_since: Option<tokio::time::Instant> = None;
+    let mut display = room::bucket(hub.0.limits.display);
     loop {
         tokio::select! {
             event = events.recv() => match event {
@@ -257,11 +258,21 @@ async fn run_room(hub: Hub, room: Arc<Room>, mut events: broadcast::Receiver<Arc
                         .unwrap_or_default();
                     room.set_blocked_words(words);
                 }
+                Ok(event) if event.kind == "chat" => {
+                    let priority = event.data["user"]["moderator"] == true;
+                    let seq = if priority
+                        || room::take(&mut display, hub.0.limits.display, std::time::Instant::now()).is_ok()
+                    {
+                        room.publish(event.kind, event.data.clone())
+                    } else {
+                        // Over the display cap: kept, not shown.
+                        metrics::counter!("live_chat_not_shown_total").increment(1);
+                        room.seq()
+                    };
+                    log_chat(&hub, &room.id, seq, &event);
+                }
                 Ok(event) => {
-                    let seq = room.publish(event.kind, event.data.clone());
-                    if event.kind == "chat" {
-                        log_chat(&hub, &room.id, seq, &event);
-                    }
+                    room.publish(event.kind, event.data.clone());
                 }
                 Err(broadcast::error::RecvError::Lagged(n)) => {
                     tracing::warn!(room = %room.id, missed = n, "a room fell behind the bus");

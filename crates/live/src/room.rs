@@ -185,6 +185,7 @@ impl Room {
                     .and_then(|n| usize::try_from(n).ok())
                     .unwrap_or(0)
             }
+            "room.ended" => state.room["status"] = json!("ended"),
             "pin" => state.pinned = Some(data.clone()),
             "unpin" => state.pinned = None,
             "chat.deleted" => state.chat.retain(|m| m["id"] != data["id"]),
@@ -225,6 +226,11 @@ impl Room {
         let _ = self.frames.send(frame);
         metrics::counter!("live_events_total").increment(1);
         seq
+    }
+
+    /// The last sequence number given.
+    pub fn seq(&self) -> u64 {
+        self.lock().seq
     }
 
     /// Subscribes a connection, and says where it starts: after `since` if the

@@ -270,6 +270,12 @@ async fn update_room(
             Err(e) => return Err(e.into()),
         };
         tracing::info!(room = %room.id, "room ended");
+        state.bus().publish(bus::RoomEvent {
+            room: room.id.clone(),
+            kind: "room.ended",
+            data: serde_json::json!({"ended_at": room.ended_at}),
+            at: Timestamp::now(),
+        });
     }
     Ok(Json(room))
 }

@@ -377,6 +377,10 @@ async fn a_reader_that_stops_is_cut_off_and_the_others_keep_their_pace() {
     let app = TestApp::spawn_with(|config| {
         config.live.ring = 1024;
         config.live.write_timeout = Duration::from_millis(500);
+        config.live.display = live::Rate {
+            burst: 1e9,
+            per_second: 1e9,
+        };
     })
     .await;
     let (seller, room) = room_of(&app).await;
@@ -533,6 +537,19 @@ async fn the_seller_pins_and_unpins_and_every_viewer_sees_it() {
     assert_eq!(status, StatusCode::NO_CONTENT, "unpinning twice is fine");
     let mut after = open(&app, &room, None, None).await;
     assert_eq!(next(&mut after).await["data"]["pinned"], Value::Null);
+
+    // The seller ends the room: every viewer hears it.
+    let (status, _) = app
+        .patch(
+            &format!("/api/v1/rooms/{room}"),
+            Some(&seller.token),
+            json!({"status": "ended"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(next_of(&mut viewer, "room.ended").await["data"]["ended_at"].is_string());
+    let mut last = open(&app, &room, None, None).await;
+    assert_eq!(next(&mut last).await["data"]["room"]["status"], "ended");
 }
 
 #[tokio::test]
@@ -741,4 +758,50 @@ async fn moderators_delete_mute_ban_slow_down_and_block_words() {
         tokio::time::sleep(Duration::from_millis(1100)).await;
     }
     assert!(refused, "a blocked word keeps the message from the room");
+}
+
+#[tokio::test]
+async fn a_room_busier_than_people_read_shows_a_sample_and_keeps_everything() {
+    let app = TestApp::spawn_with(|config| {
+        config.live.display = live::Rate {
+            burst: 5.0,
+            per_second: 1.0,
+        };
+    })
+    .await;
+    let (seller, room) = room_of(&app).await;
+    let room_id = domain::ids::RoomId::from_string(&room);
+    let mut viewer = open(&app, &room, None, None).await;
+    next(&mut viewer).await;
+    let chat = |i: usize, moderator: bool| bus::RoomEvent {
+        room: room_id.clone(),
+        kind: "chat",
+        data: json!({"id": domain::ids::MessageId::generate(), "user": {"id": seller.id, "name": "Ann", "moderator": moderator}, "text": format!("m{i}")}),
+        at: domain::Timestamp::now(),
+    };
+    for i in 0..200 {
+        app.state.bus().publish(chat(i, false));
+    }
+    app.state.bus().publish(chat(200, true));
+    let mut shown = 0;
+    loop {
+        let frame = next_of(&mut viewer, "chat").await;
+        shown += 1;
+        if frame["data"]["text"] == "m200" {
+            break;
+        }
+    }
+    assert!(
+        (6..200).contains(&shown),
+        "a sample, and the moderator: {shown}"
+    );
+    // Every message is kept.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while app.db.store.recent_chat(&room_id, 500).await.unwrap().len() < 201 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "all 201 messages are kept"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
