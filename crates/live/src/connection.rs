@@ -94,8 +94,8 @@ impl Default for Limits {
             ring: 4096,
             write_timeout: Duration::from_secs(10),
             display: Rate {
-                burst: 50.0,
-                per_second: 25.0,
+                burst: 200.0,
+                per_second: 100.0,
             },
         }
     }

@@ -37,6 +37,39 @@ struct Cli {
 enum Scenario {
     /// A purchase storm on one flash sale
     FlashSale(FlashSale),
+    /// Viewers, chatters and slow readers in one live room
+    Room(RoomArgs),
+}
+
+#[derive(clap::Args)]
+struct RoomArgs {
+    /// Hawker's base URL
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// WebSocket viewers in the room
+    #[arg(long, default_value_t = 1000)]
+    viewers: usize,
+    /// Signed-in accounts that chat (each at most about one message a second)
+    #[arg(long, default_value_t = 100)]
+    chatters: usize,
+    /// Chat messages a second, over all chatters
+    #[arg(long, default_value_t = 100.0)]
+    rate: f64,
+    /// How long the chat runs
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Viewers, in percent, that stop reading when the chat starts
+    #[arg(long, default_value_t = 0)]
+    stalled_percent: usize,
+    /// Source addresses to spread viewers over (127.0.0.2 onwards)
+    #[arg(long, default_value_t = 8)]
+    sources: u8,
+    /// The server's process id, to measure its memory per viewer
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Print only the JSON line
+    #[arg(long)]
+    quiet: bool,
 }
 
 #[derive(clap::Args)]
@@ -68,6 +101,22 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     match cli.scenario {
         Scenario::FlashSale(args) => runtime.block_on(flash_sale(args)),
+        Scenario::Room(args) => runtime.block_on(async move {
+            let figures = loadgen::room::run(loadgen::room::Plan {
+                base: args.url,
+                viewers: args.viewers,
+                chatters: args.chatters,
+                rate: args.rate,
+                seconds: args.seconds,
+                stalled_percent: args.stalled_percent,
+                sources: args.sources,
+                server_pid: args.server_pid,
+                quiet: args.quiet,
+            })
+            .await?;
+            println!("{}", serde_json::to_string(&figures)?);
+            Ok(())
+        }),
     }
 }
 
