@@ -142,11 +142,18 @@ pub async fn serve<S, E>(
     let room = seat.room.clone();
     let limits = hub.limits().clone();
     let (start, mut frames) = room.join(since);
+    // The last seq this connection has sent: the ring may still bring frames
+    // the start already covered.
+    let mut sent = since.unwrap_or(0);
     let started = match start {
-        Start::Snapshot(snapshot) => tx.feed(Message::Text(snapshot)).await.is_ok(),
+        Start::Snapshot(snapshot, seq) => {
+            sent = seq;
+            tx.feed(Message::Text(snapshot)).await.is_ok()
+        }
         Start::Replay(missed) => {
             let mut ok = true;
             for frame in missed {
+                sent = frame.seq;
                 ok &= tx.feed(Message::Text(frame.text)).await.is_ok();
             }
             ok
@@ -218,7 +225,7 @@ pub async fn serve<S, E>(
             frame = frames.recv() => {
                 let delivered = tokio::time::timeout(
                     limits.write_timeout,
-                    deliver(&mut tx, &mut frames, frame, &room, &mut lags),
+                    deliver(&mut tx, &mut frames, frame, &room, &mut lags, &mut sent),
                 )
                 .await;
                 match delivered {
@@ -273,15 +280,22 @@ async fn deliver<S: Sink<Message> + Unpin>(
     first: Result<Frame, RecvError>,
     room: &Room,
     lags: &mut VecDeque<Instant>,
+    sent: &mut u64,
 ) -> Result<(), Close> {
     let mut lost = 0;
     match first {
         Ok(frame) => {
-            tx.feed(Message::Text(frame.text)).await.map_err(|_| None)?;
-            let mut fed = 1;
+            let mut fed = 0;
+            if frame.seq > *sent {
+                *sent = frame.seq;
+                tx.feed(Message::Text(frame.text)).await.map_err(|_| None)?;
+                fed += 1;
+            }
             while fed < BATCH {
                 match frames.try_recv() {
+                    Ok(frame) if frame.seq <= *sent => {}
                     Ok(frame) => {
+                        *sent = frame.seq;
                         tx.feed(Message::Text(frame.text)).await.map_err(|_| None)?;
                         fed += 1;
                     }

@@ -35,6 +35,9 @@ pub use room::{Frame, Rate, Refusal, Room, Seed, Start};
 /// lower case). Applied to the room's rules, never shown to viewers.
 pub const BLOCKED_WORDS: &str = "moderation.blocked_words";
 
+/// How often a room's new frames go out to its connections, together.
+pub const FLUSH: Duration = Duration::from_millis(20);
+
 /// How often coalesced counters (likes, viewers) go out.
 pub const TICK: Duration = Duration::from_millis(500);
 /// A room with no connection on this node for this long is let go.
@@ -247,8 +250,11 @@ async fn run_room(hub: Hub, room: Arc<Room>, mut events: broadcast::Receiver<Arc
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut idle_since: Option<tokio::time::Instant> = None;
     let mut display = room::bucket(hub.0.limits.display);
+    let mut flush = tokio::time::interval(FLUSH);
+    flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
+            _ = flush.tick() => room.flush(),
             event = events.recv() => match event {
                 Ok(event) if event.kind == BLOCKED_WORDS => {
                     // For the room's rules only: viewers never see the list.

@@ -33,8 +33,9 @@ pub struct Frame {
 
 /// Where a joining connection starts.
 pub enum Start {
-    /// The room as it is now: the viewer missed too much, or is new.
-    Snapshot(Utf8Bytes),
+    /// The room as it is now, up to the `seq` given: the viewer missed too
+    /// much, or is new.
+    Snapshot(Utf8Bytes, u64),
     /// Every frame after the `since` the viewer sent (possibly none).
     Replay(Vec<Frame>),
 }
@@ -62,6 +63,8 @@ struct State {
     sale: Option<Value>,
     pinned: Option<Value>,
     slow_mode_seconds: u64,
+    /// Published, not yet in the ring (see [`Room::flush`]).
+    pending: Vec<Frame>,
 }
 
 /// What a new room starts from, read from the store.
@@ -137,6 +140,7 @@ impl Room {
                 sale: seed.sale,
                 pinned: seed.pinned,
                 slow_mode_seconds: seed.slow_mode_seconds,
+                pending: Vec::new(),
             }),
             frames: broadcast::channel(ring.max(1)).0,
             viewers: AtomicUsize::new(0),
@@ -222,10 +226,20 @@ impl Room {
             state.history.pop_front();
         }
         state.history.push_back(frame.clone());
-        // No receivers is fine: nobody is watching on this node right now.
-        let _ = self.frames.send(frame);
+        state.pending.push(frame);
         metrics::counter!("live_events_total").increment(1);
         seq
+    }
+
+    /// Sends the frames published since the last flush into the ring, at once:
+    /// every connection wakes once for all of them and writes them in one go.
+    /// Called by the room's task every [`crate::FLUSH`].
+    pub fn flush(&self) {
+        let mut state = self.lock();
+        for frame in state.pending.drain(..) {
+            // No receivers is fine: nobody is watching on this node right now.
+            let _ = self.frames.send(frame);
+        }
     }
 
     /// The last sequence number given.
@@ -235,7 +249,9 @@ impl Room {
 
     /// Subscribes a connection, and says where it starts: after `since` if the
     /// history still holds everything after it, else from a snapshot. Both happen
-    /// under the lock, so the first frame received follows the start exactly.
+    /// under the lock, so nothing after the start is missed; frames published but
+    /// not yet flushed are in the start and will come through the ring too, so
+    /// the connection skips what it has already sent (by `seq`).
     pub fn join(&self, since: Option<u64>) -> (Start, broadcast::Receiver<Frame>) {
         let state = self.lock();
         let receiver = self.frames.subscribe();
@@ -254,7 +270,10 @@ impl Room {
                         .collect(),
                 )
             }
-            _ => Start::Snapshot(Utf8Bytes::from(snapshot(&state, "snapshot", true))),
+            _ => Start::Snapshot(
+                Utf8Bytes::from(snapshot(&state, "snapshot", true)),
+                state.seq,
+            ),
         };
         (start, receiver)
     }
@@ -446,19 +465,22 @@ mod tests {
     fn events_are_numbered_in_order_and_serialised_once() {
         let room = room();
         let (start, mut rx) = room.join(None);
-        let Start::Snapshot(snap) = start else {
+        let Start::Snapshot(snap, _) = start else {
             panic!("a new viewer starts from a snapshot")
         };
         let first = parse(&snap)["seq"].as_u64().unwrap();
         let a = room.publish("chat", json!({"text": "a"}));
         let b = room.publish("chat", json!({"text": "b"}));
         assert_eq!((a, b), (first + 1, first + 2));
+        assert!(rx.try_recv().is_err(), "nothing before the flush");
+        room.flush();
         let got = rx.try_recv().unwrap();
         assert_eq!(got.seq, a);
         assert_eq!(parse(&got.text)["data"]["text"], "a");
         // Both receivers share the same bytes.
         let (_, mut other) = room.join(None);
         room.publish("chat", json!({"text": "c"}));
+        room.flush();
         rx.try_recv().unwrap();
         let mine = rx.try_recv().unwrap();
         let theirs = other.try_recv().unwrap();
@@ -479,11 +501,11 @@ mod tests {
             panic!("up to date")
         };
         assert!(none.is_empty());
-        assert!(matches!(room.join(Some(s3 + 10)).0, Start::Snapshot(_)));
+        assert!(matches!(room.join(Some(s3 + 10)).0, Start::Snapshot(..)));
         for i in 0..HISTORY {
             room.publish("chat", json!({"text": i}));
         }
-        let (Start::Snapshot(snap), _) = room.join(Some(s1)) else {
+        let (Start::Snapshot(snap, _), _) = room.join(Some(s1)) else {
             panic!("fell out of the history")
         };
         let snap = parse(&snap);
@@ -502,12 +524,14 @@ mod tests {
         }
         room.viewers.store(3, Ordering::Relaxed);
         room.tick();
+        room.flush();
         let likes = parse(&rx.try_recv().unwrap().text);
         assert_eq!(likes["type"], "likes");
         assert_eq!(likes["data"]["count"], 500);
         let viewers = parse(&rx.try_recv().unwrap().text);
         assert_eq!(viewers["data"]["count"], 3);
         room.tick();
+        room.flush();
         assert!(rx.try_recv().is_err(), "nothing changed, nothing sent");
         let state = parse(&room.state_frame());
         assert_eq!(
