@@ -218,6 +218,18 @@ impl Store {
     ) -> Result<Timestamp> {
         let now = Timestamp::now();
         let mut tx = self.write().await?;
+        // Taking the room's row first serialises two pins of one room (on
+        // PostgreSQL; SQLite has one writer), so the second replaces the first
+        // instead of colliding with it on room_pins_current.
+        let n = execute!(
+            &mut tx,
+            sqlx::query("UPDATE rooms SET updated_at = $2 WHERE id = $1")
+                .bind(room.as_str())
+                .bind(now.as_millis())
+        )?;
+        if n == 0 {
+            return Err(StoreError::NotFound);
+        }
         execute!(
             &mut tx,
             sqlx::query(

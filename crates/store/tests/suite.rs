@@ -1423,6 +1423,22 @@ async fn pins_replace_each_other_and_keep_their_timeline(store: &Store) {
     );
     assert!(store.unpin(&room.id).await.unwrap());
     assert_eq!(store.current_pin(&room.id).await.unwrap(), None);
+    // Pins racing each other: one wins, none fails.
+    let racing: Vec<_> = (0..8)
+        .map(|i| {
+            let (store, room, seller) = (store.clone(), room.id.clone(), seller.clone());
+            let product = if i % 2 == 0 {
+                a.id.clone()
+            } else {
+                b.id.clone()
+            };
+            tokio::spawn(async move { store.pin_product(&room, &product, &seller).await })
+        })
+        .collect();
+    for pin in racing {
+        pin.await.unwrap().unwrap();
+    }
+    assert!(store.current_pin(&room.id).await.unwrap().is_some());
 }
 
 async fn moderation_is_kept(store: &Store) {
