@@ -249,7 +249,7 @@ pub async fn serve(
     }
     // Upgraded connections are no longer the HTTP server's to drain.
     hub.stop();
-    match tokio::time::timeout(grace, &mut running).await {
+    let served = match tokio::time::timeout(grace, &mut running).await {
         Ok(done) => done.unwrap_or_else(|e| Err(std::io::Error::other(e))),
         Err(_) => {
             tracing::warn!(
@@ -259,7 +259,11 @@ pub async fn serve(
             running.abort();
             Ok(())
         }
+    };
+    if tokio::time::timeout(grace, hub.stopped()).await.is_err() {
+        tracing::warn!("the chat log did not finish writing within the grace period");
     }
+    served
 }
 
 /// Every second until `shutdown`: starts sales whose start has come, ends those

@@ -55,6 +55,7 @@ struct Inner {
     bus: Bus,
     rooms: Mutex<HashMap<RoomId, Arc<Room>>>,
     chat_log: mpsc::Sender<ChatRecord>,
+    chat_log_writer: Mutex<Option<tokio::task::JoinHandle<()>>>,
     limits: Limits,
     shutdown: CancellationToken,
 }
@@ -77,19 +78,37 @@ impl Hub {
     /// and stops the rooms' tasks.
     pub fn new(store: Store, bus: Bus, limits: Limits) -> Self {
         let (chat_log, queue) = mpsc::channel(CHAT_LOG_QUEUE);
-        tokio::spawn(write_chat_log(store.clone(), queue));
+        let shutdown = CancellationToken::new();
+        let writer = tokio::spawn(write_chat_log(store.clone(), queue, shutdown.clone()));
         Self(Arc::new(Inner {
             store,
             bus,
             rooms: Mutex::default(),
             chat_log,
+            chat_log_writer: Mutex::new(Some(writer)),
             limits,
-            shutdown: CancellationToken::new(),
+            shutdown,
         }))
     }
 
+    /// Closes every connection and stops the rooms; the chat log writes out
+    /// what it holds (await [`Hub::stopped`]).
     pub fn stop(&self) {
         self.0.shutdown.cancel();
+    }
+
+    /// Returns once the chat log has written out what it held after
+    /// [`Hub::stop`].
+    pub async fn stopped(&self) {
+        let writer = self
+            .0
+            .chat_log_writer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(writer) = writer {
+            let _ = writer.await;
+        }
     }
 
     pub fn limits(&self) -> &Limits {
@@ -320,14 +339,32 @@ fn log_chat(hub: &Hub, room: &RoomId, seq: u64, event: &RoomEvent) {
 }
 
 /// Keeps chat messages in batches: whatever queued while the last batch was
-/// written. Ends when every sender is gone, after writing what is left.
-async fn write_chat_log(store: Store, mut queue: mpsc::Receiver<ChatRecord>) {
+/// written. On shutdown, writes what is queued and ends.
+async fn write_chat_log(
+    store: Store,
+    mut queue: mpsc::Receiver<ChatRecord>,
+    shutdown: CancellationToken,
+) {
     let mut batch = Vec::with_capacity(512);
-    while queue.recv_many(&mut batch, 512).await > 0 {
-        if let Err(e) = store.save_chat(&batch).await {
-            tracing::warn!(error = %e, messages = batch.len(), "could not keep chat messages");
-            metrics::counter!("live_chat_unlogged_total").increment(batch.len() as u64);
+    loop {
+        let stopping = tokio::select! {
+            n = queue.recv_many(&mut batch, 512) => n == 0,
+            () = shutdown.cancelled() => true,
+        };
+        if stopping {
+            while let Ok(record) = queue.try_recv() {
+                batch.push(record);
+            }
+        }
+        for chunk in batch.chunks(512) {
+            if let Err(e) = store.save_chat(chunk).await {
+                tracing::warn!(error = %e, messages = chunk.len(), "could not keep chat messages");
+                metrics::counter!("live_chat_unlogged_total").increment(chunk.len() as u64);
+            }
         }
         batch.clear();
+        if stopping {
+            return;
+        }
     }
 }
