@@ -102,16 +102,25 @@ fn same_origin_write(parts: &Parts) -> bool {
     if matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS) {
         return true;
     }
-    let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
-    if let Some(site) = header("sec-fetch-site") {
+    if let Some(site) = parts
+        .headers
+        .get("sec-fetch-site")
+        .and_then(|v| v.to_str().ok())
+    {
         return matches!(site, "same-origin" | "none");
     }
+    same_origin(&parts.headers)
+}
+
+/// Whether a browser's request comes from a page of this site, by its `Origin`
+/// and `Host`. A request without `Origin` is not a cross-origin browser request.
+pub(crate) fn same_origin(headers: &axum::http::HeaderMap) -> bool {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     match (header("origin"), header("host")) {
         (Some(origin), Some(host)) => origin
             .split_once("://")
             .is_some_and(|(_, origin_host)| origin_host == host),
         (Some(_), None) => false,
-        // No Origin: not a cross-origin browser request.
         (None, _) => true,
     }
 }

@@ -192,6 +192,21 @@ impl AppState {
         &self.0.bus
     }
 
+    /// Publishes a room event, stamped now.
+    pub(crate) fn announce(
+        &self,
+        room: &domain::ids::RoomId,
+        kind: &'static str,
+        data: serde_json::Value,
+    ) {
+        self.bus().publish(bus::RoomEvent {
+            room: room.clone(),
+            kind,
+            data,
+            at: domain::Timestamp::now(),
+        });
+    }
+
     /// The live rooms of this node.
     pub fn hub(&self) -> &live::Hub {
         &self.0.hub

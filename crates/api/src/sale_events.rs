@@ -12,7 +12,6 @@ use bus::{Bus, RoomEvent};
 use domain::Timestamp;
 use domain::ids::SaleId;
 use domain::sale::{FlashSale, SaleStatus};
-use serde_json::json;
 use tokio::sync::watch;
 
 /// The shortest gap between two `sale.stock` events of one sale.
@@ -24,18 +23,6 @@ const IDLE: Duration = Duration::from_secs(30);
 pub struct SaleEvents {
     bus: Bus,
     tickers: Arc<Mutex<HashMap<SaleId, watch::Sender<FlashSale>>>>,
-}
-
-fn data(sale: &FlashSale) -> serde_json::Value {
-    json!({
-        "sale_id": sale.id,
-        "variant_id": sale.variant_id,
-        "available": sale.available,
-        "quantity": sale.quantity,
-        "status": sale.status,
-        "price": sale.price,
-        "ends_at": sale.ends_at,
-    })
 }
 
 impl SaleEvents {
@@ -51,7 +38,7 @@ impl SaleEvents {
         self.bus.publish(RoomEvent {
             room: sale.room_id.clone(),
             kind,
-            data: data(sale),
+            data: live::sale_data(sale),
             at: Timestamp::now(),
         });
     }

@@ -248,8 +248,8 @@ pub fn pin_card(product: &domain::catalog::Product, pinned_at: Timestamp) -> Val
     })
 }
 
-/// A sale as room events describe it (the selling part publishes the same shape).
-fn sale_data(sale: &domain::sale::FlashSale) -> Value {
+/// A sale as room events (`sale.*`) and snapshots describe it.
+pub fn sale_data(sale: &domain::sale::FlashSale) -> Value {
     json!({
         "sale_id": sale.id,
         "variant_id": sale.variant_id,

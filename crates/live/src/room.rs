@@ -62,7 +62,6 @@ struct State {
     room: Value,
     sale: Option<Value>,
     pinned: Option<Value>,
-    slow_mode_seconds: u64,
     /// Published, not yet in the ring (see [`Room::flush`]).
     pending: Vec<Frame>,
 }
@@ -114,6 +113,7 @@ pub struct Room {
     pub(crate) viewers: AtomicUsize,
     /// Likes received since the last `likes` event.
     likes_pending: AtomicU64,
+    /// Taken alone, or after `state`; never the other way round.
     speakers: Mutex<Speakers>,
 }
 
@@ -139,7 +139,6 @@ impl Room {
                 room: seed.room,
                 sale: seed.sale,
                 pinned: seed.pinned,
-                slow_mode_seconds: seed.slow_mode_seconds,
                 pending: Vec::new(),
             }),
             frames: broadcast::channel(ring.max(1)).0,
@@ -194,8 +193,8 @@ impl Room {
             "unpin" => state.pinned = None,
             "chat.deleted" => state.chat.retain(|m| m["id"] != data["id"]),
             "slow_mode" => {
-                state.slow_mode_seconds = data["seconds"].as_u64().unwrap_or(0);
-                self.speakers().slow_mode = Duration::from_secs(state.slow_mode_seconds);
+                self.speakers().slow_mode =
+                    Duration::from_secs(data["seconds"].as_u64().unwrap_or(0));
             }
             "user.muted" | "user.banned" => {
                 if let Ok(sanction) = sanction_of(&data) {
@@ -271,7 +270,7 @@ impl Room {
                 )
             }
             _ => Start::Snapshot(
-                Utf8Bytes::from(snapshot(&state, "snapshot", true)),
+                Utf8Bytes::from(snapshot(&state, self.slow_mode(), "snapshot", true)),
                 state.seq,
             ),
         };
@@ -281,7 +280,8 @@ impl Room {
     /// The counters, sale and pin as they are now, for a connection that lost
     /// frames: it keeps the latest state even when it missed chat.
     pub fn state_frame(&self) -> Utf8Bytes {
-        Utf8Bytes::from(snapshot(&self.lock(), "state", false))
+        let state = self.lock();
+        Utf8Bytes::from(snapshot(&state, self.slow_mode(), "state", false))
     }
 
     /// A like from a viewer; shown in the next coalesced `likes` event.
@@ -304,6 +304,11 @@ impl Room {
 
     fn speakers(&self) -> std::sync::MutexGuard<'_, Speakers> {
         self.speakers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Slow mode's seconds between two messages of a user (0: off).
+    fn slow_mode(&self) -> u64 {
+        self.speakers().slow_mode.as_secs()
     }
 
     /// Replaces the shop's blocked words (lower case) for this room.
@@ -364,10 +369,10 @@ impl Room {
                 .last_message
                 .retain(|_, at| at.elapsed() < Duration::from_secs(600));
         }
-        let bucket = speakers.buckets.entry(user.clone()).or_insert(Bucket {
-            tokens: rate.burst,
-            at: now,
-        });
+        let bucket = speakers
+            .buckets
+            .entry(user.clone())
+            .or_insert_with(|| self::bucket(rate));
         take(bucket, rate, now).map_err(|wait| Refusal::TooSoon {
             slow_mode: false,
             wait,
@@ -420,14 +425,14 @@ pub(crate) fn bucket(rate: Rate) -> Bucket {
     }
 }
 
-fn snapshot(state: &State, kind: &str, with_chat: bool) -> String {
+fn snapshot(state: &State, slow_mode_seconds: u64, kind: &str, with_chat: bool) -> String {
     let mut data = json!({
         "room": state.room,
         "viewers": state.viewers_shown,
         "likes": state.likes,
         "sale": state.sale,
         "pinned": state.pinned,
-        "slow_mode_seconds": state.slow_mode_seconds,
+        "slow_mode_seconds": slow_mode_seconds,
     });
     if with_chat {
         data["chat"] = Value::Array(state.chat.iter().cloned().collect());

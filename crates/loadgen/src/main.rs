@@ -20,6 +20,7 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
+use loadgen::created;
 use serde_json::{Value, json};
 
 #[derive(Parser)]
@@ -120,41 +121,9 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
-/// POSTs JSON and returns the status and the parsed body.
-async fn post(
-    client: &reqwest::Client,
-    url: String,
-    token: Option<&str>,
-    body: Value,
-) -> anyhow::Result<(u16, Value)> {
-    let mut req = client.post(&url).json(&body);
-    if let Some(t) = token {
-        req = req.bearer_auth(t);
-    }
-    let res = req.send().await.with_context(|| format!("POST {url}"))?;
-    let status = res.status().as_u16();
-    Ok((status, res.json().await.unwrap_or(Value::Null)))
-}
-
-async fn created(
-    client: &reqwest::Client,
-    url: String,
-    token: Option<&str>,
-    body: Value,
-) -> anyhow::Result<Value> {
-    let (status, value) = post(client, url.clone(), token, body).await?;
-    if status != 201 {
-        bail!("POST {url}: {status} {value}");
-    }
-    Ok(value)
-}
-
+/// The latency at fraction `p` of a sorted list, in milliseconds (0 when empty).
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i].as_secs_f64() * 1000.0
+    loadgen::percentile(sorted, p).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
 }
 
 async fn flash_sale(args: FlashSale) -> anyhow::Result<()> {

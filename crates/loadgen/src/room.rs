@@ -13,9 +13,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
+
+use crate::created;
 use futures_util::{SinkExt, StreamExt};
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -96,25 +98,6 @@ async fn metric(http: &reqwest::Client, base: &str, name: &str) -> f64 {
         .and_then(|l| l.split_whitespace().last())
         .and_then(|v| v.parse().ok())
         .unwrap_or(0.0)
-}
-
-async fn created(
-    http: &reqwest::Client,
-    url: String,
-    token: Option<&str>,
-    body: Value,
-) -> anyhow::Result<Value> {
-    let mut req = http.post(&url).json(&body);
-    if let Some(t) = token {
-        req = req.bearer_auth(t);
-    }
-    let res = req.send().await.with_context(|| url.clone())?;
-    let status = res.status();
-    let value: Value = res.json().await.unwrap_or(Value::Null);
-    if status.as_u16() != 201 {
-        bail!("POST {url}: {status} {value}");
-    }
-    Ok(value)
 }
 
 /// Runs the scenario and returns its figures.
@@ -265,11 +248,7 @@ pub async fn run(plan: Plan) -> anyhow::Result<Figures> {
     );
     latencies.sort_unstable();
     let pick = |p: f64| {
-        if latencies.is_empty() {
-            return 0.0;
-        }
-        let i = ((latencies.len() - 1) as f64 * p).round() as usize;
-        (latencies[i] as f64 / 100.0).round() / 10.0
+        crate::percentile(&latencies, p).map_or(0.0, |us| (us as f64 / 100.0).round() / 10.0)
     };
     Ok(Figures {
         viewers: plan.viewers,

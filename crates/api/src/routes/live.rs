@@ -6,7 +6,6 @@ use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use domain::Timestamp;
 use domain::catalog::ProductStatus;
 use domain::ids::{ProductId, RoomId};
 use domain::room::RoomStatus;
@@ -18,7 +17,7 @@ use utoipa_axum::routes;
 
 use crate::AppState;
 use crate::error::{ApiResult, Code, ErrorBody};
-use crate::extract::{Credential, CurrentUser, JsonBody, MaybeUser, QueryParams};
+use crate::extract::{Credential, CurrentUser, JsonBody, MaybeUser, QueryParams, same_origin};
 
 pub(crate) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -84,18 +83,6 @@ async fn room_socket(
         .max_message_size(MAX_INCOMING)
         .max_frame_size(MAX_INCOMING)
         .on_upgrade(move |socket| live::serve(socket, hub, seat, viewer, query.since)))
-}
-
-/// Whether a browser's handshake comes from a page of this site.
-fn same_origin(headers: &HeaderMap) -> bool {
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    match (header("origin"), header("host")) {
-        (Some(origin), Some(host)) => origin
-            .split_once("://")
-            .is_some_and(|(_, origin_host)| origin_host == host),
-        (Some(_), None) => false,
-        (None, _) => true,
-    }
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -168,12 +155,7 @@ async fn unpin(
 ) -> ApiResult<StatusCode> {
     let room = super::rooms::owned_room(&state, &current, &room).await?;
     if state.store().unpin(&room.id).await? {
-        state.bus().publish(bus::RoomEvent {
-            room: room.id.clone(),
-            kind: "unpin",
-            data: json!({}),
-            at: Timestamp::now(),
-        });
+        state.announce(&room.id, "unpin", json!({}));
     }
     Ok(StatusCode::NO_CONTENT)
 }

@@ -70,15 +70,6 @@ async fn moderated_room(
     Ok((room, shop))
 }
 
-fn announce(state: &AppState, room: &RoomId, kind: &'static str, data: serde_json::Value) {
-    state.bus().publish(bus::RoomEvent {
-        room: room.clone(),
-        kind,
-        data,
-        at: Timestamp::now(),
-    });
-}
-
 #[derive(Serialize, ToSchema)]
 pub(crate) struct Moderators {
     /// User ids, in the order they were appointed.
@@ -230,12 +221,7 @@ async fn set_blocked_words(
             )
             .await?;
         for room in rooms.items {
-            announce(
-                &state,
-                &room.id,
-                live::BLOCKED_WORDS,
-                json!({"words": words}),
-            );
+            state.announce(&room.id, live::BLOCKED_WORDS, json!({"words": words}));
         }
     }
     Ok(Json(BlockedWords { words }))
@@ -260,7 +246,7 @@ async fn delete_message(
     if !state.store().delete_chat(&room.id, &message).await? {
         return Err(Code::NotFound.into());
     }
-    announce(&state, &room.id, "chat.deleted", json!({"id": message}));
+    state.announce(&room.id, "chat.deleted", json!({"id": message}));
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -353,7 +339,7 @@ async fn sanction_user(
         SanctionKind::Ban => "user.banned",
     };
     let data = serde_json::to_value(&sanction).map_err(|_| ApiError::from(Code::Internal))?;
-    announce(&state, &room.id, kind, data);
+    state.announce(&room.id, kind, data);
     tracing::info!(room = %room.id, user = %target.id, kind = sanction.kind.as_str(), "chatter sanctioned");
     Ok(Json(sanction))
 }
@@ -377,12 +363,7 @@ async fn lift_sanction(
     if !state.store().lift_sanction(&room.id, &user).await? {
         return Err(Code::NotFound.into());
     }
-    announce(
-        &state,
-        &room.id,
-        "user.sanction_lifted",
-        json!({"user_id": user}),
-    );
+    state.announce(&room.id, "user.sanction_lifted", json!({"user_id": user}));
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -420,11 +401,6 @@ async fn set_slow_mode(
         .into());
     }
     state.store().set_slow_mode(&room.id, body.seconds).await?;
-    announce(
-        &state,
-        &room.id,
-        "slow_mode",
-        json!({"seconds": body.seconds}),
-    );
+    state.announce(&room.id, "slow_mode", json!({"seconds": body.seconds}));
     Ok(Json(body))
 }

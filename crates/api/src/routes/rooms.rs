@@ -270,12 +270,11 @@ async fn update_room(
             Err(e) => return Err(e.into()),
         };
         tracing::info!(room = %room.id, "room ended");
-        state.bus().publish(bus::RoomEvent {
-            room: room.id.clone(),
-            kind: "room.ended",
-            data: serde_json::json!({"ended_at": room.ended_at}),
-            at: Timestamp::now(),
-        });
+        state.announce(
+            &room.id,
+            "room.ended",
+            serde_json::json!({"ended_at": room.ended_at}),
+        );
     }
     Ok(Json(room))
 }

@@ -324,15 +324,7 @@ async fn bad_frames_get_error_events_and_abuse_is_closed() {
     // The room carries on for everyone else.
     send(&mut socket, json!({"type": "ping"})).await;
     assert_eq!(next_of(&mut socket, "pong").await["type"], "pong");
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     for reason in ["malformed", "unknown_type", "binary", "too_big", "flood"] {
         assert!(
             metrics.contains(&format!(
@@ -451,15 +443,7 @@ async fn a_reader_that_stops_is_cut_off_and_the_others_keep_their_pace() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     let cut = metrics
         .lines()
         .find(|l| l.starts_with("live_slow_disconnects_total"))

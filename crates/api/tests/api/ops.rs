@@ -41,15 +41,7 @@ async fn health_readiness_metrics_and_request_ids() {
         "a client's id is kept"
     );
 
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains(
             "http_requests_total{method=\"GET\",route=\"/api/v1/shops/{shop}\",status=\"404\"}"
