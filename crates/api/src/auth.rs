@@ -11,8 +11,6 @@ use std::time::{Duration, Instant};
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use domain::account::Password;
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 
 use crate::error::{ApiError, ApiResult, Code};
 
@@ -32,34 +30,17 @@ pub fn random_bytes<const N: usize>() -> ApiResult<[u8; N]> {
     Ok(buf)
 }
 
-/// Bytes as lower-case hex, as ids, hashes and signatures are written.
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.push(char::from(DIGITS[usize::from(b >> 4)]));
-        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
-    }
-    out
-}
+pub use domain::secret::hash_secret;
+pub(crate) use domain::secret::hex;
 
 /// A new secret token: `prefix` followed by 64 hex digits (256 random bits).
 pub fn new_token(prefix: &str) -> ApiResult<String> {
     Ok(format!("{prefix}{}", hex(&random_bytes::<32>()?)))
 }
 
-/// What the store keeps instead of a token or a stream key.
-pub fn hash_secret(secret: &str) -> String {
-    hex(&Sha256::digest(secret.as_bytes()))
-}
-
-/// Whether a presented stream key matches the stored hash, compared in constant
-/// time so that timing reveals nothing about the stored value.
+/// Whether a presented stream key matches the stored hash (constant time).
 pub fn stream_key_matches(stored_hash: &str, presented: &str) -> bool {
-    hash_secret(presented)
-        .as_bytes()
-        .ct_eq(stored_hash.as_bytes())
-        .into()
+    domain::secret::secret_matches(stored_hash, presented)
 }
 
 pub async fn hash_password(password: Password) -> ApiResult<String> {

@@ -60,12 +60,13 @@ pub struct ApiConfig {
     pub inventory_batching: bool,
     /// What a room WebSocket may do and how slow it may be.
     pub live: live::Limits,
+    /// RTMP ingest, LL-HLS, HTTP-FLV and recordings.
+    pub media: media::Settings,
 }
 
 impl ApiConfig {
     pub fn new(data_dir: PathBuf) -> Self {
         Self {
-            data_dir,
             session_ttl: Duration::from_secs(30 * 24 * 3600),
             secure_cookies: false,
             max_body_bytes: 1024 * 1024,
@@ -78,6 +79,8 @@ impl ApiConfig {
             payment_async_delay: Duration::from_secs(1),
             inventory_batching: true,
             live: live::Limits::default(),
+            media: media::Settings::new(&data_dir),
+            data_dir,
         }
     }
 }
@@ -90,6 +93,7 @@ struct Inner {
         std::sync::Mutex<std::collections::HashMap<domain::ids::SaleId, domain::ids::RoomId>>,
     bus: bus::Bus,
     hub: live::Hub,
+    media: media::Media,
     sale_events: sale_events::SaleEvents,
     inventory: store::Inventory,
     payments: payments::TestProvider,
@@ -116,6 +120,7 @@ impl AppState {
             credentials: extract::CredentialCache::default(),
             sale_rooms: std::sync::Mutex::default(),
             hub: live::Hub::new(store.clone(), bus.clone(), config.live.clone()),
+            media: media::Media::new(store.clone(), bus.clone(), config.media.clone()),
             bus,
             sale_events,
             sign_in_by_account: auth::Throttle::new(config.sign_in_attempts_per_account, WINDOW),
@@ -212,6 +217,11 @@ impl AppState {
         &self.0.hub
     }
 
+    /// The video streams of this node.
+    pub fn media(&self) -> &media::Media {
+        &self.0.media
+    }
+
     pub(crate) fn sale_events(&self) -> &sale_events::SaleEvents {
         &self.0.sale_events
     }
@@ -231,6 +241,7 @@ pub fn router(state: AppState) -> Router {
         .merge(api)
         .merge(ops::router(openapi))
         .merge(routes::images::serve_router())
+        .merge(routes::video::media_router())
         .merge(routes::home::router())
         .fallback(|| async { ApiError::from(Code::RouteNotFound) })
         .method_not_allowed_fallback(|| async { ApiError::from(Code::MethodNotAllowed) })

@@ -99,6 +99,10 @@ id_type!(
     /// A product pinned in a live room, for a while.
     PinId, "pin"
 );
+id_type!(
+    /// The recording of one live.
+    RecordingId, "rec"
+);
 
 #[cfg(test)]
 mod tests {

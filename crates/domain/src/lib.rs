@@ -11,6 +11,7 @@ pub mod money;
 pub mod order;
 pub mod room;
 pub mod sale;
+pub mod secret;
 pub mod stock;
 mod text;
 mod timestamp;

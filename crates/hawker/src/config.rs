@@ -80,6 +80,15 @@ pub struct Settings {
     /// Address the HTTP server listens on [default: 127.0.0.1:8080]
     #[arg(long, env = "HAWKER_HTTP_ADDR")]
     pub http_addr: Option<SocketAddr>,
+    /// Address the RTMP ingest listens on [default: 127.0.0.1:1935]
+    #[arg(long, env = "HAWKER_RTMP_ADDR")]
+    pub rtmp_addr: Option<SocketAddr>,
+    /// Days a recording is kept; 0 keeps them until deleted [default: 0]
+    #[arg(long, env = "HAWKER_RECORDING_RETENTION_DAYS")]
+    pub recording_retention_days: Option<u64>,
+    /// LL-HLS partial segment target, in milliseconds [default: 200]
+    #[arg(long, env = "HAWKER_HLS_PART_MS")]
+    pub hls_part_ms: Option<u64>,
     /// postgres://user@host/db to use PostgreSQL [default: SQLite in the data directory]
     #[arg(long, env = "HAWKER_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
@@ -134,6 +143,9 @@ pub struct Settings {
 pub struct Config {
     pub data_dir: PathBuf,
     pub http_addr: SocketAddr,
+    pub rtmp_addr: SocketAddr,
+    /// Recordings older than this are deleted; `None` keeps them.
+    pub recording_retention: Option<Duration>,
     pub database_url: Option<String>,
     pub db_pool_size: u32,
     pub log_format: LogFormat,
@@ -163,6 +175,9 @@ impl Settings {
             file,
             data_dir,
             http_addr,
+            rtmp_addr,
+            recording_retention_days,
+            hls_part_ms,
             database_url,
             db_pool_size,
             log_format,
@@ -209,11 +224,21 @@ impl Settings {
         if let Some(batching) = s.inventory_batching {
             api.inventory_batching = batching;
         }
+        if let Some(ms) = s.hls_part_ms {
+            api.media.hls.part_target_ms = ms.clamp(50, 2000) as i64;
+        }
         Ok(Config {
             data_dir,
             http_addr: s
                 .http_addr
                 .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8080))),
+            rtmp_addr: s
+                .rtmp_addr
+                .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 1935))),
+            recording_retention: s
+                .recording_retention_days
+                .filter(|d| *d > 0)
+                .map(|d| Duration::from_secs(d * 24 * 3600)),
             database_url: s.database_url.filter(|u| !u.is_empty()),
             db_pool_size: s.db_pool_size.unwrap_or(8).max(1),
             log_format: s.log_format.unwrap_or(LogFormat::Text),

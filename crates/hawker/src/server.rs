@@ -87,12 +87,29 @@ pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("listening on {}", config.http_addr))?;
     let addr = listener.local_addr()?;
+    let rtmp = tokio::net::TcpListener::bind(config.rtmp_addr)
+        .await
+        .with_context(|| format!("listening for RTMP on {}", config.rtmp_addr))?;
+    let rtmp_addr = rtmp.local_addr()?;
 
     let shutdown = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
     let state = api::AppState::new(store.clone(), config.api.clone());
     tasks.spawn(api::sweep_sessions(store.clone(), shutdown.clone()));
     tasks.spawn(api::run_selling_clock(state.clone(), shutdown.clone()));
+    state.media().recorder().recover().await;
+    tasks.spawn(media::ingest::serve(
+        rtmp,
+        state.media().clone(),
+        shutdown.clone(),
+    ));
+    if let Some(keep) = config.recording_retention {
+        tasks.spawn(sweep_recordings(
+            state.media().recorder().clone(),
+            keep,
+            shutdown.clone(),
+        ));
+    }
     if demo {
         tasks.spawn(loadgen::crowd::flash_sales(
             crate::demo::crowd(addr),
@@ -109,6 +126,7 @@ pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
 
     tracing::info!(
         %addr,
+        rtmp = %rtmp_addr,
         backend = store.backend().as_str(),
         data_dir = %config.data_dir.display(),
         ms = started.elapsed().as_millis() as u64,
@@ -120,6 +138,21 @@ pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
     store.close().await;
     tracing::info!("stopped");
     served.context("serving HTTP")
+}
+
+/// Deletes recordings past their retention, hourly.
+async fn sweep_recordings(
+    recorder: media::record::Recorder,
+    keep: std::time::Duration,
+    shutdown: CancellationToken,
+) {
+    loop {
+        recorder.sweep(keep).await;
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(std::time::Duration::from_secs(3600)) => {}
+        }
+    }
 }
 
 /// SIGINT and SIGTERM, listened for from the moment they are registered.

@@ -189,6 +189,16 @@ impl Room {
                     .unwrap_or(0)
             }
             "room.ended" => state.room["status"] = json!("ended"),
+            "stream.live" => {
+                state.room["status"] = json!("live");
+                state.room["stream"] = data.clone();
+            }
+            "stream.ended" => {
+                if state.room["status"] == "live" {
+                    state.room["status"] = json!("scheduled");
+                }
+                state.room["stream"] = Value::Null;
+            }
             "pin" => state.pinned = Some(data.clone()),
             "unpin" => state.pinned = None,
             "chat.deleted" => state.chat.retain(|m| m["id"] != data["id"]),

@@ -33,6 +33,11 @@ const SQLITE_MIGRATIONS: Migrations = &[
         "live",
         include_str!("../migrations/sqlite/0003_live.sql"),
     ),
+    (
+        4,
+        "video",
+        include_str!("../migrations/sqlite/0004_video.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: Migrations = &[
     (
@@ -49,6 +54,11 @@ const POSTGRES_MIGRATIONS: Migrations = &[
         3,
         "live",
         include_str!("../migrations/postgres/0003_live.sql"),
+    ),
+    (
+        4,
+        "video",
+        include_str!("../migrations/postgres/0004_video.sql"),
     ),
 ];
 

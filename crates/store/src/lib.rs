@@ -18,6 +18,7 @@ mod inventory;
 mod moderation;
 mod orders;
 mod payments;
+mod recordings;
 mod rooms;
 mod row;
 mod sales;
@@ -34,6 +35,7 @@ pub use inventory::{
 };
 pub use orders::{OrderChange, OrderFilter};
 pub use payments::NewPayment;
+pub use recordings::{ChatLine, PinSpan, Recording, RecordingProgress};
 pub use rooms::{NewRoom, RoomFilter, RoomPatch};
 pub use sales::{NewSale, SaleTally};
 

@@ -61,6 +61,10 @@ fn key_hash<R: Get>(r: &R) -> Result<String> {
     r.text("stream_key_hash")
 }
 
+fn room_and_key<R: Get>(r: &R) -> Result<(Room, String)> {
+    Ok((room(r)?, key_hash(r)?))
+}
+
 impl Store {
     pub async fn create_room(&self, new: NewRoom) -> Result<Room> {
         let now = Timestamp::now().as_millis();
@@ -187,6 +191,19 @@ impl Store {
             return Err(StoreError::NotFound);
         }
         tx.commit().await
+    }
+
+    /// The room whose stream key hashes to `hash`, for the ingest.
+    pub async fn room_by_stream_key_hash(&self, hash: &str) -> Result<Option<(Room, String)>> {
+        let mut c = self.read().await?;
+        fetch_optional!(
+            &mut c,
+            sqlx::query(&format!(
+                "SELECT {ROOM_COLUMNS}, stream_key_hash FROM rooms WHERE stream_key_hash = $1"
+            ))
+            .bind(hash),
+            room_and_key
+        )
     }
 
     /// The stored hash of a room's stream key, for the ingest to compare against.

@@ -11,6 +11,7 @@ pub(crate) mod orders;
 pub(crate) mod payments;
 pub(crate) mod rooms;
 pub(crate) mod sales;
+pub(crate) mod video;
 
 use serde::{Deserialize, Serialize};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -117,6 +118,7 @@ pub(crate) fn api_router(config: &ApiConfig) -> OpenApiRouter<AppState> {
         .merge(sales::router())
         .merge(orders::router())
         .merge(payments::router())
+        .merge(video::router())
 }
 
 /// `?limit=&cursor=` on every list.

@@ -1,0 +1,188 @@
+//! The RTMP listener: the I/O around [`crate::rtmp::Session`]. Each connection
+//! has its own task; a bad or silent one is closed with a log line and touches
+//! nothing else.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::flv;
+use crate::rtmp::{Event, Session};
+use crate::stream::{Media, Publisher, Refused};
+
+/// How long a write to an encoder may take before it is given up on.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Accepts encoders until `shutdown`, then ends every stream (so recordings
+/// are closed) and returns once the connections are gone.
+pub async fn serve(listener: TcpListener, media: Media, shutdown: CancellationToken) {
+    let connections = TaskTracker::new();
+    loop {
+        let accepted = tokio::select! {
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((socket, peer)) => {
+                let _ = socket.set_nodelay(true);
+                metrics::counter!("hawker_rtmp_connections_total").increment(1);
+                connections.spawn(connection(socket, peer, media.clone(), shutdown.clone()));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "RTMP accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    connections.close();
+    let _ = tokio::time::timeout(Duration::from_secs(5), connections.wait()).await;
+    media.stop().await;
+}
+
+#[derive(Debug, thiserror::Error)]
+enum Closed {
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Protocol(#[from] crate::rtmp::SessionError),
+    #[error("bad media: {0}")]
+    Media(#[from] crate::stream::BadTag),
+    #[error("publish refused: {0}")]
+    Refused(#[from] Refused),
+    #[error("nothing received for {0:?}")]
+    Silent(Duration),
+    #[error("did not publish within {0:?}")]
+    NoPublish(Duration),
+    #[error("holds {0} bytes of partial messages")]
+    Hoarding(usize),
+    #[error("replaced by a new publisher")]
+    Replaced,
+    #[error("server shutting down")]
+    Shutdown,
+    #[error("encoder closed the connection")]
+    Eof,
+}
+
+async fn connection(
+    socket: TcpStream,
+    peer: SocketAddr,
+    media: Media,
+    shutdown: CancellationToken,
+) {
+    let mut publisher = None;
+    let result = run(socket, peer, &media, &shutdown, &mut publisher).await;
+    let room = publisher.as_ref().map(|p: &Publisher| p.room().to_string());
+    match &result {
+        Err(Closed::Eof | Closed::Shutdown | Closed::Replaced) => {
+            tracing::info!(%peer, room, reason = %result.as_ref().err().map(ToString::to_string).unwrap_or_default(), "RTMP connection closed");
+        }
+        Err(e) => {
+            metrics::counter!("hawker_rtmp_rejected_total").increment(1);
+            tracing::warn!(%peer, room, reason = %e, "RTMP connection closed");
+        }
+        Ok(()) => tracing::info!(%peer, room, "encoder stopped publishing"),
+    }
+    if let Some(publisher) = publisher {
+        publisher.finish().await;
+    }
+}
+
+async fn run(
+    mut socket: TcpStream,
+    peer: SocketAddr,
+    media: &Media,
+    shutdown: &CancellationToken,
+    publisher: &mut Option<Publisher>,
+) -> Result<(), Closed> {
+    let settings = media.settings().clone();
+    let mut session = Session::new(settings.max_message);
+    let mut input = BytesMut::with_capacity(64 * 1024);
+    let publish_deadline = tokio::time::Instant::now() + settings.publish_timeout;
+    let never = CancellationToken::new();
+    loop {
+        let replaced = publisher.as_ref().map(|p| p.replaced()).unwrap_or(&never);
+        let idle = if publisher.is_some() {
+            tokio::time::Instant::now() + settings.idle_timeout
+        } else {
+            publish_deadline
+        };
+        let read = tokio::select! {
+            () = shutdown.cancelled() => return Err(Closed::Shutdown),
+            () = replaced.cancelled() => {
+                // The new session owns the stream now; this one must not end it.
+                publisher.take();
+                return Err(Closed::Replaced);
+            }
+            () = tokio::time::sleep_until(idle) => {
+                return Err(if publisher.is_some() {
+                    Closed::Silent(settings.idle_timeout)
+                } else {
+                    Closed::NoPublish(settings.publish_timeout)
+                });
+            }
+            read = socket.read_buf(&mut input) => read?,
+        };
+        if read == 0 {
+            return Err(Closed::Eof);
+        }
+        while let Some(event) = session.next_event(&mut input)? {
+            match event {
+                Event::Publish { key } => match media.authorize(&key).await {
+                    Ok(room) => {
+                        *publisher = Some(media.publish(&room, peer).await);
+                        session.accept_publish();
+                    }
+                    Err(refused) => {
+                        let code = match refused {
+                            Refused::Store(_) => "NetStream.Publish.Failed",
+                            _ => "NetStream.Publish.BadName",
+                        };
+                        session.reject_publish(code, "publishing refused");
+                        flush(&mut socket, &mut session).await?;
+                        return Err(refused.into());
+                    }
+                },
+                Event::Metadata(body) => {
+                    if let Some(p) = publisher {
+                        p.metadata(body);
+                    }
+                }
+                Event::Audio { timestamp, body } => {
+                    if let Some(p) = publisher {
+                        p.push(flv::TAG_AUDIO, timestamp, body)?;
+                    }
+                }
+                Event::Video { timestamp, body } => {
+                    if let Some(p) = publisher {
+                        p.push(flv::TAG_VIDEO, timestamp, body)?;
+                    }
+                }
+                Event::Unpublish => {
+                    if let Some(p) = publisher.take() {
+                        p.finish().await;
+                    }
+                    flush(&mut socket, &mut session).await?;
+                    return Ok(());
+                }
+            }
+        }
+        if session.buffered() > 2 * settings.max_message {
+            return Err(Closed::Hoarding(session.buffered()));
+        }
+        flush(&mut socket, &mut session).await?;
+    }
+}
+
+async fn flush(socket: &mut TcpStream, session: &mut Session) -> Result<(), Closed> {
+    if let Some(out) = session.output() {
+        tokio::time::timeout(WRITE_TIMEOUT, socket.write_all(&out))
+            .await
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+    }
+    Ok(())
+}

@@ -1,0 +1,298 @@
+//! Recordings: every live is written as fMP4 HLS VOD under
+//! `{recordings_dir}/{recording}/`, one file per segment as the segment
+//! completes and the playlist rewritten (atomically) after it, so a crash loses
+//! at most the segment being made. One task writes for every stream, off the
+//! media path.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use domain::Timestamp;
+use domain::ids::{RecordingId, RoomId};
+use store::{RecordingProgress, Store};
+use tokio::sync::mpsc;
+
+use crate::hls::Segment;
+
+/// Writes recordings. Cheap to clone.
+#[derive(Clone)]
+pub struct Recorder(Arc<Inner>);
+
+struct Inner {
+    store: Store,
+    dir: PathBuf,
+    jobs: mpsc::UnboundedSender<Job>,
+    writer: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+enum Job {
+    Segments(RecordingId, Vec<Arc<Segment>>),
+    Finish(RecordingId),
+    /// Write what came before, then stop.
+    Stop,
+}
+
+/// A stream's handle on its recording.
+#[derive(Clone)]
+pub struct Recording {
+    pub id: RecordingId,
+    jobs: mpsc::UnboundedSender<Job>,
+}
+
+impl Recording {
+    pub fn write(&self, segments: Vec<Arc<Segment>>) {
+        if !segments.is_empty() {
+            let _ = self.jobs.send(Job::Segments(self.id.clone(), segments));
+        }
+    }
+
+    pub fn finish(&self) {
+        let _ = self.jobs.send(Job::Finish(self.id.clone()));
+    }
+}
+
+impl Recorder {
+    pub fn new(store: Store, dir: PathBuf) -> Self {
+        let (jobs, queue) = mpsc::unbounded_channel();
+        let writer = tokio::spawn(write_all(store.clone(), dir.clone(), queue));
+        Self(Arc::new(Inner {
+            store,
+            dir,
+            jobs,
+            writer: Mutex::new(Some(writer)),
+        }))
+    }
+
+    /// Where a recording's files are.
+    pub fn path(&self, id: &RecordingId) -> PathBuf {
+        self.0.dir.join(id.as_str())
+    }
+
+    /// Starts a recording of `room` whose first frame is at `started`; `None`
+    /// (and a log line) if the store cannot take it: the live goes on unrecorded.
+    pub async fn start(&self, room: &RoomId, started: Timestamp) -> Option<Recording> {
+        let id = RecordingId::generate();
+        match self.0.store.create_recording(&id, room, started).await {
+            Ok(()) => Some(Recording {
+                id,
+                jobs: self.0.jobs.clone(),
+            }),
+            Err(e) => {
+                tracing::error!(%room, error = %e, "could not start a recording");
+                None
+            }
+        }
+    }
+
+    /// Waits until everything sent so far is written (on shutdown).
+    pub async fn stop(&self) {
+        let writer = self
+            .0
+            .writer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(writer) = writer {
+            let _ = self.0.jobs.send(Job::Stop);
+            let _ = tokio::time::timeout(Duration::from_secs(10), writer).await;
+        }
+    }
+
+    /// Marks recordings left unfinished by a crash as complete, with what
+    /// their playlists hold.
+    pub async fn recover(&self) {
+        let Ok(unfinished) = self.0.store.unfinished_recordings().await else {
+            return;
+        };
+        for recording in unfinished {
+            let dir = self.path(&recording.id);
+            let closed = tokio::task::spawn_blocking(move || close_playlist(&dir)).await;
+            if let Err(e) | Ok(Err(e)) = closed.map_err(std::io::Error::other) {
+                tracing::warn!(recording = %recording.id, error = %e, "could not close a recording's playlist");
+            }
+            let progress = RecordingProgress {
+                duration_ms: recording.duration_ms,
+                segments: recording.segments,
+                bytes: recording.bytes,
+            };
+            let ended = recording.started_at.plus_millis(recording.duration_ms);
+            if let Err(e) = self
+                .0
+                .store
+                .update_recording(&recording.id, progress, Some(ended))
+                .await
+            {
+                tracing::warn!(recording = %recording.id, error = %e, "could not close a recording");
+            } else {
+                tracing::info!(recording = %recording.id, "closed a recording a crash left open");
+            }
+        }
+    }
+
+    /// Deletes a recording's files and row.
+    pub async fn delete(&self, id: &RecordingId) -> Result<bool, store::StoreError> {
+        let dir = self.path(id);
+        let _ = tokio::fs::remove_dir_all(&dir).await;
+        self.0.store.delete_recording(id).await
+    }
+
+    /// Deletes complete recordings older than `keep`.
+    pub async fn sweep(&self, keep: Duration) -> usize {
+        let before = Timestamp::now().plus_millis(-(keep.as_millis() as i64));
+        let Ok(old) = self.0.store.recordings_started_before(before).await else {
+            return 0;
+        };
+        let mut deleted = 0;
+        for recording in old {
+            if self.delete(&recording.id).await.unwrap_or(false) {
+                deleted += 1;
+            }
+        }
+        if deleted > 0 {
+            tracing::info!(deleted, "deleted recordings past their retention");
+        }
+        deleted
+    }
+}
+
+struct Entry {
+    name: String,
+    duration_ms: i64,
+    generation: u32,
+}
+
+#[derive(Default)]
+struct Files {
+    entries: Vec<Entry>,
+    inits: HashSet<u32>,
+    progress: RecordingProgress,
+}
+
+async fn write_all(store: Store, dir: PathBuf, mut queue: mpsc::UnboundedReceiver<Job>) {
+    let mut open: HashMap<RecordingId, Files> = HashMap::new();
+    while let Some(job) = queue.recv().await {
+        match job {
+            Job::Segments(id, segments) => {
+                let files = open.entry(id.clone()).or_default();
+                let path = dir.join(id.as_str());
+                let written = write_segments(&path, files, &segments);
+                if let Err(e) = written {
+                    metrics::counter!("hawker_recording_errors_total").increment(1);
+                    tracing::error!(recording = %id, error = %e, "could not write a recording");
+                    continue;
+                }
+                if let Err(e) = store.update_recording(&id, files.progress, None).await {
+                    tracing::warn!(recording = %id, error = %e, "could not record a recording's progress");
+                }
+            }
+            Job::Stop => break,
+            Job::Finish(id) => {
+                let files = open.remove(&id).unwrap_or_default();
+                let path = dir.join(id.as_str());
+                if !files.entries.is_empty()
+                    && let Err(e) = write_playlist(&path, &files, true)
+                {
+                    tracing::error!(recording = %id, error = %e, "could not close a recording");
+                }
+                let ended = Timestamp::now();
+                match store
+                    .update_recording(&id, files.progress, Some(ended))
+                    .await
+                {
+                    Ok(()) => tracing::info!(
+                        recording = %id,
+                        seconds = files.progress.duration_ms / 1000,
+                        segments = files.progress.segments,
+                        "recording complete"
+                    ),
+                    Err(e) => {
+                        tracing::warn!(recording = %id, error = %e, "could not close a recording")
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn write_segments(dir: &Path, files: &mut Files, segments: &[Arc<Segment>]) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    for segment in segments {
+        if files.inits.insert(segment.generation) {
+            std::fs::write(
+                dir.join(format!("init{}.mp4", segment.generation)),
+                &segment.init,
+            )?;
+        }
+        let name = format!("seg{}.m4s", files.entries.len());
+        std::fs::write(dir.join(&name), &segment.data)?;
+        files.entries.push(Entry {
+            name,
+            duration_ms: segment.duration_ms,
+            generation: segment.generation,
+        });
+        files.progress.duration_ms += segment.duration_ms;
+        files.progress.segments += 1;
+        files.progress.bytes += segment.data.len() as i64;
+    }
+    write_playlist(dir, files, false)
+}
+
+fn write_playlist(dir: &Path, files: &Files, complete: bool) -> std::io::Result<()> {
+    let longest = files
+        .entries
+        .iter()
+        .map(|e| e.duration_ms)
+        .max()
+        .unwrap_or(1000);
+    let mut out = String::new();
+    let _ = write!(
+        out,
+        "#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-TARGETDURATION:{}\n#EXT-X-PLAYLIST-TYPE:{}\n\
+         #EXT-X-MEDIA-SEQUENCE:0\n#EXT-X-INDEPENDENT-SEGMENTS\n",
+        (longest + 999) / 1000,
+        if complete { "VOD" } else { "EVENT" }
+    );
+    let mut generation = None;
+    for entry in &files.entries {
+        if generation != Some(entry.generation) {
+            if generation.is_some() {
+                out.push_str("#EXT-X-DISCONTINUITY\n");
+            }
+            let _ = writeln!(out, "#EXT-X-MAP:URI=\"init{}.mp4\"", entry.generation);
+            generation = Some(entry.generation);
+        }
+        let _ = write!(
+            out,
+            "#EXTINF:{:.3},\n{}\n",
+            entry.duration_ms as f64 / 1000.0,
+            entry.name
+        );
+    }
+    if complete {
+        out.push_str("#EXT-X-ENDLIST\n");
+    }
+    let tmp = dir.join("index.m3u8.tmp");
+    std::fs::write(&tmp, out)?;
+    std::fs::rename(tmp, dir.join("index.m3u8"))
+}
+
+/// Ends a playlist a crash left open.
+fn close_playlist(dir: &Path) -> std::io::Result<()> {
+    let path = dir.join("index.m3u8");
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    if text.contains("#EXT-X-ENDLIST") {
+        return Ok(());
+    }
+    let closed =
+        text.replace("#EXT-X-PLAYLIST-TYPE:EVENT", "#EXT-X-PLAYLIST-TYPE:VOD") + "#EXT-X-ENDLIST\n";
+    let tmp = dir.join("index.m3u8.tmp");
+    std::fs::write(&tmp, closed)?;
+    std::fs::rename(tmp, path)
+}

@@ -1,0 +1,710 @@
+//! The streams of this node: one per room being published, each holding what
+//! its viewers need (the FLV headers and current GOP, the LL-HLS window) and
+//! fanning tags out to HTTP-FLV viewers.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bus::{Bus, RoomEvent as BusEvent};
+use bytes::{Bytes, BytesMut};
+use domain::Timestamp;
+use domain::ids::RoomId;
+use domain::room::{Room, RoomEvent, RoomStatus};
+use serde::Serialize;
+use serde_json::json;
+use store::Store;
+use tokio::sync::{broadcast, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::flv::{self, AacConfig, AudioTag, AvcConfig, VideoTag};
+use crate::hls::{self, Hls};
+use crate::record::Recorder;
+
+/// How the media part behaves; the binary fills it from its settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub hls: hls::Settings,
+    /// The longest RTMP message accepted (a keyframe must fit).
+    pub max_message: usize,
+    /// A publisher that sends nothing for this long is disconnected.
+    pub idle_timeout: Duration,
+    /// A connection must finish the handshake and publish within this.
+    pub publish_timeout: Duration,
+    /// FLV tags an HTTP-FLV viewer may fall behind by before it is cut off.
+    pub flv_queue: usize,
+    /// The current GOP kept for new HTTP-FLV viewers is dropped past this.
+    pub gop_max_bytes: usize,
+    /// An ended stream's playlist stays (with ENDLIST) this long.
+    pub linger: Duration,
+    /// Recordings are written under this directory.
+    pub recordings_dir: std::path::PathBuf,
+}
+
+impl Settings {
+    pub fn new(data_dir: &std::path::Path) -> Self {
+        Self {
+            hls: hls::Settings::default(),
+            max_message: 8 * 1024 * 1024,
+            idle_timeout: Duration::from_secs(10),
+            publish_timeout: Duration::from_secs(10),
+            flv_queue: 1024,
+            gop_max_bytes: 32 * 1024 * 1024,
+            linger: Duration::from_secs(30),
+            recordings_dir: data_dir.join("recordings"),
+        }
+    }
+}
+
+/// Why a publish is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum Refused {
+    #[error("no room has this stream key")]
+    UnknownKey,
+    #[error("the room has ended")]
+    RoomEnded,
+    #[error("the store failed: {0}")]
+    Store(#[from] store::StoreError),
+}
+
+/// The streams of this node. Cheap to clone.
+#[derive(Clone)]
+pub struct Media(Arc<Inner>);
+
+struct Inner {
+    store: Store,
+    bus: Bus,
+    settings: Settings,
+    streams: Mutex<HashMap<RoomId, Arc<Stream>>>,
+    sessions: AtomicU64,
+    recorder: Recorder,
+}
+
+impl Media {
+    pub fn new(store: Store, bus: Bus, settings: Settings) -> Self {
+        let recorder = Recorder::new(store.clone(), settings.recordings_dir.clone());
+        Self(Arc::new(Inner {
+            store,
+            bus,
+            settings,
+            streams: Mutex::default(),
+            sessions: AtomicU64::new(1),
+            recorder,
+        }))
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.0.settings
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.0.store
+    }
+
+    pub fn recorder(&self) -> &Recorder {
+        &self.0.recorder
+    }
+
+    /// The room's stream, live or lingering after its end.
+    pub fn stream(&self, room: &RoomId) -> Option<Arc<Stream>> {
+        self.streams().get(room).cloned()
+    }
+
+    /// Stats of every stream on this node, for `/metrics`.
+    pub fn all_stats(&self) -> Vec<StreamStats> {
+        let streams: Vec<_> = self.streams().values().cloned().collect();
+        streams.iter().map(|s| s.stats()).collect()
+    }
+
+    fn streams(&self) -> MutexGuard<'_, HashMap<RoomId, Arc<Stream>>> {
+        self.0.streams.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The room a stream key opens, compared against the stored hash.
+    pub async fn authorize(&self, key: &str) -> Result<Room, Refused> {
+        let hash = domain::secret::hash_secret(key);
+        let Some((room, stored)) = self.0.store.room_by_stream_key_hash(&hash).await? else {
+            return Err(Refused::UnknownKey);
+        };
+        if !domain::secret::secret_matches(&stored, key) {
+            return Err(Refused::UnknownKey);
+        }
+        if room.status == RoomStatus::Ended {
+            return Err(Refused::RoomEnded);
+        }
+        Ok(room)
+    }
+
+    /// Makes this session the room's publisher. A publisher already there is
+    /// told to stop (its token is cancelled): the newest connection wins, which
+    /// is what an encoder reconnecting after a network drop needs.
+    pub async fn publish(&self, room: &Room, peer: SocketAddr) -> Publisher {
+        let session = self.0.sessions.fetch_add(1, Ordering::Relaxed);
+        let token = CancellationToken::new();
+        let (stream, replaced) = {
+            let mut streams = self.streams();
+            let stream = match streams.get(&room.id) {
+                Some(s) if !s.lock().ended => s.clone(),
+                _ => {
+                    let s = Arc::new(Stream::new(room.id.clone(), &self.0.settings));
+                    streams.insert(room.id.clone(), s.clone());
+                    s
+                }
+            };
+            let replaced = stream.take_over(session, token.clone(), peer);
+            (stream, replaced)
+        };
+        if replaced {
+            tracing::info!(room = %room.id, %peer, "a new publisher took over the stream");
+        } else {
+            tracing::info!(room = %room.id, %peer, "stream started");
+            metrics::counter!("hawker_streams_started_total").increment(1);
+            let started = Timestamp::now();
+            stream.lock().recording = self.0.recorder.start(&room.id, started).await;
+            self.set_live(&room.id, true).await;
+            self.announce(
+                &room.id,
+                "stream.live",
+                json!({
+                    "started_at": started,
+                    "hls": format!("/live/{}/index.m3u8", room.id),
+                    "flv": format!("/live/{}.flv", room.id),
+                }),
+            );
+        }
+        Publisher {
+            media: self.clone(),
+            stream,
+            session,
+            token,
+        }
+    }
+
+    async fn set_live(&self, room: &RoomId, live: bool) {
+        let store = &self.0.store;
+        let Ok(Some(current)) = store.room(room).await else {
+            return;
+        };
+        let event = if live {
+            RoomEvent::StreamStarted
+        } else {
+            RoomEvent::StreamStopped
+        };
+        if let Ok(to) = current.status.apply(event)
+            && to != current.status
+            && let Err(e) = store.set_room_status(room, current.status, to).await
+        {
+            tracing::warn!(%room, error = %e, "could not record the stream's state on the room");
+        }
+    }
+
+    fn announce(&self, room: &RoomId, kind: &'static str, data: serde_json::Value) {
+        self.0.bus.publish(BusEvent {
+            room: room.clone(),
+            kind,
+            data,
+            at: Timestamp::now(),
+        });
+    }
+
+    /// Ends every stream (on shutdown), writing out what the recorder holds.
+    pub async fn stop(&self) {
+        let streams: Vec<_> = self.streams().values().cloned().collect();
+        for stream in streams {
+            if !stream.lock().ended {
+                self.end(&stream).await;
+            }
+        }
+        self.0.recorder.stop().await;
+    }
+
+    async fn end(&self, stream: &Arc<Stream>) {
+        let (segments, recording) = {
+            let mut state = stream.lock();
+            if state.ended {
+                return;
+            }
+            state.ended = true;
+            state.hls.end();
+            state.publisher = None;
+            (state.hls.take_completed(), state.recording.take())
+        };
+        let _ = stream.flv.send(Bytes::new());
+        stream.changed.send_modify(|n| *n += 1);
+        if let Some(recording) = recording {
+            recording.write(segments);
+            recording.finish();
+        }
+        tracing::info!(room = %stream.room, "stream ended");
+        self.set_live(&stream.room, false).await;
+        self.announce(
+            &stream.room,
+            "stream.ended",
+            json!({"ended_at": Timestamp::now()}),
+        );
+        let media = self.clone();
+        let stream = stream.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(media.0.settings.linger).await;
+            let mut streams = media.streams();
+            if streams
+                .get(&stream.room)
+                .is_some_and(|s| Arc::ptr_eq(s, &stream))
+            {
+                streams.remove(&stream.room);
+            }
+        });
+    }
+}
+
+/// One room's stream.
+pub struct Stream {
+    pub room: RoomId,
+    /// Names this stream's media URIs (`/live/{room}/{id}/...`).
+    pub id: String,
+    state: Mutex<State>,
+    /// Encoded FLV tags for HTTP-FLV viewers; an empty one means the end.
+    flv: broadcast::Sender<Bytes>,
+    /// Bumped at every new part and at the end, for blocking playlist requests.
+    changed: watch::Sender<u64>,
+}
+
+struct State {
+    publisher: Option<(u64, CancellationToken)>,
+    ended: bool,
+    metadata: Option<Bytes>,
+    video_header: Option<Bytes>,
+    audio_header: Option<Bytes>,
+    video: Option<AvcConfig>,
+    audio: Option<AacConfig>,
+    gop: Vec<Bytes>,
+    gop_bytes: usize,
+    gop_max_bytes: usize,
+    hls: Hls,
+    clock: Clock,
+    stats: Counters,
+    recording: Option<crate::record::Recording>,
+}
+
+/// Keeps output timestamps increasing across publishers and encoder restarts.
+#[derive(Default)]
+struct Clock {
+    offset: i64,
+    last_in: Option<i64>,
+    last_out: i64,
+    rebase: bool,
+    started: bool,
+}
+
+impl Clock {
+    /// Tags more than this apart (forwards) or behind (backwards) are a jump.
+    const FORWARD_JUMP_MS: i64 = 10_000;
+    const BACKWARD_JUMP_MS: i64 = 1_000;
+
+    fn map(&mut self, timestamp: u32) -> i64 {
+        let input = i64::from(timestamp);
+        let jumped = match self.last_in {
+            None => false,
+            Some(last) => {
+                input - last > Self::FORWARD_JUMP_MS || last - input > Self::BACKWARD_JUMP_MS
+            }
+        };
+        if self.rebase || jumped || self.last_in.is_none() {
+            let next = if self.started { self.last_out + 40 } else { 0 };
+            self.offset = next - input;
+            self.rebase = false;
+            self.last_in = None;
+            self.started = true;
+        }
+        self.last_in = Some(self.last_in.map_or(input, |l| l.max(input)));
+        let out = (input + self.offset).max(0);
+        self.last_out = self.last_out.max(out);
+        out
+    }
+}
+
+#[derive(Default)]
+struct Counters {
+    started: Option<Instant>,
+    peer: Option<SocketAddr>,
+    window_start: Option<Instant>,
+    window_bytes: u64,
+    window_frames: u64,
+    bitrate: u64,
+    fps: f64,
+    last_keyframe_ms: Option<i64>,
+    keyframe_interval_ms: Option<i64>,
+    publishers: u64,
+}
+
+/// What the studio shows about a stream, and `/metrics` exports.
+#[derive(Debug, Clone, Serialize)]
+pub struct StreamStats {
+    pub room: RoomId,
+    pub live: bool,
+    pub video_codec: Option<String>,
+    pub audio_codec: Option<String>,
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    pub frame_rate: f64,
+    pub bitrate: u64,
+    pub keyframe_interval_ms: Option<i64>,
+    pub uptime_seconds: u64,
+    pub publishers: u64,
+}
+
+impl Stream {
+    fn new(room: RoomId, settings: &Settings) -> Self {
+        let id = format!("s{:x}", Timestamp::now().as_millis());
+        Self {
+            room,
+            id: id.clone(),
+            state: Mutex::new(State {
+                publisher: None,
+                ended: false,
+                metadata: None,
+                video_header: None,
+                audio_header: None,
+                video: None,
+                audio: None,
+                gop: Vec::new(),
+                gop_bytes: 0,
+                gop_max_bytes: settings.gop_max_bytes,
+                hls: Hls::new(settings.hls, format!("{id}/")),
+                clock: Clock::default(),
+                stats: Counters::default(),
+                recording: None,
+            }),
+            flv: broadcast::channel(settings.flv_queue).0,
+            changed: watch::channel(0).0,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether a publisher was replaced.
+    fn take_over(&self, session: u64, token: CancellationToken, peer: SocketAddr) -> bool {
+        let mut state = self.lock();
+        let replaced = match state.publisher.replace((session, token)) {
+            Some((_, old)) => {
+                old.cancel();
+                true
+            }
+            None => false,
+        };
+        state.clock.rebase = true;
+        state.stats.publishers += 1;
+        state.stats.peer = Some(peer);
+        state.stats.started.get_or_insert_with(Instant::now);
+        replaced
+    }
+
+    pub fn stats(&self) -> StreamStats {
+        let state = self.lock();
+        StreamStats {
+            room: self.room.clone(),
+            live: !state.ended,
+            video_codec: state.video.as_ref().map(AvcConfig::codec),
+            audio_codec: state.audio.as_ref().map(AacConfig::codec),
+            width: state.video.as_ref().map(|v| v.width),
+            height: state.video.as_ref().map(|v| v.height),
+            frame_rate: state.stats.fps,
+            bitrate: state.stats.bitrate,
+            keyframe_interval_ms: state.stats.keyframe_interval_ms,
+            uptime_seconds: state
+                .stats
+                .started
+                .map(|s| s.elapsed().as_secs())
+                .unwrap_or(0),
+            publishers: state.stats.publishers,
+        }
+    }
+
+    /// What an HTTP-FLV viewer gets first (header, metadata, sequence headers,
+    /// the current GOP) and the tags after it.
+    pub fn watch_flv(&self) -> Option<(Bytes, broadcast::Receiver<Bytes>)> {
+        let state = self.lock();
+        if state.ended {
+            return None;
+        }
+        let mut start = BytesMut::new();
+        start.extend_from_slice(&flv::header(state.audio.is_some(), state.video.is_some()));
+        let first_ts = state.gop.first().map(|t| tag_timestamp(t)).unwrap_or(0);
+        if let Some(metadata) = &state.metadata {
+            flv::write_tag(flv::TAG_SCRIPT, 0, metadata, &mut start);
+        }
+        if let Some(h) = &state.video_header {
+            flv::write_tag(flv::TAG_VIDEO, first_ts, h, &mut start);
+        }
+        if let Some(h) = &state.audio_header {
+            flv::write_tag(flv::TAG_AUDIO, first_ts, h, &mut start);
+        }
+        for tag in &state.gop {
+            start.extend_from_slice(tag);
+        }
+        Some((start.freeze(), self.flv.subscribe()))
+    }
+
+    /// The playlist once it holds `want` (`_HLS_msn`, `_HLS_part`), or after
+    /// `wait` whatever it holds; `None` if nothing is playable yet.
+    pub async fn playlist(
+        &self,
+        want: Option<(u64, Option<usize>)>,
+        wait: Duration,
+    ) -> Result<Option<String>, TooFar> {
+        let mut changed = self.changed.subscribe();
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            {
+                let state = self.lock();
+                let ready = match want {
+                    None => true,
+                    Some((msn, _)) if msn > state.hls.upcoming_msn() + 1 => return Err(TooFar),
+                    Some((msn, part)) => state.hls.has(msn, part),
+                };
+                if ready || tokio::time::Instant::now() >= deadline {
+                    return Ok(state.hls.is_playable().then(|| state.hls.playlist()));
+                }
+            }
+            tokio::select! {
+                r = changed.changed() => if r.is_err() { return Ok(None) },
+                () = tokio::time::sleep_until(deadline) => {}
+            }
+        }
+    }
+
+    /// A part, waiting up to `wait` if it is the next one to be made (the
+    /// playlist's preload hint).
+    pub async fn part(&self, msn: u64, index: usize, wait: Duration) -> Option<Bytes> {
+        let mut changed = self.changed.subscribe();
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            {
+                let state = self.lock();
+                if let Some(part) = state.hls.part(msn, index) {
+                    return Some(part);
+                }
+                let upcoming = state.hls.next_part() == Some((msn, index))
+                    || state
+                        .hls
+                        .next_part()
+                        .is_some_and(|(m, _)| m + 1 == msn && index == 0);
+                if !upcoming || state.ended || tokio::time::Instant::now() >= deadline {
+                    return None;
+                }
+            }
+            tokio::select! {
+                r = changed.changed() => if r.is_err() { return None },
+                () = tokio::time::sleep_until(deadline) => {}
+            }
+        }
+    }
+
+    pub fn segment(&self, msn: u64) -> Option<Bytes> {
+        self.lock().hls.segment(msn)
+    }
+
+    pub fn init(&self, generation: u32) -> Option<Bytes> {
+        self.lock().hls.init(generation)
+    }
+
+    pub fn hls_settings(&self) -> hls::Settings {
+        self.lock().hls.settings()
+    }
+}
+
+/// `_HLS_msn` names a segment more than two beyond the playlist's last.
+#[derive(Debug)]
+pub struct TooFar;
+
+fn tag_timestamp(tag: &[u8]) -> u32 {
+    if tag.len() < 8 {
+        return 0;
+    }
+    u32::from(tag[7]) << 24 | u32::from(tag[4]) << 16 | u32::from(tag[5]) << 8 | u32::from(tag[6])
+}
+
+/// A publishing session's handle on its room's stream.
+pub struct Publisher {
+    media: Media,
+    stream: Arc<Stream>,
+    session: u64,
+    token: CancellationToken,
+}
+
+/// What the ingest does with a bad tag: log it and go on, or drop the session.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct BadTag(#[from] flv::FlvError);
+
+impl Publisher {
+    /// Cancelled when another session takes the stream over.
+    pub fn replaced(&self) -> &CancellationToken {
+        &self.token
+    }
+
+    pub fn room(&self) -> &RoomId {
+        &self.stream.room
+    }
+
+    pub fn metadata(&self, body: Bytes) {
+        let mut state = self.stream.lock();
+        if state.publisher.as_ref().map(|p| p.0) == Some(self.session) {
+            state.metadata = Some(body);
+        }
+    }
+
+    /// One audio or video tag from the encoder.
+    pub fn push(&self, kind: u8, timestamp: u32, body: Bytes) -> Result<(), BadTag> {
+        let wall_ms = Timestamp::now().as_millis();
+        let (segments, recording, new_part) = {
+            let mut state = self.stream.lock();
+            if state.publisher.as_ref().map(|p| p.0) != Some(self.session) || state.ended {
+                return Ok(());
+            }
+            let parts_before = state.hls.next_part();
+            let ts = state.clock.map(timestamp);
+            let out_ts = u32::try_from(ts).unwrap_or(u32::MAX);
+            state.stats.window_bytes += body.len() as u64;
+            let mut keyframe = false;
+            let mut media = false;
+            if kind == flv::TAG_VIDEO {
+                match flv::parse_video(&body)? {
+                    VideoTag::Config(config) => {
+                        state.video_header = Some(body.clone());
+                        state.hls.set_video(config.clone());
+                        state.video = Some(config);
+                    }
+                    VideoTag::Frame {
+                        keyframe: key,
+                        cts,
+                        data,
+                    } => {
+                        if state.video.is_none() {
+                            return Ok(());
+                        }
+                        keyframe = key;
+                        media = true;
+                        state.stats.window_frames += 1;
+                        if key {
+                            if let Some(last) = state.stats.last_keyframe_ms {
+                                state.stats.keyframe_interval_ms = Some(ts - last);
+                            }
+                            state.stats.last_keyframe_ms = Some(ts);
+                        }
+                        state.hls.push_video(ts, cts, key, data, wall_ms);
+                    }
+                    VideoTag::EndOfSequence => {}
+                    VideoTag::Unsupported(codec) => {
+                        metrics::counter!("hawker_media_unsupported_tags_total").increment(1);
+                        tracing::debug!(room = %self.stream.room, codec, "unsupported video codec");
+                        return Ok(());
+                    }
+                }
+            } else {
+                match flv::parse_audio(&body)? {
+                    AudioTag::Config(config) => {
+                        state.audio_header = Some(body.clone());
+                        state.hls.set_audio(config.clone());
+                        state.audio = Some(config);
+                    }
+                    AudioTag::Frame(data) => {
+                        if state.audio.is_none() {
+                            return Ok(());
+                        }
+                        media = true;
+                        state.hls.push_audio(ts, data, wall_ms);
+                    }
+                    AudioTag::Unsupported(format) => {
+                        metrics::counter!("hawker_media_unsupported_tags_total").increment(1);
+                        tracing::debug!(room = %self.stream.room, format, "unsupported audio format");
+                        return Ok(());
+                    }
+                }
+            }
+            if media {
+                let mut tag = BytesMut::new();
+                flv::write_tag(kind, out_ts, &body, &mut tag);
+                let tag = tag.freeze();
+                if keyframe {
+                    state.gop.clear();
+                    state.gop_bytes = 0;
+                }
+                if state.gop_bytes + tag.len() <= state.gop_max_bytes {
+                    state.gop_bytes += tag.len();
+                    state.gop.push(tag.clone());
+                } else {
+                    // Too long a GOP to keep: new viewers wait for the next keyframe.
+                    state.gop.clear();
+                    state.gop_bytes = state.gop_max_bytes;
+                }
+                let _ = self.stream.flv.send(tag);
+            }
+            update_rates(&mut state.stats);
+            let new_part = state.hls.next_part() != parts_before;
+            let segments = state.hls.take_completed();
+            let recording = if segments.is_empty() {
+                None
+            } else {
+                state.recording.clone()
+            };
+            (segments, recording, new_part)
+        };
+        if new_part {
+            self.stream.changed.send_modify(|n| *n += 1);
+        }
+        if let Some(recording) = recording {
+            recording.write(segments);
+        }
+        Ok(())
+    }
+
+    /// The encoder stopped or went away: the stream ends unless another session
+    /// took it over.
+    pub async fn finish(self) {
+        let current = self.stream.lock().publisher.as_ref().map(|p| p.0) == Some(self.session);
+        if current {
+            self.media.end(&self.stream).await;
+        }
+    }
+}
+
+fn update_rates(stats: &mut Counters) {
+    let now = Instant::now();
+    let start = *stats.window_start.get_or_insert(now);
+    let elapsed = now.duration_since(start);
+    if elapsed >= Duration::from_secs(2) {
+        let secs = elapsed.as_secs_f64();
+        stats.bitrate = (stats.window_bytes as f64 * 8.0 / secs) as u64;
+        stats.fps = (stats.window_frames as f64 / secs * 10.0).round() / 10.0;
+        stats.window_bytes = 0;
+        stats.window_frames = 0;
+        stats.window_start = Some(now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_clock_keeps_time_moving_forward_across_restarts() {
+        let mut clock = Clock::default();
+        assert_eq!(clock.map(1000), 0);
+        assert_eq!(clock.map(1040), 40);
+        // The encoder restarts at zero.
+        assert_eq!(clock.map(0), 80);
+        assert_eq!(clock.map(40), 120);
+        // A new publisher starts wherever it likes.
+        clock.rebase = true;
+        assert_eq!(clock.map(90_000), 160);
+        // A leap forward of a minute is closed up too.
+        assert_eq!(clock.map(150_000), 200);
+        // Audio a little behind video is not a jump.
+        assert_eq!(clock.map(149_990), 190);
+    }
+}
