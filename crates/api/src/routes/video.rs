@@ -491,6 +491,8 @@ pub(crate) struct StreamView {
     bitrate: u64,
     keyframe_interval_ms: Option<i64>,
     uptime_seconds: u64,
+    /// Publishing sessions so far (a reconnecting encoder makes a new one).
+    publishers: u64,
 }
 
 #[utoipa::path(get, path = "/api/v1/rooms/{room}/stream", tag = "video",
@@ -516,5 +518,6 @@ async fn stream_stats(
         bitrate: stats.bitrate,
         keyframe_interval_ms: stats.keyframe_interval_ms,
         uptime_seconds: stats.uptime_seconds,
+        publishers: stats.publishers,
     }))
 }

@@ -9,6 +9,8 @@ use tokio_util::sync::CancellationToken;
 
 pub struct TestApp {
     pub addr: SocketAddr,
+    /// Where encoders publish: `rtmp://{rtmp}/live/{stream_key}`.
+    pub rtmp: SocketAddr,
     /// The server's shared state, for what only the inside shows (the bus).
     pub state: AppState,
     pub client: reqwest::Client,
@@ -48,6 +50,13 @@ impl TestApp {
         let addr = listener.local_addr().unwrap();
         let shutdown = CancellationToken::new();
         let state = AppState::new(db.store.clone(), config);
+        let rtmp_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let rtmp = rtmp_listener.local_addr().unwrap();
+        tokio::spawn(media::ingest::serve(
+            rtmp_listener,
+            state.media().clone(),
+            shutdown.clone(),
+        ));
         tokio::spawn(api::serve(
             listener,
             state.clone(),
@@ -56,6 +65,7 @@ impl TestApp {
         ));
         Self {
             addr,
+            rtmp,
             state,
             client: reqwest::Client::new(),
             db,

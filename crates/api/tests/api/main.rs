@@ -13,3 +13,4 @@ mod ops;
 mod payments;
 mod rooms;
 mod selling;
+mod video;
