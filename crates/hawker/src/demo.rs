@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use anyhow::Context;
 use domain::account::{Email, Role};
 use domain::catalog::{Description, Handle, OptionValues, ProductStatus, ShopName, Sku, Title};
-use domain::ids::UserId;
+use domain::ids::{RoomId, UserId};
 use domain::money::{Currency, Money};
 use domain::room::StreamKey;
 use store::{
@@ -16,6 +16,48 @@ use store::{
 };
 
 use crate::config::Config;
+
+/// The demo room and the key its looping clip is published with.
+pub struct DemoRoom {
+    pub id: RoomId,
+    pub key: StreamKey,
+}
+
+/// A few seconds of test pattern and tone (ffmpeg's testsrc2 and sine, H.264
+/// with B-frames and AAC), looped into the demo room over RTMP.
+const CLIP: &[u8] = include_bytes!("../../media/fixtures/demo.flv");
+
+/// Publishes the demo clip into the room through the RTMP ingest, in a loop.
+/// When a real encoder takes the room over, the clip waits until it is gone.
+pub async fn broadcast(
+    media: media::Media,
+    rtmp: std::net::SocketAddr,
+    room: DemoRoom,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let tags = match media::flv::read_file(&bytes::Bytes::from_static(CLIP)) {
+        Ok(tags) => tags,
+        Err(e) => {
+            tracing::error!(error = %e, "the demo clip does not parse");
+            return;
+        }
+    };
+    loop {
+        let live = media.stream(&room.id).is_some_and(|s| s.stats().live);
+        if !live {
+            match media::publish::loop_clip(rtmp, room.key.expose(), &tags, stop.clone()).await {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::info!(reason = %e, "the demo clip stopped; it resumes when the room is free")
+                }
+            }
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(std::time::Duration::from_secs(10)) => {}
+        }
+    }
+}
 
 pub const SELLER_EMAIL: &str = "seller@demo.hawker.localhost";
 pub const BUYER_EMAIL: &str = "buyer@demo.hawker.localhost";
@@ -158,7 +200,7 @@ async fn ensure_user(store: &Store, email: &str, name: &str) -> anyhow::Result<U
     Ok(user.id)
 }
 
-pub async fn seed(store: &Store, config: &Config) -> anyhow::Result<()> {
+pub async fn seed(store: &Store, config: &Config) -> anyhow::Result<DemoRoom> {
     let seller = ensure_user(store, SELLER_EMAIL, "Demo Seller").await?;
     ensure_user(store, BUYER_EMAIL, "Demo Buyer").await?;
     for i in 0..CROWD {
@@ -228,10 +270,17 @@ pub async fn seed(store: &Store, config: &Config) -> anyhow::Result<()> {
             },
         )
         .await?;
-    if rooms.items.is_empty() {
-        let mut random = [0u8; 24];
-        getrandom::fill(&mut random).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
-        let key = StreamKey::from_random(random);
+    // A fresh key each start: the demo's own encoder publishes with it, and
+    // only its hash is kept.
+    let mut random = [0u8; 24];
+    getrandom::fill(&mut random).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+    let key = StreamKey::from_random(random);
+    let room = if let Some(room) = rooms.items.into_iter().next() {
+        store
+            .set_stream_key_hash(&room.id, &api::hash_secret(key.expose()))
+            .await?;
+        room
+    } else {
         store
             .create_room(NewRoom {
                 shop: shop.id.clone(),
@@ -241,14 +290,14 @@ pub async fn seed(store: &Store, config: &Config) -> anyhow::Result<()> {
                 scheduled_start: None,
                 stream_key_hash: api::hash_secret(key.expose()),
             })
-            .await?;
-    }
+            .await?
+    };
     println!(
         "\nHawker demo: http://{addr}/  (shop: http://{addr}/api/v1/shops/demo/products)\n  \
          seller: {SELLER_EMAIL} / {PASSWORD}\n  buyer:  {BUYER_EMAIL} / {PASSWORD}\n",
         addr = config.http_addr
     );
-    Ok(())
+    Ok(DemoRoom { id: room.id, key })
 }
 
 /// A 320x320 PNG: a diagonal gradient of `rgb` with a lighter disc whose place

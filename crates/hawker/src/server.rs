@@ -78,11 +78,15 @@ pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
         );
     }
     first_run_admin(&store, &config).await?;
-    if demo {
-        crate::demo::seed(&store, &config)
-            .await
-            .context("seeding the demo")?;
-    }
+    let demo_room = if demo {
+        Some(
+            crate::demo::seed(&store, &config)
+                .await
+                .context("seeding the demo")?,
+        )
+    } else {
+        None
+    };
     let listener = tokio::net::TcpListener::bind(config.http_addr)
         .await
         .with_context(|| format!("listening on {}", config.http_addr))?;
@@ -110,7 +114,13 @@ pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
             shutdown.clone(),
         ));
     }
-    if demo {
+    if let Some(room) = demo_room {
+        tasks.spawn(crate::demo::broadcast(
+            state.media().clone(),
+            rtmp_addr,
+            room,
+            shutdown.clone(),
+        ));
         tasks.spawn(loadgen::crowd::flash_sales(
             crate::demo::crowd(addr),
             shutdown.clone(),

@@ -226,6 +226,41 @@ pub fn parse_audio(body: &Bytes) -> Result<AudioTag, FlvError> {
     }
 }
 
+/// A tag of an FLV file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileTag {
+    pub kind: u8,
+    pub timestamp: u32,
+    pub body: Bytes,
+}
+
+/// The audio, video and script tags of an FLV file.
+pub fn read_file(file: &Bytes) -> Result<Vec<FileTag>, FlvError> {
+    if file.len() < 9 || &file[..3] != b"FLV" {
+        return Err(FlvError::Truncated("FLV header"));
+    }
+    let mut at = u32::from_be_bytes([file[5], file[6], file[7], file[8]]) as usize + 4;
+    let mut tags = Vec::new();
+    while at + 11 <= file.len() {
+        let h = &file[at..at + 11];
+        let size = (usize::from(h[1]) << 16) | (usize::from(h[2]) << 8) | usize::from(h[3]);
+        let timestamp =
+            u32::from(h[7]) << 24 | u32::from(h[4]) << 16 | u32::from(h[5]) << 8 | u32::from(h[6]);
+        let body = file
+            .get(at + 11..at + 11 + size)
+            .ok_or(FlvError::Truncated("FLV tag"))?;
+        if matches!(h[0], TAG_AUDIO | TAG_VIDEO | TAG_SCRIPT) {
+            tags.push(FileTag {
+                kind: h[0],
+                timestamp,
+                body: file.slice_ref(body),
+            });
+        }
+        at += 11 + size + 4;
+    }
+    Ok(tags)
+}
+
 /// The FLV file header and the first (zero) previous-tag size.
 pub fn header(audio: bool, video: bool) -> Bytes {
     let flags = u8::from(audio) << 2 | u8::from(video);
@@ -314,7 +349,40 @@ pub(crate) mod tests {
         );
     }
 
+    #[test]
+    fn the_demo_clip_reads_back_as_tags() {
+        let file = Bytes::from_static(include_bytes!("../fixtures/demo.flv"));
+        let tags = read_file(&file).expect("a valid FLV file");
+        assert!(matches!(
+            parse_video(
+                &tags
+                    .iter()
+                    .find(|t| t.kind == TAG_VIDEO)
+                    .expect("video")
+                    .body
+            ),
+            Ok(VideoTag::Config(AvcConfig {
+                width: 640,
+                height: 360,
+                ..
+            }))
+        ));
+        assert!(tags.iter().any(|t| t.kind == TAG_AUDIO));
+        let mut written = BytesMut::from(&header(true, true)[..]);
+        for tag in &tags {
+            write_tag(tag.kind, tag.timestamp, &tag.body, &mut written);
+        }
+        assert_eq!(read_file(&written.freeze()), Ok(tags));
+    }
+
     proptest! {
+        #[test]
+        fn arbitrary_files_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let mut file = b"FLV\x01\x05\x00\x00\x00\x09".to_vec();
+            file.extend_from_slice(&bytes);
+            let _ = read_file(&Bytes::from(file));
+        }
+
         #[test]
         fn arbitrary_tags_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
             let bytes = Bytes::from(bytes);

@@ -1,0 +1,228 @@
+//! An RTMP publisher: what an encoder does, for the demo (which loops a clip
+//! into its room through the real ingest) and the video benchmark.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::amf::{self, Amf};
+use crate::flv::{self, FileTag};
+use crate::rtmp::chunk::{ChunkReader, ChunkWriter, Message};
+
+const HANDSHAKE_SIZE: usize = 1536;
+const CHUNK_SIZE: usize = 4096;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error("the server refused: {0}")]
+    Refused(String),
+    #[error("the server sent what RTMP does not allow: {0}")]
+    Protocol(String),
+}
+
+/// A connection that is publishing.
+pub struct Connection {
+    socket: TcpStream,
+    writer: ChunkWriter,
+    out: BytesMut,
+}
+
+impl Connection {
+    /// Connects to `rtmp://{addr}/live` and publishes with `key`.
+    pub async fn publish(addr: SocketAddr, key: &str) -> Result<Self, PublishError> {
+        let mut socket = TcpStream::connect(addr).await?;
+        socket.set_nodelay(true)?;
+        let mut hello = vec![3u8];
+        hello.extend_from_slice(&[0u8; HANDSHAKE_SIZE]);
+        socket.write_all(&hello).await?;
+        let mut s0s1s2 = vec![0u8; 1 + 2 * HANDSHAKE_SIZE];
+        socket.read_exact(&mut s0s1s2).await?;
+        socket.write_all(&s0s1s2[1..=HANDSHAKE_SIZE]).await?;
+
+        let mut connection = Self {
+            socket,
+            writer: ChunkWriter::new(),
+            out: BytesMut::new(),
+        };
+        connection.send(
+            2,
+            1,
+            0,
+            0,
+            Bytes::copy_from_slice(&(CHUNK_SIZE as u32).to_be_bytes()),
+        );
+        connection.writer.set_chunk_size(CHUNK_SIZE);
+        connection.command(
+            0,
+            &[
+                Amf::string("connect"),
+                Amf::Number(1.0),
+                Amf::object(&[
+                    ("app", Amf::string(crate::rtmp::APP)),
+                    ("type", Amf::string("nonprivate")),
+                    ("tcUrl", Amf::string(&format!("rtmp://{addr}/live"))),
+                ]),
+            ],
+        );
+        connection.command(
+            0,
+            &[Amf::string("createStream"), Amf::Number(2.0), Amf::Null],
+        );
+        connection.command(
+            1,
+            &[
+                Amf::string("publish"),
+                Amf::Number(3.0),
+                Amf::Null,
+                Amf::string(key),
+                Amf::string("live"),
+            ],
+        );
+        connection.flush().await?;
+        connection.await_publish_start().await?;
+        Ok(connection)
+    }
+
+    async fn await_publish_start(&mut self) -> Result<(), PublishError> {
+        let mut reader = ChunkReader::new(1 << 20);
+        let mut input = BytesMut::with_capacity(8192);
+        loop {
+            while let Some(message) = reader
+                .read(&mut input)
+                .map_err(|e| PublishError::Protocol(e.to_string()))?
+            {
+                if message.type_id == 1 && message.payload.len() >= 4 {
+                    let size = u32::from_be_bytes([
+                        message.payload[0],
+                        message.payload[1],
+                        message.payload[2],
+                        message.payload[3],
+                    ]);
+                    reader
+                        .set_chunk_size(size)
+                        .map_err(|e| PublishError::Protocol(e.to_string()))?;
+                }
+                if message.type_id != 20 {
+                    continue;
+                }
+                let values = amf::decode_all(&message.payload)
+                    .map_err(|e| PublishError::Protocol(e.to_string()))?;
+                let code = values
+                    .get(3)
+                    .and_then(|info| info.get("code"))
+                    .and_then(Amf::as_str)
+                    .unwrap_or_default();
+                match (values.first().and_then(Amf::as_str), code) {
+                    (Some("onStatus"), "NetStream.Publish.Start") => return Ok(()),
+                    (Some("onStatus" | "_error"), code) => {
+                        return Err(PublishError::Refused(code.to_owned()));
+                    }
+                    _ => {}
+                }
+            }
+            if self.socket.read_buf(&mut input).await? == 0 {
+                return Err(PublishError::Refused("connection closed".into()));
+            }
+        }
+    }
+
+    fn command(&mut self, stream_id: u32, values: &[Amf]) {
+        let mut payload = Vec::new();
+        amf::encode_all(values, &mut payload);
+        self.send(3, 20, stream_id, 0, payload.into());
+    }
+
+    fn send(&mut self, csid: u8, type_id: u8, stream_id: u32, timestamp: u32, payload: Bytes) {
+        let message = Message {
+            type_id,
+            stream_id,
+            timestamp,
+            payload,
+        };
+        self.writer.write(csid, &message, &mut self.out);
+    }
+
+    /// Queues one FLV tag at `timestamp`.
+    pub fn tag(&mut self, kind: u8, timestamp: u32, body: Bytes) {
+        let body = if kind == flv::TAG_SCRIPT {
+            // onMetaData goes out as `@setDataFrame`, as encoders send it.
+            let mut payload = Vec::new();
+            amf::encode(&Amf::string("@setDataFrame"), &mut payload);
+            payload.extend_from_slice(&body);
+            Bytes::from(payload)
+        } else {
+            body
+        };
+        let csid = match kind {
+            flv::TAG_AUDIO => 4,
+            flv::TAG_VIDEO => 6,
+            _ => 5,
+        };
+        self.send(csid, kind, 1, timestamp, body);
+    }
+
+    pub async fn flush(&mut self) -> std::io::Result<()> {
+        if !self.out.is_empty() {
+            let out = self.out.split();
+            self.socket.write_all(&out).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Publishes `tags` (an FLV file's) at their pace, looping with timestamps
+/// that keep growing, until `stop`. Sequence headers go out once.
+pub async fn loop_clip(
+    addr: SocketAddr,
+    key: &str,
+    tags: &[FileTag],
+    stop: CancellationToken,
+) -> Result<(), PublishError> {
+    let mut connection = Connection::publish(addr, key).await?;
+    // One round lasts as long as its video; audio past that is left out so
+    // that the rounds join without a gap or an overlap.
+    let span = tags
+        .iter()
+        .filter(|t| t.kind == flv::TAG_VIDEO)
+        .map(|t| t.timestamp)
+        .max()
+        .unwrap_or(0)
+        + 33;
+    let started = tokio::time::Instant::now();
+    let mut round = 0u32;
+    loop {
+        for tag in tags {
+            let headers = is_sequence_header(tag);
+            if tag.timestamp >= span || (round > 0 && (headers || tag.kind == flv::TAG_SCRIPT)) {
+                continue;
+            }
+            let timestamp = tag.timestamp.wrapping_add(round.wrapping_mul(span));
+            let due = started + Duration::from_millis(u64::from(timestamp));
+            if due > tokio::time::Instant::now() {
+                connection.flush().await?;
+                tokio::select! {
+                    () = stop.cancelled() => return Ok(()),
+                    () = tokio::time::sleep_until(due) => {}
+                }
+            }
+            connection.tag(tag.kind, timestamp, tag.body.clone());
+        }
+        round += 1;
+    }
+}
+
+fn is_sequence_header(tag: &FileTag) -> bool {
+    match tag.kind {
+        flv::TAG_VIDEO => tag.body.get(1) == Some(&0),
+        flv::TAG_AUDIO => {
+            tag.body.first().map(|b| b >> 4) == Some(10) && tag.body.get(1) == Some(&0)
+        }
+        _ => false,
+    }
+}
