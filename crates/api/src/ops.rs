@@ -53,6 +53,18 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let backend = [("backend", pool.backend.as_str())];
     metrics::gauge!("hawker_store_connections", &backend).set(f64::from(pool.connections));
     metrics::gauge!("hawker_store_idle_connections", &backend).set(f64::from(pool.idle));
+    let streams = state.media().all_stats();
+    metrics::gauge!("hawker_streams_live").set(streams.iter().filter(|s| s.live).count() as f64);
+    for stream in streams.iter().filter(|s| s.live) {
+        let room = [("room", stream.room.as_str().to_owned())];
+        metrics::gauge!("hawker_stream_bitrate_bps", &room).set(stream.bitrate as f64);
+        metrics::gauge!("hawker_stream_frame_rate", &room).set(stream.frame_rate);
+        metrics::gauge!("hawker_stream_width", &room).set(f64::from(stream.width.unwrap_or(0)));
+        metrics::gauge!("hawker_stream_height", &room).set(f64::from(stream.height.unwrap_or(0)));
+        metrics::gauge!("hawker_stream_keyframe_interval_ms", &room)
+            .set(stream.keyframe_interval_ms.unwrap_or(0) as f64);
+        metrics::gauge!("hawker_stream_uptime_seconds", &room).set(stream.uptime_seconds as f64);
+    }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.0.metrics.render(),

@@ -167,6 +167,11 @@ async fn a_published_stream_plays_over_ll_hls_and_http_flv_and_becomes_a_shoppab
         (stats["width"].as_i64(), stats["height"].as_i64()),
         (Some(320), Some(240))
     );
+    let metrics = app.metrics().await;
+    assert!(
+        metrics.contains(&format!("hawker_stream_frame_rate{{room=\"{room}\"}}")),
+        "{metrics}"
+    );
 
     // The LL-HLS tags.
     for tag in [
