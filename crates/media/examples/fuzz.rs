@@ -42,8 +42,8 @@ fn session_bytes() -> Vec<u8> {
     let mut wire = BytesMut::new();
     wire.extend_from_slice(&[3]);
     wire.extend_from_slice(&[0u8; 1536 * 2]);
-    let mut writer = ChunkWriter::new();
-    let mut command = |values: &[Amf], stream_id: u32, wire: &mut BytesMut| {
+    let writer = ChunkWriter::new();
+    let command = |values: &[Amf], stream_id: u32, wire: &mut BytesMut| {
         let mut payload = Vec::new();
         amf::encode_all(values, &mut payload);
         let message = Message {
