@@ -45,7 +45,7 @@ pub async fn broadcast(
     loop {
         let live = media.stream(&room.id).is_some_and(|s| s.stats().live);
         if !live {
-            match media::publish::loop_clip(rtmp, room.key.expose(), &tags, stop.clone()).await {
+            match media::client::loop_clip(rtmp, room.key.expose(), &tags, stop.clone()).await {
                 Ok(()) => return,
                 Err(e) => {
                     tracing::info!(reason = %e, "the demo clip stopped; it resumes when the room is free")

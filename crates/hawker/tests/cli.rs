@@ -27,6 +27,8 @@ impl Running {
             .args([
                 "--http-addr",
                 "127.0.0.1:0",
+                "--rtmp-addr",
+                "127.0.0.1:0",
                 "--log-format",
                 "json",
                 "--data-dir",
@@ -173,6 +175,7 @@ fn version_and_help() {
     for flag in [
         "--data-dir",
         "--http-addr",
+        "--rtmp-addr",
         "--database-url",
         "--config",
         "--log-format",

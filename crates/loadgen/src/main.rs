@@ -40,6 +40,41 @@ enum Scenario {
     FlashSale(FlashSale),
     /// Viewers, chatters and slow readers in one live room
     Room(RoomArgs),
+    /// Publishers of a pre-encoded clip and HTTP-FLV or RTMP players, against
+    /// Hawker or nginx-rtmp: latency, CPU per stream, viewers per core
+    Video(VideoArgs),
+}
+
+#[derive(clap::Args)]
+struct VideoArgs {
+    /// The FLV clip to publish, sent as it is (no encoding); it must last
+    /// longer than the warm-up and the measurement
+    #[arg(long)]
+    clip: std::path::PathBuf,
+    /// RTMP address to publish to
+    #[arg(long, default_value = "127.0.0.1:1935")]
+    rtmp: std::net::SocketAddr,
+    /// Stream keys (or names), one publisher each, comma separated
+    #[arg(long, value_delimiter = ',', required = true)]
+    keys: Vec<String>,
+    /// What players read: http://IP:PORT/live/ROOM.flv or rtmp://IP:PORT/live/NAME
+    #[arg(long)]
+    play: Option<String>,
+    /// Players; one in 50 (and the first) also measures latency
+    #[arg(long, default_value_t = 1)]
+    players: usize,
+    /// Seconds of measurement, after a warm-up of 3 s
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Source addresses to spread players over (127.0.0.2 onwards)
+    #[arg(long, default_value_t = 8)]
+    sources: u8,
+    /// The server's process id, for its CPU time and memory
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Write `frame_index timestamp wall_ms` for each video frame the first publisher sent
+    #[arg(long)]
+    send_log: Option<std::path::PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -118,7 +153,107 @@ fn main() -> anyhow::Result<()> {
             println!("{}", serde_json::to_string(&figures)?);
             Ok(())
         }),
+        Scenario::Video(args) => runtime.block_on(video(args)),
     }
+}
+
+async fn video(args: VideoArgs) -> anyhow::Result<()> {
+    use loadgen::video::{self, SendLog, Source, Watched};
+    use std::sync::atomic::Ordering::Relaxed;
+
+    let tags = Arc::new(video::read_clip(&args.clip)?);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let log = Arc::new(SendLog::default());
+    let mut publishers = tokio::task::JoinSet::new();
+    for (i, key) in args.keys.iter().enumerate() {
+        let (tags, key, stop) = (tags.clone(), key.clone(), stop.clone());
+        let log = (i == 0).then(|| log.clone());
+        let rtmp = args.rtmp;
+        publishers.spawn(async move { video::publish(rtmp, &key, &tags, log, stop).await });
+    }
+    // Let the streams start before players ask for them.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let watched = Arc::new(Watched::default());
+    let mut players = tokio::task::JoinSet::new();
+    if let Some(url) = &args.play {
+        let source = Source::parse(url)?;
+        for i in 0..args.players {
+            let from = 2 + (i % usize::from(args.sources.max(1))) as u8;
+            let measures = (i % 50 == 0).then(|| log.clone());
+            players.spawn(video::play(
+                source.clone(),
+                from,
+                measures,
+                watched.clone(),
+                stop.clone(),
+            ));
+            if i % 200 == 199 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let pid = args.server_pid;
+    let cpu_before = pid.and_then(video::cpu_seconds);
+    let bytes_before = watched.bytes.load(Relaxed);
+    let started = Instant::now();
+    watched
+        .latencies_ms
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clear();
+    tokio::time::sleep(Duration::from_secs(args.seconds)).await;
+    let elapsed = started.elapsed().as_secs_f64();
+    let cpu = match (cpu_before, pid.and_then(video::cpu_seconds)) {
+        (Some(a), Some(b)) => Some((b - a) / elapsed),
+        _ => None,
+    };
+    let bytes = watched.bytes.load(Relaxed) - bytes_before;
+    let rss_mib = pid
+        .and_then(video::rss_kib)
+        .map(|k| k as f64 / 1024.0);
+    let ended = watched.ended.load(Relaxed);
+    stop.cancel();
+    let mut failures = Vec::new();
+    while let Some(done) = publishers.join_next().await {
+        if let Ok(Err(e)) = done {
+            failures.push(format!("publisher: {e:#}"));
+        }
+    }
+    while let Some(done) = players.join_next().await {
+        if let Ok(Err(e)) = done {
+            failures.push(format!("player: {e:#}"));
+        }
+    }
+    if let Some(path) = &args.send_log {
+        log.write(path)?;
+    }
+    let mut latencies = std::mem::take(
+        &mut *watched
+            .latencies_ms
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()),
+    );
+    latencies.sort_by(f64::total_cmp);
+    let players_held = args.players as u64 - ended.min(args.players as u64);
+    let figures = json!({
+        "publishers": args.keys.len(),
+        "players": args.players,
+        "players_held": players_held,
+        "seconds": elapsed,
+        "server_cpu_pct": cpu.map(|c| c * 100.0),
+        "cpu_pct_per_stream": cpu.map(|c| c * 100.0 / args.keys.len() as f64),
+        "players_per_core": cpu.filter(|c| *c > 0.0 && args.players > 0).map(|c| players_held as f64 / c),
+        "kbps_per_player": if args.players > 0 { bytes as f64 * 8.0 / 1000.0 / elapsed / args.players as f64 } else { 0.0 },
+        "latency_ms_median": loadgen::percentile(&latencies, 0.5),
+        "latency_ms_p95": loadgen::percentile(&latencies, 0.95),
+        "latency_samples": latencies.len(),
+        "server_rss_mib": rss_mib,
+        "failures": failures.len(),
+        "first_failure": failures.first(),
+    });
+    println!("{figures}");
+    Ok(())
 }
 
 /// The latency at fraction `p` of a sorted list, in milliseconds (0 when empty).

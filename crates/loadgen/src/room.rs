@@ -75,17 +75,6 @@ fn config() -> WebSocketConfig {
         .max_write_buffer_size(64 * 1024)
 }
 
-/// Resident memory of a process, in KiB.
-fn rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
-}
 
 /// A counter from the server's `/metrics`.
 async fn metric(http: &reqwest::Client, base: &str, name: &str) -> f64 {
@@ -166,7 +155,7 @@ pub async fn run(plan: Plan) -> anyhow::Result<Figures> {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let rss_before = plan.server_pid.and_then(rss_kib);
+    let rss_before = plan.server_pid.and_then(crate::video::rss_kib);
     say(format!("opening {} viewers", plan.viewers));
     let stalled_every = if plan.stalled_percent == 0 {
         usize::MAX
@@ -196,7 +185,7 @@ pub async fn run(plan: Plan) -> anyhow::Result<Figures> {
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     let held_idle = shared_open(&shared);
-    let rss_per_idle_viewer_kib = match (rss_before, plan.server_pid.and_then(rss_kib)) {
+    let rss_per_idle_viewer_kib = match (rss_before, plan.server_pid.and_then(crate::video::rss_kib)) {
         (Some(before), Some(after)) if held_idle > 1 => Some(
             ((after.saturating_sub(before)) as f64 / (held_idle - 1) as f64 * 10.0).round() / 10.0,
         ),

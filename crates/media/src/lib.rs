@@ -19,7 +19,7 @@ pub mod flv;
 pub mod fmp4;
 pub mod hls;
 pub mod ingest;
-pub mod publish;
+pub mod client;
 pub mod record;
 pub mod rtmp;
 pub mod stream;

@@ -1,5 +1,6 @@
-//! An RTMP publisher: what an encoder does, for the demo (which loops a clip
-//! into its room through the real ingest) and the video benchmark.
+//! An RTMP client: it publishes as an encoder does, for the demo (which loops a
+//! clip into its room through the real ingest) and the video benchmark, and
+//! plays as a player does, to measure other RTMP servers.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -31,11 +32,58 @@ pub struct Connection {
     socket: TcpStream,
     writer: ChunkWriter,
     out: BytesMut,
+    reader: ChunkReader,
+    input: BytesMut,
+    received: u64,
+    acknowledged: u64,
+    /// The server's acknowledgement window.
+    window: u32,
 }
 
 impl Connection {
     /// Connects to `rtmp://{addr}/live` and publishes with `key`.
     pub async fn publish(addr: SocketAddr, key: &str) -> Result<Self, PublishError> {
+        let mut connection = Self::connect(addr).await?;
+        connection.command(
+            1,
+            &[
+                Amf::string("publish"),
+                Amf::Number(3.0),
+                Amf::Null,
+                Amf::string(key),
+                Amf::string("live"),
+            ],
+        );
+        connection.flush().await?;
+        connection.await_status("NetStream.Publish.Start").await?;
+        Ok(connection)
+    }
+
+    /// Connects to `rtmp://{addr}/live` and plays `name`; read the media with
+    /// [`Connection::next_media`].
+    pub async fn play(addr: SocketAddr, name: &str) -> Result<Self, PublishError> {
+        let mut connection = Self::connect(addr).await?;
+        connection.command(
+            1,
+            &[
+                Amf::string("play"),
+                Amf::Number(3.0),
+                Amf::Null,
+                Amf::string(name),
+                Amf::Number(-1000.0),
+            ],
+        );
+        // A buffer length of 0 ms on the play stream: send at once.
+        let mut buffer = vec![0, 3];
+        buffer.extend_from_slice(&1u32.to_be_bytes());
+        buffer.extend_from_slice(&0u32.to_be_bytes());
+        connection.send(2, 4, 0, 0, buffer.into());
+        connection.flush().await?;
+        connection.await_status("NetStream.Play.Start").await?;
+        Ok(connection)
+    }
+
+    async fn connect(addr: SocketAddr) -> Result<Self, PublishError> {
         let mut socket = TcpStream::connect(addr).await?;
         socket.set_nodelay(true)?;
         let mut hello = vec![3u8];
@@ -49,14 +97,13 @@ impl Connection {
             socket,
             writer: ChunkWriter::new(),
             out: BytesMut::new(),
+            reader: ChunkReader::new(16 << 20),
+            input: BytesMut::with_capacity(64 * 1024),
+            received: 0,
+            acknowledged: 0,
+            window: 0,
         };
-        connection.send(
-            2,
-            1,
-            0,
-            0,
-            Bytes::copy_from_slice(&(CHUNK_SIZE as u32).to_be_bytes()),
-        );
+        connection.send(2, 1, 0, 0, Bytes::copy_from_slice(&(CHUNK_SIZE as u32).to_be_bytes()));
         connection.writer.set_chunk_size(CHUNK_SIZE);
         connection.command(
             0,
@@ -70,64 +117,74 @@ impl Connection {
                 ]),
             ],
         );
-        connection.command(
-            0,
-            &[Amf::string("createStream"), Amf::Number(2.0), Amf::Null],
-        );
-        connection.command(
-            1,
-            &[
-                Amf::string("publish"),
-                Amf::Number(3.0),
-                Amf::Null,
-                Amf::string(key),
-                Amf::string("live"),
-            ],
-        );
-        connection.flush().await?;
-        connection.await_publish_start().await?;
+        connection.command(0, &[Amf::string("createStream"), Amf::Number(2.0), Amf::Null]);
         Ok(connection)
     }
 
-    async fn await_publish_start(&mut self) -> Result<(), PublishError> {
-        let mut reader = ChunkReader::new(1 << 20);
-        let mut input = BytesMut::with_capacity(8192);
+    /// The next message from the server, answering its control messages.
+    async fn next_message(&mut self) -> Result<Message, PublishError> {
         loop {
-            while let Some(message) = reader
-                .read(&mut input)
+            if let Some(message) = self
+                .reader
+                .read(&mut self.input)
                 .map_err(|e| PublishError::Protocol(e.to_string()))?
             {
-                if message.type_id == 1 && message.payload.len() >= 4 {
-                    let size = u32::from_be_bytes([
-                        message.payload[0],
-                        message.payload[1],
-                        message.payload[2],
-                        message.payload[3],
-                    ]);
-                    reader
-                        .set_chunk_size(size)
-                        .map_err(|e| PublishError::Protocol(e.to_string()))?;
-                }
-                if message.type_id != 20 {
-                    continue;
-                }
-                let values = amf::decode_all(&message.payload)
-                    .map_err(|e| PublishError::Protocol(e.to_string()))?;
-                let code = values
-                    .get(3)
-                    .and_then(|info| info.get("code"))
-                    .and_then(Amf::as_str)
-                    .unwrap_or_default();
-                match (values.first().and_then(Amf::as_str), code) {
-                    (Some("onStatus"), "NetStream.Publish.Start") => return Ok(()),
-                    (Some("onStatus" | "_error"), code) => {
-                        return Err(PublishError::Refused(code.to_owned()));
-                    }
+                let p = &message.payload;
+                match message.type_id {
+                    1 if p.len() >= 4 => self
+                        .reader
+                        .set_chunk_size(u32::from_be_bytes([p[0], p[1], p[2], p[3]]))
+                        .map_err(|e| PublishError::Protocol(e.to_string()))?,
+                    5 if p.len() >= 4 => self.window = u32::from_be_bytes([p[0], p[1], p[2], p[3]]),
                     _ => {}
                 }
+                return Ok(message);
             }
-            if self.socket.read_buf(&mut input).await? == 0 {
+            let n = self.socket.read_buf(&mut self.input).await?;
+            if n == 0 {
                 return Err(PublishError::Refused("connection closed".into()));
+            }
+            self.received += n as u64;
+            if self.window > 0 && self.received - self.acknowledged >= u64::from(self.window / 2) {
+                self.acknowledged = self.received;
+                let sequence = (self.received as u32).to_be_bytes();
+                self.send(2, 3, 0, 0, Bytes::copy_from_slice(&sequence));
+                self.flush().await?;
+            }
+        }
+    }
+
+    /// The next audio or video message of a played stream: (FLV tag type,
+    /// timestamp, body).
+    pub async fn next_media(&mut self) -> Result<(u8, u32, Bytes), PublishError> {
+        loop {
+            let message = self.next_message().await?;
+            if matches!(message.type_id, flv::TAG_AUDIO | flv::TAG_VIDEO) {
+                return Ok((message.type_id, message.timestamp, message.payload));
+            }
+        }
+    }
+
+    async fn await_status(&mut self, wanted: &str) -> Result<(), PublishError> {
+        loop {
+            let message = self.next_message().await?;
+            if message.type_id != 20 {
+                continue;
+            }
+            let values = amf::decode_all(&message.payload)
+                .map_err(|e| PublishError::Protocol(e.to_string()))?;
+            let code = values
+                .get(3)
+                .and_then(|info| info.get("code"))
+                .and_then(Amf::as_str)
+                .unwrap_or_default();
+            match values.first().and_then(Amf::as_str) {
+                Some("onStatus") if code == wanted => return Ok(()),
+                Some("onStatus") if code.contains("Failed") || code.contains("BadName") || code.contains("Rejected") => {
+                    return Err(PublishError::Refused(code.to_owned()));
+                }
+                Some("_error") => return Err(PublishError::Refused(code.to_owned())),
+                _ => {}
             }
         }
     }
