@@ -209,9 +209,7 @@ async fn video(args: VideoArgs) -> anyhow::Result<()> {
         _ => None,
     };
     let bytes = watched.bytes.load(Relaxed) - bytes_before;
-    let rss_mib = pid
-        .and_then(video::rss_kib)
-        .map(|k| k as f64 / 1024.0);
+    let rss_mib = pid.and_then(video::rss_kib).map(|k| k as f64 / 1024.0);
     let ended = watched.ended.load(Relaxed);
     stop.cancel();
     let mut failures = Vec::new();

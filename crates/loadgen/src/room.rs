@@ -75,7 +75,6 @@ fn config() -> WebSocketConfig {
         .max_write_buffer_size(64 * 1024)
 }
 
-
 /// A counter from the server's `/metrics`.
 async fn metric(http: &reqwest::Client, base: &str, name: &str) -> f64 {
     let Ok(res) = http.get(format!("{base}/metrics")).send().await else {
@@ -185,12 +184,14 @@ pub async fn run(plan: Plan) -> anyhow::Result<Figures> {
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     let held_idle = shared_open(&shared);
-    let rss_per_idle_viewer_kib = match (rss_before, plan.server_pid.and_then(crate::video::rss_kib)) {
-        (Some(before), Some(after)) if held_idle > 1 => Some(
-            ((after.saturating_sub(before)) as f64 / (held_idle - 1) as f64 * 10.0).round() / 10.0,
-        ),
-        _ => None,
-    };
+    let rss_per_idle_viewer_kib =
+        match (rss_before, plan.server_pid.and_then(crate::video::rss_kib)) {
+            (Some(before), Some(after)) if held_idle > 1 => Some(
+                ((after.saturating_sub(before)) as f64 / (held_idle - 1) as f64 * 10.0).round()
+                    / 10.0,
+            ),
+            _ => None,
+        };
     say(format!(
         "{held_idle} viewers connected; chat at {} messages/s from {} chatters for {} s",
         plan.rate, plan.chatters, plan.seconds

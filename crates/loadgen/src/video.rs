@@ -165,8 +165,7 @@ pub async fn play(
             let socket = bound(addr, from)?.connect(addr).await?;
             socket.set_nodelay(true)?;
             let (mut sender, connection) =
-                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(socket))
-                    .await?;
+                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(socket)).await?;
             tokio::spawn(connection);
             let request = hyper::Request::get(path)
                 .header("host", addr.to_string())
@@ -184,7 +183,9 @@ pub async fn play(
                 };
                 let Some(frame) = frame else { break Ok(()) };
                 if let Ok(data) = frame?.into_data() {
-                    watched.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+                    watched
+                        .bytes
+                        .fetch_add(data.len() as u64, Ordering::Relaxed);
                     tags.push(&data, &mut on_video);
                 }
             }

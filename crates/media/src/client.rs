@@ -103,7 +103,13 @@ impl Connection {
             acknowledged: 0,
             window: 0,
         };
-        connection.send(2, 1, 0, 0, Bytes::copy_from_slice(&(CHUNK_SIZE as u32).to_be_bytes()));
+        connection.send(
+            2,
+            1,
+            0,
+            0,
+            Bytes::copy_from_slice(&(CHUNK_SIZE as u32).to_be_bytes()),
+        );
         connection.writer.set_chunk_size(CHUNK_SIZE);
         connection.command(
             0,
@@ -117,7 +123,10 @@ impl Connection {
                 ]),
             ],
         );
-        connection.command(0, &[Amf::string("createStream"), Amf::Number(2.0), Amf::Null]);
+        connection.command(
+            0,
+            &[Amf::string("createStream"), Amf::Number(2.0), Amf::Null],
+        );
         Ok(connection)
     }
 
@@ -180,7 +189,11 @@ impl Connection {
                 .unwrap_or_default();
             match values.first().and_then(Amf::as_str) {
                 Some("onStatus") if code == wanted => return Ok(()),
-                Some("onStatus") if code.contains("Failed") || code.contains("BadName") || code.contains("Rejected") => {
+                Some("onStatus")
+                    if code.contains("Failed")
+                        || code.contains("BadName")
+                        || code.contains("Rejected") =>
+                {
                     return Err(PublishError::Refused(code.to_owned()));
                 }
                 Some("_error") => return Err(PublishError::Refused(code.to_owned())),

@@ -15,11 +15,11 @@
 //! HTTP belongs to the api crate, which serves what [`Stream`] hands it.
 
 pub mod amf;
+pub mod client;
 pub mod flv;
 pub mod fmp4;
 pub mod hls;
 pub mod ingest;
-pub mod client;
 pub mod record;
 pub mod rtmp;
 pub mod stream;

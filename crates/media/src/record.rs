@@ -110,13 +110,16 @@ impl Recorder {
         for recording in unfinished {
             let dir = self.path(&recording.id);
             let closed = tokio::task::spawn_blocking(move || close_playlist(&dir)).await;
-            if let Err(e) | Ok(Err(e)) = closed.map_err(std::io::Error::other) {
-                tracing::warn!(recording = %recording.id, error = %e, "could not close a recording's playlist");
-            }
-            let progress = RecordingProgress {
-                duration_ms: recording.duration_ms,
-                segments: recording.segments,
-                bytes: recording.bytes,
+            let progress = match closed.map_err(std::io::Error::other) {
+                Ok(Ok(progress)) => progress,
+                Err(e) | Ok(Err(e)) => {
+                    tracing::warn!(recording = %recording.id, error = %e, "could not close a recording's playlist");
+                    RecordingProgress {
+                        duration_ms: recording.duration_ms,
+                        segments: recording.segments,
+                        bytes: recording.bytes,
+                    }
+                }
             };
             let ended = recording.started_at.plus_millis(recording.duration_ms);
             if let Err(e) = self
@@ -169,7 +172,13 @@ struct Files {
     entries: Vec<Entry>,
     inits: HashSet<u32>,
     progress: RecordingProgress,
+    /// When the row last heard of the progress.
+    saved: Option<std::time::Instant>,
 }
+
+/// How often a recording's row is told how far it got. The files are the
+/// record: after a crash, the playlist on disk says what was kept.
+const PROGRESS_EVERY: Duration = Duration::from_secs(10);
 
 async fn write_all(store: Store, dir: PathBuf, mut queue: mpsc::UnboundedReceiver<Job>) {
     let mut open: HashMap<RecordingId, Files> = HashMap::new();
@@ -184,8 +193,11 @@ async fn write_all(store: Store, dir: PathBuf, mut queue: mpsc::UnboundedReceive
                     tracing::error!(recording = %id, error = %e, "could not write a recording");
                     continue;
                 }
-                if let Err(e) = store.update_recording(&id, files.progress, None).await {
-                    tracing::warn!(recording = %id, error = %e, "could not record a recording's progress");
+                if files.saved.is_none_or(|at| at.elapsed() >= PROGRESS_EVERY) {
+                    files.saved = Some(std::time::Instant::now());
+                    if let Err(e) = store.update_recording(&id, files.progress, None).await {
+                        tracing::warn!(recording = %id, error = %e, "could not record a recording's progress");
+                    }
                 }
             }
             Job::Stop => break,
@@ -279,20 +291,36 @@ fn write_playlist(dir: &Path, files: &Files, complete: bool) -> std::io::Result<
     std::fs::rename(tmp, dir.join("index.m3u8"))
 }
 
-/// Ends a playlist a crash left open.
-fn close_playlist(dir: &Path) -> std::io::Result<()> {
+/// Ends a playlist a crash left open; returns what it holds.
+fn close_playlist(dir: &Path) -> std::io::Result<RecordingProgress> {
     let path = dir.join("index.m3u8");
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(RecordingProgress::default());
+        }
         Err(e) => return Err(e),
     };
-    if text.contains("#EXT-X-ENDLIST") {
-        return Ok(());
+    let mut progress = RecordingProgress::default();
+    let mut lines = text.lines();
+    while let Some(line) = lines.next() {
+        if let Some(seconds) = line
+            .strip_prefix("#EXTINF:")
+            .and_then(|d| d.trim_end_matches(',').parse::<f64>().ok())
+        {
+            progress.duration_ms += (seconds * 1000.0).round() as i64;
+            progress.segments += 1;
+            if let Some(name) = lines.next() {
+                progress.bytes += std::fs::metadata(dir.join(name)).map_or(0, |m| m.len() as i64);
+            }
+        }
     }
-    let closed =
-        text.replace("#EXT-X-PLAYLIST-TYPE:EVENT", "#EXT-X-PLAYLIST-TYPE:VOD") + "#EXT-X-ENDLIST\n";
-    let tmp = dir.join("index.m3u8.tmp");
-    std::fs::write(&tmp, closed)?;
-    std::fs::rename(tmp, path)
+    if !text.contains("#EXT-X-ENDLIST") {
+        let closed = text.replace("#EXT-X-PLAYLIST-TYPE:EVENT", "#EXT-X-PLAYLIST-TYPE:VOD")
+            + "#EXT-X-ENDLIST\n";
+        let tmp = dir.join("index.m3u8.tmp");
+        std::fs::write(&tmp, closed)?;
+        std::fs::rename(tmp, path)?;
+    }
+    Ok(progress)
 }
