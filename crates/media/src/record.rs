@@ -324,3 +324,45 @@ fn close_playlist(dir: &Path) -> std::io::Result<RecordingProgress> {
     }
     Ok(progress)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hls::{Hls, Settings};
+    use bytes::Bytes;
+
+    /// Three one-second segments, as a live makes them.
+    fn segments() -> Vec<Arc<Segment>> {
+        let mut hls = Hls::new(Settings::default(), String::new());
+        hls.set_video(crate::flv::AvcConfig::parse(crate::flv::tests::record()).expect("valid"));
+        for n in 0..=90 {
+            hls.push_video(
+                n * 1000 / 30,
+                0,
+                n % 30 == 0,
+                Bytes::from_static(&[0, 0, 0, 1, 5]),
+                0,
+            );
+        }
+        hls.take_completed()
+    }
+
+    #[test]
+    fn a_crash_keeps_every_written_segment_and_recovery_closes_the_playlist() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let mut files = Files::default();
+        write_segments(dir.path(), &mut files, &segments()).expect("written");
+        let open = std::fs::read_to_string(dir.path().join("index.m3u8")).expect("a playlist");
+        assert!(open.contains("#EXT-X-PLAYLIST-TYPE:EVENT"));
+        assert!(!open.contains("#EXT-X-ENDLIST"));
+        // The process dies here; on the next start the playlist is closed.
+        let progress = close_playlist(dir.path()).expect("closed");
+        assert_eq!((progress.segments, progress.duration_ms), (3, 3000));
+        assert_eq!(progress.bytes, files.progress.bytes);
+        let closed = std::fs::read_to_string(dir.path().join("index.m3u8")).expect("a playlist");
+        assert!(closed.contains("#EXT-X-PLAYLIST-TYPE:VOD"));
+        assert!(closed.ends_with("#EXT-X-ENDLIST\n"));
+        assert!(dir.path().join("init0.mp4").exists());
+        assert_eq!(close_playlist(dir.path()).expect("idempotent"), progress);
+    }
+}

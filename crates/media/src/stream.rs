@@ -33,7 +33,8 @@ pub struct Settings {
     pub idle_timeout: Duration,
     /// A connection must finish the handshake and publish within this.
     pub publish_timeout: Duration,
-    /// FLV tags an HTTP-FLV viewer may fall behind by before it is cut off.
+    /// Batches of FLV tags (one per video frame) an HTTP-FLV viewer may fall
+    /// behind by before it is cut off.
     pub flv_queue: usize,
     /// The current GOP kept for new HTTP-FLV viewers is dropped past this.
     pub gop_max_bytes: usize,
@@ -50,7 +51,7 @@ impl Settings {
             max_message: 8 * 1024 * 1024,
             idle_timeout: Duration::from_secs(10),
             publish_timeout: Duration::from_secs(10),
-            flv_queue: 1024,
+            flv_queue: 256,
             gop_max_bytes: 32 * 1024 * 1024,
             linger: Duration::from_secs(30),
             recordings_dir: data_dir.join("recordings"),
@@ -265,7 +266,7 @@ pub struct Stream {
     /// Names this stream's media URIs (`/live/{room}/{id}/...`).
     pub id: String,
     state: Mutex<State>,
-    /// Encoded FLV tags for HTTP-FLV viewers; an empty one means the end.
+    /// Batches of encoded FLV tags for HTTP-FLV viewers; an empty one means the end.
     flv: broadcast::Sender<Bytes>,
     /// Bumped at every new part and at the end, for blocking playlist requests.
     changed: watch::Sender<u64>,
@@ -279,8 +280,14 @@ struct State {
     audio_header: Option<Bytes>,
     video: Option<AvcConfig>,
     audio: Option<AacConfig>,
-    gop: Vec<Bytes>,
+    /// The tags since the last keyframe (kind, timestamp, body), for new viewers.
+    gop: Vec<(u8, u32, Bytes)>,
     gop_bytes: usize,
+    /// Encoded tags not yet sent to HTTP-FLV viewers: audio waits for the next
+    /// video frame, so viewers wake once per frame, not once per tag.
+    flv_pending: BytesMut,
+    /// How many of the GOP's last tags are in `flv_pending`.
+    flv_pending_tags: usize,
     gop_max_bytes: usize,
     hls: Hls,
     clock: Clock,
@@ -371,6 +378,8 @@ impl Stream {
                 audio: None,
                 gop: Vec::new(),
                 gop_bytes: 0,
+                flv_pending: BytesMut::new(),
+                flv_pending_tags: 0,
                 gop_max_bytes: settings.gop_max_bytes,
                 hls: Hls::new(settings.hls, format!("{id}/")),
                 clock: Clock::default(),
@@ -433,7 +442,7 @@ impl Stream {
         }
         let mut start = BytesMut::new();
         start.extend_from_slice(&flv::header(state.audio.is_some(), state.video.is_some()));
-        let first_ts = state.gop.first().map(|t| tag_timestamp(t)).unwrap_or(0);
+        let first_ts = state.gop.first().map(|t| t.1).unwrap_or(0);
         if let Some(metadata) = &state.metadata {
             flv::write_tag(flv::TAG_SCRIPT, 0, metadata, &mut start);
         }
@@ -443,8 +452,10 @@ impl Stream {
         if let Some(h) = &state.audio_header {
             flv::write_tag(flv::TAG_AUDIO, first_ts, h, &mut start);
         }
-        for tag in &state.gop {
-            start.extend_from_slice(tag);
+        // The pending tags reach this viewer with the next batch.
+        let sent = state.gop.len() - state.flv_pending_tags.min(state.gop.len());
+        for (kind, timestamp, body) in &state.gop[..sent] {
+            flv::write_tag(*kind, *timestamp, body, &mut start);
         }
         Some((start.freeze(), self.flv.subscribe()))
     }
@@ -520,13 +531,6 @@ impl Stream {
 /// `_HLS_msn` names a segment more than two beyond the playlist's last.
 #[derive(Debug)]
 pub struct TooFar;
-
-fn tag_timestamp(tag: &[u8]) -> u32 {
-    if tag.len() < 8 {
-        return 0;
-    }
-    u32::from(tag[7]) << 24 | u32::from(tag[4]) << 16 | u32::from(tag[5]) << 8 | u32::from(tag[6])
-}
 
 /// A publishing session's handle on its room's stream.
 pub struct Publisher {
@@ -627,22 +631,30 @@ impl Publisher {
                 }
             }
             if media {
-                let mut tag = BytesMut::new();
-                flv::write_tag(kind, out_ts, &body, &mut tag);
-                let tag = tag.freeze();
                 if keyframe {
                     state.gop.clear();
                     state.gop_bytes = 0;
                 }
-                if state.gop_bytes + tag.len() <= state.gop_max_bytes {
-                    state.gop_bytes += tag.len();
-                    state.gop.push(tag.clone());
+                if state.gop_bytes + body.len() <= state.gop_max_bytes {
+                    state.gop_bytes += body.len();
+                    state.gop.push((kind, out_ts, body.clone()));
                 } else {
                     // Too long a GOP to keep: new viewers wait for the next keyframe.
                     state.gop.clear();
                     state.gop_bytes = state.gop_max_bytes;
                 }
-                let _ = self.stream.flv.send(tag);
+                if self.stream.flv.receiver_count() > 0 {
+                    flv::write_tag(kind, out_ts, &body, &mut state.flv_pending);
+                    state.flv_pending_tags += 1;
+                    if kind == flv::TAG_VIDEO || state.video.is_none() {
+                        let batch = state.flv_pending.split().freeze();
+                        state.flv_pending_tags = 0;
+                        let _ = self.stream.flv.send(batch);
+                    }
+                } else {
+                    state.flv_pending.clear();
+                    state.flv_pending_tags = 0;
+                }
             }
             update_rates(&mut state.stats);
             let new_part = state.hls.next_part() != parts_before;

@@ -89,9 +89,9 @@ async fn http_flv(State(state): State<AppState>, Path(file): Path<String>) -> Ap
     Ok(media("video/x-flv", "no-store", Body::from_stream(body)))
 }
 
-/// One HTTP-FLV viewer: the start, then tags in batches of whatever is waiting.
-/// A viewer that falls a whole queue behind is cut off: the server never
-/// buffers for it beyond that queue.
+/// One HTTP-FLV viewer: the start, then the stream's batches of tags (several
+/// at once when more are waiting). A viewer that falls a whole queue behind is
+/// cut off: the server never buffers for it beyond that queue.
 struct FlvViewer {
     start: Option<Bytes>,
     tags: tokio::sync::broadcast::Receiver<Bytes>,
@@ -115,16 +115,30 @@ impl FlvViewer {
                 return None;
             }
         };
+        // Usually one batch (a video frame and the audio before it) is waiting,
+        // and it goes out as it is, shared with every viewer.
+        let mut more = match self.tags.try_recv() {
+            Ok(next) if !next.is_empty() => next,
+            Ok(_) => {
+                self.ended = true;
+                return Some(first);
+            }
+            Err(_) => return Some(first),
+        };
         let mut batch = bytes::BytesMut::from(&first[..]);
-        while batch.len() < 256 * 1024 {
-            match self.tags.try_recv() {
-                Ok(tag) if tag.is_empty() => {
+        loop {
+            batch.extend_from_slice(&more);
+            if batch.len() >= 256 * 1024 {
+                break;
+            }
+            more = match self.tags.try_recv() {
+                Ok(next) if !next.is_empty() => next,
+                Ok(_) => {
                     self.ended = true;
                     break;
                 }
-                Ok(tag) => batch.extend_from_slice(&tag),
                 Err(_) => break,
-            }
+            };
         }
         Some(batch.freeze())
     }

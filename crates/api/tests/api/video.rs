@@ -382,7 +382,7 @@ fn handshake() -> Vec<u8> {
 #[tokio::test]
 async fn bad_encoders_are_closed_and_good_ones_still_publish() {
     let app = TestApp::spawn_with(|c| c.media.publish_timeout = Duration::from_secs(1)).await;
-    let (_, room, key) = room_with_key(&app).await;
+    let (seller, room, key) = room_with_key(&app).await;
     let wait = Duration::from_secs(5);
     // Garbage instead of a handshake.
     assert!(closed_by_server(&app, b"GET / HTTP/1.1\r\n\r\n", wait).await);
@@ -406,8 +406,34 @@ async fn bad_encoders_are_closed_and_good_ones_still_publish() {
     // The server still takes a real encoder.
     let mut encoder = publish(&app, &key, 2);
     assert!(encoder.wait().await.unwrap().success());
-    let (_, list) = app
-        .get(&format!("/api/v1/rooms/{room}/recordings"), None)
-        .await;
+    let list = eventually("the recording to complete", || async {
+        let (_, list) = app
+            .get(&format!("/api/v1/rooms/{room}/recordings"), None)
+            .await;
+        (list["items"][0]["status"] == "complete").then_some(list)
+    })
+    .await;
     assert_eq!(list["items"].as_array().map(Vec::len), Some(1), "{list}");
+
+    // Only the seller deletes it; its files go with it.
+    let rec = list["items"][0]["id"].as_str().unwrap().to_owned();
+    let path = format!("/api/v1/recordings/{rec}");
+    let playlist = format!("/recordings/{rec}/index.m3u8");
+    assert_eq!(text(&app, &playlist).await.0, StatusCode::OK);
+    let stranger = app.sign_up("stranger@example.com").await;
+    assert_error(
+        app.delete(&path, Some(&stranger.token)).await,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    );
+    assert_eq!(
+        app.delete(&path, Some(&seller.token)).await.0,
+        StatusCode::NO_CONTENT
+    );
+    assert_error(
+        app.get(&path, None).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+    assert_eq!(text(&app, &playlist).await.0, StatusCode::NOT_FOUND);
 }
