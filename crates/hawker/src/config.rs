@@ -86,6 +86,10 @@ pub struct Settings {
     /// Days a recording is kept; 0 keeps them until deleted [default: 0]
     #[arg(long, env = "HAWKER_RECORDING_RETENTION_DAYS")]
     pub recording_retention_days: Option<u64>,
+    /// Milliseconds an HTTP-FLV viewer waits to write several frames at once;
+    /// fewer writes per viewer for that much latency [default: 0]
+    #[arg(long, env = "HAWKER_HTTPFLV_MERGE_MS")]
+    pub httpflv_merge_ms: Option<u64>,
     /// LL-HLS partial segment target, in milliseconds [default: 200]
     #[arg(long, env = "HAWKER_HLS_PART_MS")]
     pub hls_part_ms: Option<u64>,
@@ -178,6 +182,7 @@ impl Settings {
             rtmp_addr,
             recording_retention_days,
             hls_part_ms,
+            httpflv_merge_ms,
             database_url,
             db_pool_size,
             log_format,
@@ -223,6 +228,9 @@ impl Settings {
         api.payment_webhook_secret = s.payment_webhook_secret.filter(|s| !s.is_empty());
         if let Some(batching) = s.inventory_batching {
             api.inventory_batching = batching;
+        }
+        if let Some(ms) = s.httpflv_merge_ms {
+            api.media.flv_merge = Duration::from_millis(ms.min(1000));
         }
         if let Some(ms) = s.hls_part_ms {
             api.media.hls.part_target_ms = ms.clamp(50, 2000) as i64;

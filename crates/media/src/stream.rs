@@ -36,6 +36,9 @@ pub struct Settings {
     /// Batches of FLV tags (one per video frame) an HTTP-FLV viewer may fall
     /// behind by before it is cut off.
     pub flv_queue: usize,
+    /// An HTTP-FLV viewer waits this long after a frame for the next ones and
+    /// writes them together: fewer writes per viewer, for that much latency.
+    pub flv_merge: Duration,
     /// The current GOP kept for new HTTP-FLV viewers is dropped past this.
     pub gop_max_bytes: usize,
     /// An ended stream's playlist stays (with ENDLIST) this long.
@@ -52,6 +55,7 @@ impl Settings {
             idle_timeout: Duration::from_secs(10),
             publish_timeout: Duration::from_secs(10),
             flv_queue: 256,
+            flv_merge: Duration::ZERO,
             gop_max_bytes: 32 * 1024 * 1024,
             linger: Duration::from_secs(30),
             recordings_dir: data_dir.join("recordings"),

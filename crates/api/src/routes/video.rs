@@ -81,6 +81,7 @@ async fn http_flv(State(state): State<AppState>, Path(file): Path<String>) -> Ap
         start: Some(start),
         tags,
         ended: false,
+        merge: state.media().settings().flv_merge,
     };
     let body = futures_util::stream::unfold(viewer, |mut viewer| async move {
         let batch = viewer.next().await?;
@@ -96,6 +97,8 @@ struct FlvViewer {
     start: Option<Bytes>,
     tags: tokio::sync::broadcast::Receiver<Bytes>,
     ended: bool,
+    /// Wait this long after a batch for more, to write them together.
+    merge: Duration,
 }
 
 impl FlvViewer {
@@ -115,6 +118,9 @@ impl FlvViewer {
                 return None;
             }
         };
+        if !self.merge.is_zero() {
+            tokio::time::sleep(self.merge).await;
+        }
         // Usually one batch (a video frame and the audio before it) is waiting,
         // and it goes out as it is, shared with every viewer.
         let mut more = match self.tags.try_recv() {
