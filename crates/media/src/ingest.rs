@@ -102,31 +102,38 @@ async fn run(
     let settings = media.settings().clone();
     let mut session = Session::new(settings.max_message);
     let mut input = BytesMut::with_capacity(64 * 1024);
-    let publish_deadline = tokio::time::Instant::now() + settings.publish_timeout;
-    let never = CancellationToken::new();
+    // The futures a read races against are made once, not per read: a busy
+    // encoder sends ~70 messages a second, and registering a timer and two
+    // cancellation waiters for each of them showed in the ingest's CPU time.
+    let shutdown_wait = shutdown.cancelled();
+    tokio::pin!(shutdown_wait);
+    let mut replaced_wait = Box::pin(CancellationToken::new().cancelled_owned());
+    let mut last_read = tokio::time::Instant::now();
+    let deadline = tokio::time::sleep(settings.publish_timeout);
+    tokio::pin!(deadline);
     loop {
-        let replaced = publisher.as_ref().map(|p| p.replaced()).unwrap_or(&never);
-        let idle = if publisher.is_some() {
-            tokio::time::Instant::now() + settings.idle_timeout
-        } else {
-            publish_deadline
-        };
         let read = tokio::select! {
-            () = shutdown.cancelled() => return Err(Closed::Shutdown),
-            () = replaced.cancelled() => {
+            biased;
+            read = socket.read_buf(&mut input) => read?,
+            () = &mut shutdown_wait => return Err(Closed::Shutdown),
+            () = &mut replaced_wait => {
                 // The new session owns the stream now; this one must not end it.
                 publisher.take();
                 return Err(Closed::Replaced);
             }
-            () = tokio::time::sleep_until(idle) => {
-                return Err(if publisher.is_some() {
-                    Closed::Silent(settings.idle_timeout)
-                } else {
-                    Closed::NoPublish(settings.publish_timeout)
-                });
+            () = &mut deadline => {
+                if publisher.is_none() {
+                    return Err(Closed::NoPublish(settings.publish_timeout));
+                }
+                let silent_until = last_read + settings.idle_timeout;
+                if tokio::time::Instant::now() >= silent_until {
+                    return Err(Closed::Silent(settings.idle_timeout));
+                }
+                deadline.as_mut().reset(silent_until);
+                continue;
             }
-            read = socket.read_buf(&mut input) => read?,
         };
+        last_read = tokio::time::Instant::now();
         if read == 0 {
             return Err(Closed::Eof);
         }
@@ -134,7 +141,12 @@ async fn run(
             match event {
                 Event::Publish { key } => match media.authorize(&key).await {
                     Ok(room) => {
-                        *publisher = Some(media.publish(&room, peer).await);
+                        let started = media.publish(&room, peer).await;
+                        replaced_wait = Box::pin(started.replaced().clone().cancelled_owned());
+                        deadline
+                            .as_mut()
+                            .reset(tokio::time::Instant::now() + settings.idle_timeout);
+                        *publisher = Some(started);
                         session.accept_publish();
                     }
                     Err(refused) => {
