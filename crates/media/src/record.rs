@@ -229,8 +229,21 @@ async fn write_all(store: Store, dir: PathBuf, mut queue: mpsc::UnboundedReceive
     }
 }
 
+/// The playlist's target duration while recording: the real one is known at
+/// the end (when it is rewritten); this covers GOPs of up to ten seconds.
+const EVENT_TARGET_MS: i64 = 10_000;
+
+/// Writes the segments' files and appends them to the playlist: a few lines per
+/// segment, however long the live (a crash can cut at most the last line,
+/// which recovery drops).
 fn write_segments(dir: &Path, files: &mut Files, segments: &[Arc<Segment>]) -> std::io::Result<()> {
+    use std::io::Write as _;
     std::fs::create_dir_all(dir)?;
+    let mut lines = String::new();
+    if files.entries.is_empty() {
+        let longest = segments.iter().map(|s| s.duration_ms).max().unwrap_or(0);
+        lines.push_str(&header(longest.max(EVENT_TARGET_MS), false));
+    }
     for segment in segments {
         if files.inits.insert(segment.generation) {
             std::fs::write(
@@ -240,18 +253,55 @@ fn write_segments(dir: &Path, files: &mut Files, segments: &[Arc<Segment>]) -> s
         }
         let name = format!("seg{}.m4s", files.entries.len());
         std::fs::write(dir.join(&name), &segment.data)?;
-        files.entries.push(Entry {
+        let entry = Entry {
             name,
             duration_ms: segment.duration_ms,
             generation: segment.generation,
-        });
+        };
+        lines.push_str(&entry_lines(
+            files.entries.last().map(|e| e.generation),
+            &entry,
+        ));
+        files.entries.push(entry);
         files.progress.duration_ms += segment.duration_ms;
         files.progress.segments += 1;
         files.progress.bytes += segment.data.len() as i64;
     }
-    write_playlist(dir, files, false)
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("index.m3u8"))?
+        .write_all(lines.as_bytes())
 }
 
+fn header(longest_ms: i64, complete: bool) -> String {
+    format!(
+        "#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-TARGETDURATION:{}\n#EXT-X-PLAYLIST-TYPE:{}\n\
+         #EXT-X-MEDIA-SEQUENCE:0\n#EXT-X-INDEPENDENT-SEGMENTS\n",
+        (longest_ms.max(1) + 999) / 1000,
+        if complete { "VOD" } else { "EVENT" }
+    )
+}
+
+/// An entry's lines, with the init segment it needs when that changes.
+fn entry_lines(previous_generation: Option<u32>, entry: &Entry) -> String {
+    let mut out = String::new();
+    if previous_generation != Some(entry.generation) {
+        if previous_generation.is_some() {
+            out.push_str("#EXT-X-DISCONTINUITY\n");
+        }
+        let _ = writeln!(out, "#EXT-X-MAP:URI=\"init{}.mp4\"", entry.generation);
+    }
+    let _ = write!(
+        out,
+        "#EXTINF:{:.3},\n{}\n",
+        entry.duration_ms as f64 / 1000.0,
+        entry.name
+    );
+    out
+}
+
+/// Rewrites the whole playlist, atomically.
 fn write_playlist(dir: &Path, files: &Files, complete: bool) -> std::io::Result<()> {
     let longest = files
         .entries
@@ -259,29 +309,11 @@ fn write_playlist(dir: &Path, files: &Files, complete: bool) -> std::io::Result<
         .map(|e| e.duration_ms)
         .max()
         .unwrap_or(1000);
-    let mut out = String::new();
-    let _ = write!(
-        out,
-        "#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-TARGETDURATION:{}\n#EXT-X-PLAYLIST-TYPE:{}\n\
-         #EXT-X-MEDIA-SEQUENCE:0\n#EXT-X-INDEPENDENT-SEGMENTS\n",
-        (longest + 999) / 1000,
-        if complete { "VOD" } else { "EVENT" }
-    );
+    let mut out = header(longest, complete);
     let mut generation = None;
     for entry in &files.entries {
-        if generation != Some(entry.generation) {
-            if generation.is_some() {
-                out.push_str("#EXT-X-DISCONTINUITY\n");
-            }
-            let _ = writeln!(out, "#EXT-X-MAP:URI=\"init{}.mp4\"", entry.generation);
-            generation = Some(entry.generation);
-        }
-        let _ = write!(
-            out,
-            "#EXTINF:{:.3},\n{}\n",
-            entry.duration_ms as f64 / 1000.0,
-            entry.name
-        );
+        out.push_str(&entry_lines(generation, entry));
+        generation = Some(entry.generation);
     }
     if complete {
         out.push_str("#EXT-X-ENDLIST\n");
@@ -291,38 +323,54 @@ fn write_playlist(dir: &Path, files: &Files, complete: bool) -> std::io::Result<
     std::fs::rename(tmp, dir.join("index.m3u8"))
 }
 
-/// Ends a playlist a crash left open; returns what it holds.
+/// Ends a playlist a crash left open, keeping the segments whose files are
+/// whole on disk; returns what it holds.
 fn close_playlist(dir: &Path) -> std::io::Result<RecordingProgress> {
-    let path = dir.join("index.m3u8");
-    let text = match std::fs::read_to_string(&path) {
+    let text = match std::fs::read_to_string(dir.join("index.m3u8")) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Ok(RecordingProgress::default());
         }
         Err(e) => return Err(e),
     };
-    let mut progress = RecordingProgress::default();
+    let mut files = Files::default();
+    let mut generation = 0;
     let mut lines = text.lines();
     while let Some(line) = lines.next() {
-        if let Some(seconds) = line
+        if let Some(g) = line
+            .strip_prefix("#EXT-X-MAP:URI=\"init")
+            .and_then(|l| l.strip_suffix(".mp4\""))
+            .and_then(|g| g.parse().ok())
+        {
+            generation = g;
+        }
+        let Some(seconds) = line
             .strip_prefix("#EXTINF:")
             .and_then(|d| d.trim_end_matches(',').parse::<f64>().ok())
-        {
-            progress.duration_ms += (seconds * 1000.0).round() as i64;
-            progress.segments += 1;
-            if let Some(name) = lines.next() {
-                progress.bytes += std::fs::metadata(dir.join(name)).map_or(0, |m| m.len() as i64);
-            }
-        }
+        else {
+            continue;
+        };
+        let Some(name) = lines
+            .next()
+            .filter(|n| n.starts_with("seg") && n.ends_with(".m4s"))
+        else {
+            break;
+        };
+        let Ok(meta) = std::fs::metadata(dir.join(name)) else {
+            break;
+        };
+        let duration_ms = (seconds * 1000.0).round() as i64;
+        files.progress.duration_ms += duration_ms;
+        files.progress.segments += 1;
+        files.progress.bytes += meta.len() as i64;
+        files.entries.push(Entry {
+            name: name.to_owned(),
+            duration_ms,
+            generation,
+        });
     }
-    if !text.contains("#EXT-X-ENDLIST") {
-        let closed = text.replace("#EXT-X-PLAYLIST-TYPE:EVENT", "#EXT-X-PLAYLIST-TYPE:VOD")
-            + "#EXT-X-ENDLIST\n";
-        let tmp = dir.join("index.m3u8.tmp");
-        std::fs::write(&tmp, closed)?;
-        std::fs::rename(tmp, path)?;
-    }
-    Ok(progress)
+    write_playlist(dir, &files, true)?;
+    Ok(files.progress)
 }
 
 #[cfg(test)]
@@ -364,5 +412,15 @@ mod tests {
         assert!(closed.ends_with("#EXT-X-ENDLIST\n"));
         assert!(dir.path().join("init0.mp4").exists());
         assert_eq!(close_playlist(dir.path()).expect("idempotent"), progress);
+
+        // A crash in the middle of an append leaves half a line: it is dropped.
+        let mut files = Files::default();
+        let other = tempfile::tempdir().expect("a temporary directory");
+        write_segments(other.path(), &mut files, &segments()).expect("written");
+        let playlist = other.path().join("index.m3u8");
+        let mut text = std::fs::read_to_string(&playlist).expect("a playlist");
+        text.push_str("#EXTINF:1.000,\nseg3.m");
+        std::fs::write(&playlist, text).expect("written");
+        assert_eq!(close_playlist(other.path()).expect("closed").segments, 3);
     }
 }
