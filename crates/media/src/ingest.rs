@@ -20,7 +20,18 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Accepts encoders until `shutdown`, then ends every stream (so recordings
 /// are closed) and returns once the connections are gone.
+///
+/// The connections run on a thread of their own, one event loop as nginx-rtmp
+/// has: an encoder sends a message every 15 ms or so, and on the shared
+/// multi-threaded runtime each one woke a second worker to look for work.
 pub async fn serve(listener: TcpListener, media: Media, shutdown: CancellationToken) {
+    let event_loop = match EventLoop::start() {
+        Ok(event_loop) => Some(event_loop),
+        Err(e) => {
+            tracing::warn!(error = %e, "no RTMP thread; encoders share the main runtime");
+            None
+        }
+    };
     let connections = TaskTracker::new();
     loop {
         let accepted = tokio::select! {
@@ -31,7 +42,30 @@ pub async fn serve(listener: TcpListener, media: Media, shutdown: CancellationTo
             Ok((socket, peer)) => {
                 let _ = socket.set_nodelay(true);
                 metrics::counter!("hawker_rtmp_connections_total").increment(1);
-                connections.spawn(connection(socket, peer, media.clone(), shutdown.clone()));
+                let (media, shutdown) = (media.clone(), shutdown.clone());
+                match (&event_loop, socket.into_std()) {
+                    (Some(event_loop), Ok(socket)) => {
+                        connections.spawn_on(
+                            async move {
+                                // Registered with this thread's reactor.
+                                match TcpStream::from_std(socket) {
+                                    Ok(socket) => connection(socket, peer, media, shutdown).await,
+                                    Err(e) => {
+                                        tracing::warn!(%peer, error = %e, "RTMP connection lost")
+                                    }
+                                }
+                            },
+                            &event_loop.handle,
+                        );
+                    }
+                    (None, Ok(socket)) => match TcpStream::from_std(socket) {
+                        Ok(socket) => {
+                            connections.spawn(connection(socket, peer, media, shutdown));
+                        }
+                        Err(e) => tracing::warn!(%peer, error = %e, "RTMP connection lost"),
+                    },
+                    (_, Err(e)) => tracing::warn!(%peer, error = %e, "RTMP connection lost"),
+                }
             }
             Err(e) => {
                 tracing::warn!(error = %e, "RTMP accept failed");
@@ -42,6 +76,44 @@ pub async fn serve(listener: TcpListener, media: Media, shutdown: CancellationTo
     connections.close();
     let _ = tokio::time::timeout(Duration::from_secs(5), connections.wait()).await;
     media.stop().await;
+    if let Some(event_loop) = event_loop {
+        let _ = tokio::task::spawn_blocking(move || event_loop.stop()).await;
+    }
+}
+
+/// A current-thread runtime on a thread of its own.
+struct EventLoop {
+    handle: tokio::runtime::Handle,
+    stop: tokio::sync::oneshot::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl EventLoop {
+    fn start() -> std::io::Result<Self> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let handle = runtime.handle().clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("hawker-rtmp".into())
+            .spawn(move || {
+                runtime.block_on(async {
+                    let _ = stopped.await;
+                });
+                runtime.shutdown_timeout(Duration::from_secs(1));
+            })?;
+        Ok(Self {
+            handle,
+            stop,
+            thread,
+        })
+    }
+
+    fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.thread.join();
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
