@@ -14,9 +14,14 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use crate::helpers::TestApp;
 use crate::selling::{buy, live_sale};
 
-type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+pub(crate) type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-async fn open(app: &TestApp, room: &str, token: Option<&str>, since: Option<u64>) -> Socket {
+pub(crate) async fn open(
+    app: &TestApp,
+    room: &str,
+    token: Option<&str>,
+    since: Option<u64>,
+) -> Socket {
     let query = since.map(|s| format!("?since={s}")).unwrap_or_default();
     let url = format!("ws://{}/api/v1/rooms/{room}/ws{query}", app.addr);
     let mut request = url.into_client_request().unwrap();
@@ -29,7 +34,7 @@ async fn open(app: &TestApp, room: &str, token: Option<&str>, since: Option<u64>
 }
 
 /// The next JSON frame, skipping pings; panics after five seconds.
-async fn next(socket: &mut Socket) -> Value {
+pub(crate) async fn next(socket: &mut Socket) -> Value {
     loop {
         let message = tokio::time::timeout(Duration::from_secs(5), socket.next())
             .await
@@ -45,7 +50,7 @@ async fn next(socket: &mut Socket) -> Value {
 }
 
 /// The next frame of `kind`, skipping others (counters come and go).
-async fn next_of(socket: &mut Socket, kind: &str) -> Value {
+pub(crate) async fn next_of(socket: &mut Socket, kind: &str) -> Value {
     loop {
         let frame = next(socket).await;
         if frame["type"] == kind {

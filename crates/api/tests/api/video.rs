@@ -146,6 +146,12 @@ async fn a_published_stream_plays_over_ll_hls_and_http_flv_and_becomes_a_shoppab
         .state
         .bus()
         .subscribe(&domain::ids::RoomId::from_string(room.clone()));
+    let mut viewer = crate::live::open(&app, &room, None, None).await;
+    let snapshot = crate::live::next(&mut viewer).await;
+    assert_eq!(
+        snapshot["data"]["room"]["status"], "scheduled",
+        "{snapshot}"
+    );
     let mut encoder = publish(&app, &key, 8);
     let playlist_path = format!("/live/{room}/index.m3u8");
 
@@ -157,6 +163,9 @@ async fn a_published_stream_plays_over_ll_hls_and_http_flv_and_becomes_a_shoppab
     .await;
     let live = events.recv().await.unwrap();
     assert_eq!(live.kind, "stream.live");
+    // Viewers in the room hear of it.
+    let frame = crate::live::next_of(&mut viewer, "stream.live").await;
+    assert_eq!(frame["data"]["hls"], format!("/live/{room}/index.m3u8"));
     let (_, body) = app.get(&format!("/api/v1/rooms/{room}"), None).await;
     assert_eq!(body["status"], "live", "{body}");
     let (status, stats) = app.get(&format!("/api/v1/rooms/{room}/stream"), None).await;
@@ -270,6 +279,7 @@ async fn a_published_stream_plays_over_ll_hls_and_http_flv_and_becomes_a_shoppab
         body["status"], "scheduled",
         "the room waits for the next live"
     );
+    crate::live::next_of(&mut viewer, "stream.ended").await;
     assert!(playlist_ended(&app, &playlist_path).await);
 
     let (status, view) = app
