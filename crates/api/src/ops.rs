@@ -55,15 +55,19 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     metrics::gauge!("hawker_store_idle_connections", &backend).set(f64::from(pool.idle));
     let streams = state.media().all_stats();
     metrics::gauge!("hawker_streams_live").set(streams.iter().filter(|s| s.live).count() as f64);
-    for stream in streams.iter().filter(|s| s.live) {
+    // An ended stream reads as zeros until it is let go, and stays at zero.
+    for stream in &streams {
         let room = [("room", stream.room.as_str().to_owned())];
-        metrics::gauge!("hawker_stream_bitrate_bps", &room).set(stream.bitrate as f64);
-        metrics::gauge!("hawker_stream_frame_rate", &room).set(stream.frame_rate);
+        let live = if stream.live { 1.0 } else { 0.0 };
+        metrics::gauge!("hawker_stream_live", &room).set(live);
+        metrics::gauge!("hawker_stream_bitrate_bps", &room).set(live * stream.bitrate as f64);
+        metrics::gauge!("hawker_stream_frame_rate", &room).set(live * stream.frame_rate);
         metrics::gauge!("hawker_stream_width", &room).set(f64::from(stream.width.unwrap_or(0)));
         metrics::gauge!("hawker_stream_height", &room).set(f64::from(stream.height.unwrap_or(0)));
         metrics::gauge!("hawker_stream_keyframe_interval_ms", &room)
             .set(stream.keyframe_interval_ms.unwrap_or(0) as f64);
-        metrics::gauge!("hawker_stream_uptime_seconds", &room).set(stream.uptime_seconds as f64);
+        metrics::gauge!("hawker_stream_uptime_seconds", &room)
+            .set(live * stream.uptime_seconds as f64);
     }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

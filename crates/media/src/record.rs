@@ -186,6 +186,14 @@ async fn write_all(store: Store, dir: PathBuf, mut queue: mpsc::UnboundedReceive
         match job {
             Job::Segments(id, segments) => {
                 let files = open.entry(id.clone()).or_default();
+                if files.entries.is_empty()
+                    && let Some(first) = segments.first()
+                    && let Err(e) = store
+                        .set_recording_start(&id, Timestamp::from_millis(first.wall_ms))
+                        .await
+                {
+                    tracing::warn!(recording = %id, error = %e, "could not record when a recording started");
+                }
                 let path = dir.join(id.as_str());
                 let written = write_segments(&path, files, &segments);
                 if let Err(e) = written {

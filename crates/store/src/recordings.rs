@@ -125,6 +125,19 @@ impl Store {
         tx.commit().await
     }
 
+    /// Sets media time zero: when the recording's first frame arrived (known
+    /// once its first segment is made, a moment after the row).
+    pub async fn set_recording_start(&self, id: &RecordingId, started_at: Timestamp) -> Result<()> {
+        let mut tx = self.write().await?;
+        execute!(
+            &mut tx,
+            sqlx::query("UPDATE recordings SET started_at = $2 WHERE id = $1")
+                .bind(id.as_str())
+                .bind(started_at.as_millis())
+        )?;
+        tx.commit().await
+    }
+
     pub async fn recording(&self, id: &RecordingId) -> Result<Option<Recording>> {
         let mut c = self.read().await?;
         fetch_optional!(
