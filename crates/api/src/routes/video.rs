@@ -308,6 +308,18 @@ pub(crate) struct TimelineEntry {
     data: serde_json::Value,
 }
 
+fn playlist_url(recording: &store::Recording) -> String {
+    format!("/recordings/{}/index.m3u8", recording.id)
+}
+
+fn status(recording: &store::Recording) -> &'static str {
+    if recording.recording {
+        "recording"
+    } else {
+        "complete"
+    }
+}
+
 /// Chat lines a timeline carries at most.
 const TIMELINE_CHAT: i64 = 5_000;
 
@@ -386,14 +398,10 @@ async fn recording_view(state: &AppState, recording: store::Recording) -> ApiRes
     }
     timeline.sort_by_key(|e| e.at_ms);
     Ok(RecordingView {
-        playlist_url: format!("/recordings/{}/index.m3u8", recording.id),
+        playlist_url: playlist_url(&recording),
         id: recording.id.as_str().to_owned(),
         room_id: recording.room_id.as_str().to_owned(),
-        status: if recording.recording {
-            "recording"
-        } else {
-            "complete"
-        },
+        status: status(&recording),
         started_at: recording.started_at,
         ended_at: recording.ended_at,
         duration_ms: recording.duration_ms,
@@ -484,9 +492,9 @@ async fn room_recordings(
         .await?
         .into_iter()
         .map(|r| RecordingSummary {
-            playlist_url: format!("/recordings/{}/index.m3u8", r.id),
+            playlist_url: playlist_url(&r),
             id: r.id.as_str().to_owned(),
-            status: if r.recording { "recording" } else { "complete" },
+            status: status(&r),
             started_at: r.started_at,
             ended_at: r.ended_at,
             duration_ms: r.duration_ms,
