@@ -72,6 +72,10 @@ struct VideoArgs {
     /// The server's process id, for its CPU time and memory
     #[arg(long)]
     server_pid: Option<u32>,
+    /// Start every publisher at the same instant (by default their starts are
+    /// spread over one frame interval, as independent encoders are)
+    #[arg(long)]
+    aligned: bool,
     /// Write `frame_index timestamp wall_ms` for each video frame the first publisher sent
     #[arg(long)]
     send_log: Option<std::path::PathBuf>,
@@ -165,11 +169,22 @@ async fn video(args: VideoArgs) -> anyhow::Result<()> {
     let stop = tokio_util::sync::CancellationToken::new();
     let log = Arc::new(SendLog::default());
     let mut publishers = tokio::task::JoinSet::new();
+    let publishers_count = args.keys.len().max(1) as u64;
     for (i, key) in args.keys.iter().enumerate() {
         let (tags, key, stop) = (tags.clone(), key.clone(), stop.clone());
         let log = (i == 0).then(|| log.clone());
         let rtmp = args.rtmp;
-        publishers.spawn(async move { video::publish(rtmp, &key, &tags, log, stop).await });
+        // Encoders are not in step with each other: without --aligned, their
+        // starts are spread over one frame interval.
+        let offset = if args.aligned {
+            Duration::ZERO
+        } else {
+            Duration::from_micros(33_333 * i as u64 / publishers_count)
+        };
+        publishers.spawn(async move {
+            tokio::time::sleep(offset).await;
+            video::publish(rtmp, &key, &tags, log, stop).await
+        });
     }
     // Let the streams start before players ask for them.
     tokio::time::sleep(Duration::from_millis(1500)).await;
