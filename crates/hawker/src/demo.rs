@@ -294,8 +294,10 @@ pub async fn seed(store: &Store, config: &Config) -> anyhow::Result<DemoRoom> {
     };
     println!(
         "\nHawker demo: http://{addr}/  (shop: http://{addr}/api/v1/shops/demo/products)\n  \
-         seller: {SELLER_EMAIL} / {PASSWORD}\n  buyer:  {BUYER_EMAIL} / {PASSWORD}\n",
-        addr = config.http_addr
+         seller: {SELLER_EMAIL} / {PASSWORD}\n  buyer:  {BUYER_EMAIL} / {PASSWORD}\n  \
+         live:   http://{addr}/live/{room}/index.m3u8 (LL-HLS), http://{addr}/live/{room}.flv\n",
+        addr = config.http_addr,
+        room = room.id
     );
     Ok(DemoRoom { id: room.id, key })
 }

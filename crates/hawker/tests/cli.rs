@@ -346,6 +346,18 @@ fn demo_seeds_once_and_runs_again_without_duplicates() {
             false
         });
         assert!(chatted, "the demo's crowd chats in the room");
+        // The room is live: the demo clip comes in over RTMP and plays as LL-HLS.
+        let live = (0..300).any(|_| {
+            let (status, stats) = get(&demo.url(&format!("/api/v1/rooms/{room}/stream")));
+            if status == 200 && stats["video_codec"].is_string() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+            false
+        });
+        assert!(live, "the demo clip is published into the room");
+        let (status, rooms_now) = get(&demo.url(&format!("/api/v1/rooms/{room}")));
+        assert_eq!((status, rooms_now["status"].as_str()), (200, Some("live")));
         let (status, _) = post(
             &demo.url("/api/v1/sessions"),
             json!({"email": "seller@demo.hawker.localhost", "password": "hawker-demo"}),
@@ -358,6 +370,10 @@ fn demo_seeds_once_and_runs_again_without_duplicates() {
         assert_eq!(code, 0, "{output}");
         assert!(
             output.contains("seller@demo.hawker.localhost / hawker-demo"),
+            "{output}"
+        );
+        assert!(
+            output.contains(&format!("/live/{room}/index.m3u8")),
             "{output}"
         );
     }
