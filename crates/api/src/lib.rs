@@ -62,6 +62,9 @@ pub struct ApiConfig {
     pub live: live::Limits,
     /// RTMP ingest, LL-HLS, HTTP-FLV and recordings.
     pub media: media::Settings,
+    /// A connection whose sent data stays unacknowledged this long (its peer
+    /// stopped reading or vanished) is dropped by the kernel (TCP_USER_TIMEOUT).
+    pub send_timeout: Duration,
 }
 
 impl ApiConfig {
@@ -80,6 +83,7 @@ impl ApiConfig {
             inventory_batching: true,
             live: live::Limits::default(),
             media: media::Settings::new(&data_dir),
+            send_timeout: Duration::from_secs(30),
             data_dir,
         }
     }
@@ -262,6 +266,13 @@ pub async fn serve(
         state.0.payments.deliver_to(addr);
     }
     let hub = state.hub().clone();
+    let unacknowledged = state.config().send_timeout;
+    // A peer that stops reading (a stalled HTTP-FLV player, a frozen phone)
+    // lets nothing be acknowledged; the kernel drops its connection after this
+    // long, and the response it held goes with it.
+    let listener = axum::serve::ListenerExt::tap_io(listener, move |tcp| {
+        let _ = socket2::SockRef::from(&*tcp).set_tcp_user_timeout(Some(unacknowledged));
+    });
     let app = router(state);
     let server = axum::serve(
         listener,

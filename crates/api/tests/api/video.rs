@@ -447,3 +447,69 @@ async fn bad_encoders_are_closed_and_good_ones_still_publish() {
     );
     assert_eq!(text(&app, &playlist).await.0, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn an_http_flv_viewer_that_stops_reading_is_dropped() {
+    let app = TestApp::spawn_with(|c| c.send_timeout = Duration::from_secs(2)).await;
+    let (_, room, key) = room_with_key(&app).await;
+    // A fast stream (about 3 Mbit/s), so the stalled viewer's buffers fill quickly.
+    let mut encoder = Command::new("ffmpeg")
+        .args(["-v", "error", "-re", "-f", "lavfi", "-i"])
+        .arg("testsrc2=size=640x360:rate=30:duration=20")
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-b:v",
+            "3M",
+            "-g",
+            "30",
+            "-pix_fmt",
+            "yuv420p",
+            "-f",
+            "flv",
+        ])
+        .arg(format!("rtmp://{}/live/{key}", app.rtmp))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    eventually("the stream", || async {
+        let (status, _) = app.get(&format!("/api/v1/rooms/{room}/stream"), None).await;
+        (status == StatusCode::OK).then_some(())
+    })
+    .await;
+    // A viewer with a tiny receive window that reads the answer's head and stops.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stalled = socket.connect(app.addr).await.unwrap();
+    stalled
+        .write_all(format!("GET /live/{room}.flv HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut head = [0u8; 512];
+    let n = stalled.read(&mut head).await.unwrap();
+    assert!(String::from_utf8_lossy(&head[..n]).starts_with("HTTP/1.1 200"));
+    let viewers = |metrics: String| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("hawker_httpflv_viewers "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+    };
+    assert_eq!(viewers(app.metrics().await), Some(1.0));
+    // Its window stays shut; the kernel gives up on it and the server lets it go.
+    eventually("the stalled viewer to be dropped", || async {
+        (viewers(app.metrics().await) == Some(0.0)).then_some(())
+    })
+    .await;
+    // Other viewers still play.
+    let streams = probe(&app.url(&format!("/live/{room}.flv"))).await;
+    assert!(
+        streams.iter().any(|(codec, _, _)| codec == "h264"),
+        "{streams:?}"
+    );
+    encoder.kill().await.unwrap();
+}
