@@ -295,9 +295,10 @@ pub async fn seed(store: &Store, config: &Config) -> anyhow::Result<DemoRoom> {
     println!(
         "\nHawker demo: http://{addr}/  (shop: http://{addr}/api/v1/shops/demo/products)\n  \
          seller: {SELLER_EMAIL} / {PASSWORD}\n  buyer:  {BUYER_EMAIL} / {PASSWORD}\n  \
-         live:   http://{addr}/live/{room}/index.m3u8 (LL-HLS), http://{addr}/live/{room}.flv\n",
+         live:   http://{addr}{hls} (LL-HLS), http://{addr}{flv}\n",
         addr = config.http_addr,
-        room = room.id
+        hls = media::hls_path(&room.id),
+        flv = media::flv_path(&room.id),
     );
     Ok(DemoRoom { id: room.id, key })
 }

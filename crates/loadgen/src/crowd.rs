@@ -131,6 +131,23 @@ async fn sign_in_all(client: &Client, plan: &FlashSales) -> anyhow::Result<Sessi
     Ok(Sessions { seller, buyers })
 }
 
+/// The id of the shop's first room, where the crowd buys and chats.
+async fn first_room(client: &Client, shop: &str) -> anyhow::Result<String> {
+    let (_, rooms) = client
+        .send(
+            reqwest::Method::GET,
+            &format!("/api/v1/shops/{shop}/rooms"),
+            None,
+            None,
+            None,
+        )
+        .await?;
+    Ok(rooms["items"][0]["id"]
+        .as_str()
+        .context("the demo shop has no room")?
+        .to_owned())
+}
+
 async fn run_round(
     client: &Client,
     plan: &FlashSales,
@@ -140,19 +157,7 @@ async fn run_round(
 ) -> anyhow::Result<()> {
     use reqwest::Method;
     let seller = sessions.seller.clone();
-    let (_, rooms) = client
-        .send(
-            Method::GET,
-            &format!("/api/v1/shops/{}/rooms", plan.shop),
-            None,
-            None,
-            None,
-        )
-        .await?;
-    let room = rooms["items"][0]["id"]
-        .as_str()
-        .context("the demo shop has no room")?
-        .to_owned();
+    let room = first_room(client, &plan.shop).await?;
     let (_, products) = client
         .send(
             Method::GET,
@@ -303,18 +308,7 @@ async fn sit_in_room(
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
     let token = client.sign_in(account).await?;
-    let (_, rooms) = client
-        .send(
-            reqwest::Method::GET,
-            &format!("/api/v1/shops/{}/rooms", plan.shop),
-            None,
-            None,
-            None,
-        )
-        .await?;
-    let room = rooms["items"][0]["id"]
-        .as_str()
-        .context("the demo shop has no room")?;
+    let room = first_room(client, &plan.shop).await?;
     let ws_base = client.base.replacen("http", "ws", 1);
     let mut request = format!("{ws_base}/api/v1/rooms/{room}/ws").into_client_request()?;
     request

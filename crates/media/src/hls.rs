@@ -139,10 +139,6 @@ impl Hls {
         }
     }
 
-    pub fn settings(&self) -> Settings {
-        self.settings
-    }
-
     /// A new video configuration; a different one ends the open segment and
     /// starts a new init segment generation.
     pub fn set_video(&mut self, config: AvcConfig) {
@@ -193,10 +189,6 @@ impl Hls {
     pub fn end(&mut self) {
         self.restart();
         self.ended = true;
-    }
-
-    pub fn is_ended(&self) -> bool {
-        self.ended
     }
 
     /// A video frame at `dts_ms` (media time, increasing), seen at `wall_ms`.
@@ -410,11 +402,6 @@ impl Hls {
         (generation == self.generation)
             .then(|| self.init.clone())
             .flatten()
-    }
-
-    /// The current init segment and its generation.
-    pub fn current_init(&self) -> Option<(u32, Bytes)> {
-        self.init.clone().map(|i| (self.generation, i))
     }
 
     pub fn segment(&self, msn: u64) -> Option<Bytes> {

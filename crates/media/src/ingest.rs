@@ -43,11 +43,16 @@ pub async fn serve(listener: TcpListener, media: Media, shutdown: CancellationTo
                 let _ = socket.set_nodelay(true);
                 metrics::counter!("hawker_rtmp_connections_total").increment(1);
                 let (media, shutdown) = (media.clone(), shutdown.clone());
-                match (&event_loop, socket.into_std()) {
-                    (Some(event_loop), Ok(socket)) => {
+                let Some(event_loop) = &event_loop else {
+                    connections.spawn(connection(socket, peer, media, shutdown));
+                    continue;
+                };
+                // Moved to the RTMP thread's reactor: deregistered here,
+                // registered there by the task.
+                match socket.into_std() {
+                    Ok(socket) => {
                         connections.spawn_on(
                             async move {
-                                // Registered with this thread's reactor.
                                 match TcpStream::from_std(socket) {
                                     Ok(socket) => connection(socket, peer, media, shutdown).await,
                                     Err(e) => {
@@ -58,13 +63,7 @@ pub async fn serve(listener: TcpListener, media: Media, shutdown: CancellationTo
                             &event_loop.handle,
                         );
                     }
-                    (None, Ok(socket)) => match TcpStream::from_std(socket) {
-                        Ok(socket) => {
-                            connections.spawn(connection(socket, peer, media, shutdown));
-                        }
-                        Err(e) => tracing::warn!(%peer, error = %e, "RTMP connection lost"),
-                    },
-                    (_, Err(e)) => tracing::warn!(%peer, error = %e, "RTMP connection lost"),
+                    Err(e) => tracing::warn!(%peer, error = %e, "RTMP connection lost"),
                 }
             }
             Err(e) => {

@@ -24,4 +24,6 @@ pub mod record;
 pub mod rtmp;
 pub mod stream;
 
-pub use stream::{Media, Publisher, Refused, Settings, Stream, StreamStats, TooFar};
+pub use stream::{
+    Media, Publisher, Refused, Settings, Stream, StreamStats, TooFar, flv_path, hls_path,
+};

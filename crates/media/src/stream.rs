@@ -63,6 +63,16 @@ impl Settings {
     }
 }
 
+/// Where a room's LL-HLS playlist is served.
+pub fn hls_path(room: &RoomId) -> String {
+    format!("/live/{room}/index.m3u8")
+}
+
+/// Where a room's HTTP-FLV stream is served.
+pub fn flv_path(room: &RoomId) -> String {
+    format!("/live/{room}.flv")
+}
+
 /// Why a publish is refused.
 #[derive(Debug, thiserror::Error)]
 pub enum Refused {
@@ -102,10 +112,6 @@ impl Media {
 
     pub fn settings(&self) -> &Settings {
         &self.0.settings
-    }
-
-    pub fn store(&self) -> &Store {
-        &self.0.store
     }
 
     pub fn recorder(&self) -> &Recorder {
@@ -158,7 +164,7 @@ impl Media {
                     s
                 }
             };
-            let replaced = stream.take_over(session, token.clone(), peer);
+            let replaced = stream.take_over(session, token.clone());
             (stream, replaced)
         };
         if replaced {
@@ -174,8 +180,8 @@ impl Media {
                 "stream.live",
                 json!({
                     "started_at": started,
-                    "hls": format!("/live/{}/index.m3u8", room.id),
-                    "flv": format!("/live/{}.flv", room.id),
+                    "hls": hls_path(&room.id),
+                    "flv": flv_path(&room.id),
                 }),
             );
         }
@@ -339,7 +345,6 @@ impl Clock {
 #[derive(Default)]
 struct Counters {
     started: Option<Instant>,
-    peer: Option<SocketAddr>,
     window_start: Option<Instant>,
     window_bytes: u64,
     window_frames: u64,
@@ -400,7 +405,7 @@ impl Stream {
     }
 
     /// Whether a publisher was replaced.
-    fn take_over(&self, session: u64, token: CancellationToken, peer: SocketAddr) -> bool {
+    fn take_over(&self, session: u64, token: CancellationToken) -> bool {
         let mut state = self.lock();
         let replaced = match state.publisher.replace((session, token)) {
             Some((_, old)) => {
@@ -411,7 +416,6 @@ impl Stream {
         };
         state.clock.rebase = true;
         state.stats.publishers += 1;
-        state.stats.peer = Some(peer);
         state.stats.started.get_or_insert_with(Instant::now);
         replaced
     }
@@ -525,10 +529,6 @@ impl Stream {
 
     pub fn init(&self, generation: u32) -> Option<Bytes> {
         self.lock().hls.init(generation)
-    }
-
-    pub fn hls_settings(&self) -> hls::Settings {
-        self.lock().hls.settings()
     }
 }
 

@@ -93,6 +93,21 @@ async fn shop(store: &Store, owner: &UserId, handle: &str) -> domain::catalog::S
         .unwrap()
 }
 
+/// A room titled "Live" in `shop`.
+async fn room_of(store: &Store, shop: &domain::catalog::Shop) -> domain::room::Room {
+    store
+        .create_room(NewRoom {
+            shop: shop.id.clone(),
+            title: Title::parse("Live").unwrap(),
+            description: Description::parse("").unwrap(),
+            cover_image: None,
+            scheduled_start: None,
+            stream_key_hash: "k".into(),
+        })
+        .await
+        .unwrap()
+}
+
 fn variant(sku: &str, price: i64, stock: i64) -> NewVariant {
     let mut options = BTreeMap::new();
     options.insert("size".to_owned(), sku.to_owned());
@@ -590,17 +605,7 @@ async fn sale_setup(
         )
         .await
         .unwrap();
-    let room = store
-        .create_room(NewRoom {
-            shop: s.id.clone(),
-            title: Title::parse("Live").unwrap(),
-            description: Description::parse("").unwrap(),
-            cover_image: None,
-            scheduled_start: None,
-            stream_key_hash: "k".into(),
-        })
-        .await
-        .unwrap();
+    let room = room_of(store, &s).await;
     let now = Timestamp::now();
     let sale = store
         .create_sale(NewSale {
@@ -1398,17 +1403,7 @@ async fn pins_replace_each_other_and_keep_their_timeline(store: &Store) {
         .create_product(product(&s, "B", vec![variant("B", 100, 1)]), &seller)
         .await
         .unwrap();
-    let room = store
-        .create_room(NewRoom {
-            shop: s.id.clone(),
-            title: Title::parse("Live").unwrap(),
-            description: Description::parse("").unwrap(),
-            cover_image: None,
-            scheduled_start: None,
-            stream_key_hash: "k".into(),
-        })
-        .await
-        .unwrap();
+    let room = room_of(store, &s).await;
     assert_eq!(store.current_pin(&room.id).await.unwrap(), None);
     assert!(!store.unpin(&room.id).await.unwrap());
     let at = store.pin_product(&room.id, &a.id, &seller).await.unwrap();

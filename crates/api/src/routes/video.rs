@@ -536,8 +536,8 @@ async fn stream_stats(
     let stats = stream_of(&state, &room)?.stats();
     Ok(Json(StreamView {
         live: stats.live,
-        hls_url: format!("/live/{}/index.m3u8", stats.room),
-        flv_url: format!("/live/{}.flv", stats.room),
+        hls_url: media::hls_path(&stats.room),
+        flv_url: media::flv_path(&stats.room),
         video_codec: stats.video_codec,
         audio_codec: stats.audio_codec,
         width: stats.width,
