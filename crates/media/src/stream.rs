@@ -244,10 +244,6 @@ impl Media {
         };
         let _ = stream.flv.send(Bytes::new());
         stream.changed.send_modify(|n| *n += 1);
-        if let Some(recording) = recording {
-            recording.write(segments);
-            recording.finish();
-        }
         tracing::info!(room = %stream.room, "stream ended");
         self.set_live(&stream.room, false).await;
         self.announce(
@@ -255,6 +251,12 @@ impl Media {
             "stream.ended",
             json!({"ended_at": Timestamp::now()}),
         );
+        // Closed after the room has left `live`: a complete recording means
+        // the live it recorded is over.
+        if let Some(recording) = recording {
+            recording.write(segments);
+            recording.finish();
+        }
         let media = self.clone();
         let stream = stream.clone();
         tokio::spawn(async move {
