@@ -65,6 +65,8 @@ pub struct ApiConfig {
     /// A connection whose sent data stays unacknowledged this long (its peer
     /// stopped reading or vanished) is dropped by the kernel (TCP_USER_TIMEOUT).
     pub send_timeout: Duration,
+    /// The port encoders publish to, for the `publish_url` the API shows sellers.
+    pub rtmp_port: u16,
 }
 
 impl ApiConfig {
@@ -84,6 +86,7 @@ impl ApiConfig {
             live: live::Limits::default(),
             media: media::Settings::new(&data_dir),
             send_timeout: Duration::from_secs(30),
+            rtmp_port: 1935,
             data_dir,
         }
     }
@@ -246,7 +249,7 @@ pub fn router(state: AppState) -> Router {
         .merge(ops::router(openapi))
         .merge(routes::images::serve_router())
         .merge(routes::video::media_router())
-        .merge(routes::home::router())
+        .merge(routes::pages::router())
         .fallback(|| async { ApiError::from(Code::RouteNotFound) })
         .method_not_allowed_fallback(|| async { ApiError::from(Code::MethodNotAllowed) })
         .layer(DefaultBodyLimit::max(state.config().max_body_bytes))

@@ -63,6 +63,54 @@ text_type!(
     Description, "description", 0, 5000, true
 );
 
+/// The sites that may show a shop's embeddable player in a frame: origins such
+/// as `https://shop.example` or `https://*.example.com` (a port is allowed, a
+/// path is not), at most [`EmbedOrigins::MAX`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(transparent)]
+pub struct EmbedOrigins(Vec<String>);
+
+impl EmbedOrigins {
+    pub const MAX: usize = 20;
+
+    pub fn parse(input: &[String]) -> Result<Self, ValidationError> {
+        let err = |m: String| Err(ValidationError::new("embed_origins", &m));
+        if input.len() > Self::MAX {
+            return err(format!("at most {} origins", Self::MAX));
+        }
+        let mut origins = Vec::with_capacity(input.len());
+        for raw in input {
+            let origin = raw.trim().trim_end_matches('/').to_lowercase();
+            let host = origin
+                .strip_prefix("https://")
+                .or_else(|| origin.strip_prefix("http://"));
+            let valid = host.is_some_and(|host| {
+                let (name, port) = host.split_once(':').unwrap_or((host, "0"));
+                let name = name.strip_prefix("*.").unwrap_or(name);
+                !name.is_empty()
+                    && name.len() <= 253
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+                    && port.parse::<u16>().is_ok()
+            });
+            if !valid {
+                return err(format!(
+                    "{raw:?} is not an origin such as https://shop.example"
+                ));
+            }
+            if !origins.contains(&origin) {
+                origins.push(origin);
+            }
+        }
+        Ok(Self(origins))
+    }
+
+    pub fn as_slice(&self) -> &[String] {
+        &self.0
+    }
+}
+
 /// Whether buyers can see a product.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -162,6 +210,8 @@ pub struct Shop {
     /// Every price in the shop is in this currency.
     pub currency: Currency,
     pub description: Description,
+    /// Sites that may frame the shop's embeddable player.
+    pub embed_origins: EmbedOrigins,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
 }

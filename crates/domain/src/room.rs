@@ -33,6 +33,16 @@ pub struct TransitionError {
     pub event: RoomEvent,
 }
 
+/// Where a room's LL-HLS playlist is served.
+pub fn hls_path(room: &RoomId) -> String {
+    format!("/live/{room}/index.m3u8")
+}
+
+/// Where a room's HTTP-FLV stream is served.
+pub fn flv_path(room: &RoomId) -> String {
+    format!("/live/{room}.flv")
+}
+
 impl RoomStatus {
     pub fn apply(self, event: RoomEvent) -> Result<Self, TransitionError> {
         use RoomEvent as E;

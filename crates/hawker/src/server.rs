@@ -98,7 +98,9 @@ pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
 
     let shutdown = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
-    let state = api::AppState::new(store.clone(), config.api.clone());
+    let mut api_config = config.api.clone();
+    api_config.rtmp_port = rtmp_addr.port();
+    let state = api::AppState::new(store.clone(), api_config);
     tasks.spawn(api::sweep_sessions(store.clone(), shutdown.clone()));
     tasks.spawn(api::run_selling_clock(state.clone(), shutdown.clone()));
     state.media().recorder().recover().await;

@@ -22,6 +22,7 @@ use std::time::Duration;
 use bus::{Bus, RoomEvent};
 use domain::Timestamp;
 use domain::ids::{MessageId, RoomId, UserId};
+use domain::room::RoomStatus;
 use domain::sale::SaleStatus;
 use serde_json::{Value, json};
 use store::{ChatRecord, PageRequest, Store, StoreError};
@@ -209,12 +210,19 @@ impl Hub {
             slow_mode_seconds,
             blocked_words,
             pinned,
+            // A room opened while its stream runs learns of it here, since
+            // the `stream.live` event went by before anyone joined.
             room: json!({
                 "id": room.id,
                 "shop_id": room.shop_id,
                 "title": room.title,
                 "status": room.status,
                 "started_at": room.started_at,
+                "stream": (room.status == RoomStatus::Live).then(|| json!({
+                    "started_at": room.started_at,
+                    "hls": domain::room::hls_path(&room.id),
+                    "flv": domain::room::flv_path(&room.id),
+                })),
             }),
             sale,
             chat,

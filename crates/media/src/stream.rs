@@ -63,15 +63,7 @@ impl Settings {
     }
 }
 
-/// Where a room's LL-HLS playlist is served.
-pub fn hls_path(room: &RoomId) -> String {
-    format!("/live/{room}/index.m3u8")
-}
-
-/// Where a room's HTTP-FLV stream is served.
-pub fn flv_path(room: &RoomId) -> String {
-    format!("/live/{room}.flv")
-}
+pub use domain::room::{flv_path, hls_path};
 
 /// Why a publish is refused.
 #[derive(Debug, thiserror::Error)]

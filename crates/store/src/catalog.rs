@@ -4,7 +4,8 @@ use std::collections::BTreeMap;
 
 use domain::Timestamp;
 use domain::catalog::{
-    Description, Handle, OptionValues, Product, ProductStatus, Shop, ShopName, Sku, Title, Variant,
+    Description, EmbedOrigins, Handle, OptionValues, Product, ProductStatus, Shop, ShopName, Sku,
+    Title, Variant,
 };
 use domain::ids::{AdjustmentId, ProductId, ShopId, UserId, VariantId};
 use domain::money::{Currency, Money};
@@ -28,6 +29,7 @@ pub struct ShopPatch {
     pub handle: Option<Handle>,
     pub name: Option<ShopName>,
     pub description: Option<Description>,
+    pub embed_origins: Option<EmbedOrigins>,
 }
 
 pub struct NewVariant {
@@ -62,7 +64,7 @@ pub struct VariantPatch {
 }
 
 const SHOP_COLUMNS: &str =
-    "id, owner_id, handle, name, currency, description, created_at, updated_at";
+    "id, owner_id, handle, name, currency, description, embed_origins, created_at, updated_at";
 const PRODUCT_COLUMNS: &str =
     "id, shop_id, title, description, status, images, created_at, updated_at";
 /// Product columns under `p_` names, so they can share a row with a variant's.
@@ -85,6 +87,11 @@ fn shop<R: Get>(r: &R) -> Result<Shop> {
         currency: Currency::parse(&r.text("currency")?).map_err(|e| corrupt("currency", e))?,
         description: Description::parse(&r.text("description")?)
             .map_err(|e| corrupt("description", e))?,
+        embed_origins: EmbedOrigins::parse(
+            &serde_json::from_str::<Vec<String>>(&r.text("embed_origins")?)
+                .map_err(|e| corrupt("embed origins", e))?,
+        )
+        .map_err(|e| corrupt("embed origins", e))?,
         created_at: Timestamp::from_millis(r.int("created_at")?),
         updated_at: Timestamp::from_millis(r.int("updated_at")?),
     })
@@ -342,7 +349,7 @@ impl Store {
         let created = fetch_one!(
             &mut tx,
             sqlx::query(&format!(
-                "INSERT INTO shops ({SHOP_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $7)
+                "INSERT INTO shops ({SHOP_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, '[]', $7, $7)
                  RETURNING {SHOP_COLUMNS}"
             ))
             .bind(ShopId::generate().as_str())
@@ -410,14 +417,21 @@ impl Store {
             &mut tx,
             sqlx::query(&format!(
                 "UPDATE shops SET handle = COALESCE($2, handle), name = COALESCE($3, name),
-                     description = COALESCE($4, description), updated_at = $5
+                     description = COALESCE($4, description),
+                     embed_origins = COALESCE($6, embed_origins), updated_at = $5
                  WHERE id = $1 RETURNING {SHOP_COLUMNS}"
             ))
             .bind(id.as_str())
             .bind(patch.handle.as_ref().map(Handle::as_str))
             .bind(patch.name.as_ref().map(ShopName::as_str))
             .bind(patch.description.as_ref().map(Description::as_str))
-            .bind(Timestamp::now().as_millis()),
+            .bind(Timestamp::now().as_millis())
+            .bind(
+                patch
+                    .embed_origins
+                    .as_ref()
+                    .map(|o| serde_json::json!(o.as_slice()).to_string()),
+            ),
             shop
         )
         .map_err(StoreError::unique(Conflict::Handle))?

@@ -38,6 +38,7 @@ const SQLITE_MIGRATIONS: Migrations = &[
         "video",
         include_str!("../migrations/sqlite/0004_video.sql"),
     ),
+    (5, "web", include_str!("../migrations/sqlite/0005_web.sql")),
 ];
 const POSTGRES_MIGRATIONS: Migrations = &[
     (
@@ -59,6 +60,11 @@ const POSTGRES_MIGRATIONS: Migrations = &[
         4,
         "video",
         include_str!("../migrations/postgres/0004_video.sql"),
+    ),
+    (
+        5,
+        "web",
+        include_str!("../migrations/postgres/0005_web.sql"),
     ),
 ];
 

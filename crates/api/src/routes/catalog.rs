@@ -10,7 +10,8 @@ use axum::Json;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::StatusCode;
 use domain::catalog::{
-    Description, Handle, OptionValues, Product, ProductStatus, Shop, ShopName, Sku, Title, Variant,
+    Description, EmbedOrigins, Handle, OptionValues, Product, ProductStatus, Shop, ShopName, Sku,
+    Title, Variant,
 };
 use domain::ids::{ProductId, VariantId};
 use domain::money::{Currency, Money};
@@ -85,6 +86,9 @@ pub(crate) struct UpdateShop {
     handle: Option<String>,
     name: Option<String>,
     description: Option<String>,
+    /// The sites whose pages may frame the shop's embeddable player
+    /// (`/embed/{room}`), such as `["https://shop.example"]`; replaces the list.
+    embed_origins: Option<Vec<String>>,
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -285,6 +289,11 @@ async fn update_shop(
             .description
             .as_deref()
             .map(Description::parse)
+            .transpose()?,
+        embed_origins: body
+            .embed_origins
+            .as_deref()
+            .map(EmbedOrigins::parse)
             .transpose()?,
     };
     Ok(Json(state.store().update_shop(&shop.id, patch).await?))

@@ -3,11 +3,11 @@
 
 pub(crate) mod accounts;
 pub(crate) mod catalog;
-pub(crate) mod home;
 pub(crate) mod images;
 pub(crate) mod live;
 pub(crate) mod moderation;
 pub(crate) mod orders;
+pub(crate) mod pages;
 pub(crate) mod payments;
 pub(crate) mod rooms;
 pub(crate) mod sales;

@@ -3,7 +3,7 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode, header};
 use domain::Timestamp;
 use domain::catalog::{Description, Title};
 use domain::ids::{RoomId, ShopId};
@@ -63,13 +63,30 @@ pub(crate) struct UpdateRoom {
 #[derive(Serialize, ToSchema)]
 pub(crate) struct RoomWithKey {
     room: Room,
-    /// Publish to `rtmp://HOST:1935/live/{stream_key}`.
+    /// Publish to `{publish_url}/{stream_key}`.
     stream_key: String,
+    /// The RTMP server to give an encoder (OBS: Settings, Stream, Server), such
+    /// as `rtmp://HOST:1935/live`, with the host this request was sent to.
+    publish_url: String,
 }
 
 #[derive(Serialize, ToSchema)]
 pub(crate) struct StreamKeyRotated {
     stream_key: String,
+    publish_url: String,
+}
+
+/// `rtmp://{host}:{port}/live`, with the host the client reached this server by.
+fn publish_url(state: &AppState, headers: &HeaderMap) -> String {
+    let authority = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("localhost");
+    let host = match authority.rsplit_once(':') {
+        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
+        _ => authority,
+    };
+    format!("rtmp://{host}:{}/live", state.config().rtmp_port)
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -137,6 +154,7 @@ async fn create_room(
     State(state): State<AppState>,
     current: CurrentUser,
     Path(shop): Path<String>,
+    headers: HeaderMap,
     JsonBody(body): JsonBody<CreateRoom>,
 ) -> ApiResult<(StatusCode, Json<RoomWithKey>)> {
     let shop = owned_shop(&state, &current, &shop).await?;
@@ -159,6 +177,7 @@ async fn create_room(
         Json(RoomWithKey {
             room,
             stream_key: key.expose().to_owned(),
+            publish_url: publish_url(&state, &headers),
         }),
     ))
 }
@@ -184,17 +203,38 @@ async fn list_shop_rooms(
 /// Rooms of every shop, newest first: `?status=live` for live now,
 /// `scheduled` for upcoming, `ended` for past lives. Public.
 #[utoipa::path(get, path = "/api/v1/rooms", tag = "rooms", params(RoomQuery),
-    responses((status = 200, body = Page<Room>)))]
+    responses((status = 200, body = Page<ListedRoom>)))]
 async fn list_rooms(
     State(state): State<AppState>,
     QueryParams(query): QueryParams<RoomQuery>,
-) -> ApiResult<Json<Page<Room>>> {
+) -> ApiResult<Json<Page<ListedRoom>>> {
     let page = query.page()?;
     let filter = RoomFilter {
         shop: None,
         status: query.status,
     };
-    Ok(Json(state.store().rooms(&filter, &page).await?.into()))
+    let rooms = state.store().rooms(&filter, &page).await?;
+    let hub = state.hub();
+    Ok(Json(Page {
+        items: rooms
+            .items
+            .into_iter()
+            .map(|room| ListedRoom {
+                viewers: hub.viewers(&room.id),
+                room,
+            })
+            .collect(),
+        next_cursor: rooms.next,
+    }))
+}
+
+/// A room in the public directory, with its audience.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ListedRoom {
+    #[serde(flatten)]
+    room: Room,
+    /// Viewers connected to the room's WebSocket on this node.
+    viewers: usize,
 }
 
 /// One room. Public.
@@ -293,6 +333,7 @@ async fn rotate_stream_key(
     State(state): State<AppState>,
     current: CurrentUser,
     Path(id): Path<String>,
+    headers: HeaderMap,
 ) -> ApiResult<(StatusCode, Json<StreamKeyRotated>)> {
     let room = owned_room(&state, &current, &id).await?;
     let key = new_stream_key()?;
@@ -305,6 +346,7 @@ async fn rotate_stream_key(
         StatusCode::CREATED,
         Json(StreamKeyRotated {
             stream_key: key.expose().to_owned(),
+            publish_url: publish_url(&state, &headers),
         }),
     ))
 }

@@ -1,0 +1,92 @@
+// The room's WebSocket (docs/protocol.md): a snapshot on join, then events in
+// `seq` order. On a drop it reconnects with the last `seq` seen, so it gets
+// exactly what it missed, or a fresh snapshot when it fell too far behind.
+import type { Snapshot } from './types';
+
+export interface RoomEvent {
+  type: string;
+  seq?: number;
+  data?: Record<string, unknown>;
+  code?: string;
+  message?: string;
+  retry_after_ms?: number;
+}
+
+export interface RoomSocketHandlers {
+  snapshot(snapshot: Snapshot): void;
+  event(event: RoomEvent): void;
+  error(code: string, message: string, retryAfterMs?: number): void;
+  connection(state: 'connecting' | 'open' | 'closed'): void;
+}
+
+export class RoomSocket {
+  private socket: WebSocket | null = null;
+  private lastSeq: number | null = null;
+  private attempts = 0;
+  private closed = false;
+  private timer: number | undefined;
+
+  constructor(
+    private readonly room: string,
+    private readonly handlers: RoomSocketHandlers,
+  ) {
+    this.open();
+  }
+
+  /** Sends a frame; false when the connection is down. */
+  send(frame: Record<string, unknown>): boolean {
+    if (this.socket?.readyState !== WebSocket.OPEN) return false;
+    this.socket.send(JSON.stringify(frame));
+    return true;
+  }
+
+  /** Opens a new connection, as after signing in, keeping the position in the room. */
+  reconnect(): void {
+    this.socket?.close(1000);
+  }
+
+  close(): void {
+    this.closed = true;
+    clearTimeout(this.timer);
+    this.socket?.close(1000);
+  }
+
+  private open(): void {
+    const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
+    const since = this.lastSeq === null ? '' : `?since=${this.lastSeq}`;
+    const socket = new WebSocket(`${scheme}://${location.host}/api/v1/rooms/${encodeURIComponent(this.room)}/ws${since}`);
+    this.socket = socket;
+    this.handlers.connection('connecting');
+    socket.addEventListener('open', () => {
+      this.attempts = 0;
+      this.handlers.connection('open');
+    });
+    socket.addEventListener('message', (message) => {
+      if (typeof message.data !== 'string') return;
+      let frame: RoomEvent;
+      try {
+        frame = JSON.parse(message.data) as RoomEvent;
+      } catch {
+        return;
+      }
+      if (typeof frame.seq === 'number') this.lastSeq = frame.seq;
+      if (frame.type === 'snapshot' || frame.type === 'state') {
+        this.handlers.snapshot(frame.data as unknown as Snapshot);
+      } else if (frame.type === 'error') {
+        this.handlers.error(frame.code ?? 'error', frame.message ?? 'Something went wrong.', frame.retry_after_ms);
+      } else if (frame.type !== 'pong' && frame.type !== 'lagged') {
+        this.handlers.event(frame);
+      }
+    });
+    socket.addEventListener('close', () => {
+      if (this.socket !== socket) return;
+      this.socket = null;
+      this.handlers.connection('closed');
+      if (this.closed) return;
+      // Back off up to 10 s, with jitter so a restarted node is not hit all at once.
+      const delay = Math.min(10_000, 500 * 2 ** this.attempts) * (0.5 + Math.random() / 2);
+      this.attempts += 1;
+      this.timer = window.setTimeout(() => this.open(), delay);
+    });
+  }
+}
