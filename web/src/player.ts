@@ -64,7 +64,7 @@ export function createPlayer(): Player {
     if (!url) return;
     const source = url;
     say(live ? 'Connecting to the live…' : 'Loading the replay…');
-    const { default: HlsClass } = await import('hls.js');
+    const { default: HlsClass } = await import('hls.js/light');
     if (source !== url) return;
     if (!HlsClass.isSupported()) {
       if (video.canPlayType('application/vnd.apple.mpegurl')) {

@@ -14,7 +14,7 @@ import { clock, fill, h, notice, pathParam, time } from './ui';
 const roomId = pathParam('/r/');
 const main = h('main', { class: 'room' });
 document.body.append(main);
-void mountHeader(() => void whoAmI());
+void mountHeader(() => void whoAmI(true));
 
 const player = createPlayer();
 const title = h('h1', {});
@@ -31,8 +31,10 @@ let socket: RoomSocket | null = null;
 const buyFrom = async (variantId: string, button: HTMLButtonElement, from: Sale | null) => {
   button.disabled = true;
   notice(errors, null);
+  const signedIn = !!(await me().catch(() => null));
   try {
     await buy(roomId, variantId, from);
+    if (!signedIn) await whoAmI(true);
   } catch (error) {
     notice(errors, describe(error));
   } finally {
@@ -74,7 +76,7 @@ async function whoAmI(reconnect = false): Promise<void> {
     !!account && !!shop && (account.user.id === shop.owner_id || (await get(`/api/v1/shops/${encodeURIComponent(shop.id)}/moderators`).then(() => true, () => false)));
   chat.setViewer(account?.user.id ?? null, moderator);
   // The socket speaks for whoever its cookie named when it opened.
-  if (reconnect) socket?.reconnect();
+  if (reconnect) await socket?.reconnect();
 }
 
 function floatHeart(): void {
@@ -85,8 +87,11 @@ function floatHeart(): void {
 }
 
 likeButton.addEventListener('click', async () => {
-  if (!(await ensureSignedIn('Sign in to like. The video keeps playing.'))) return;
-  await whoAmI();
+  const signedIn = !!(await me().catch(() => null));
+  if (!signedIn) {
+    if (!(await ensureSignedIn('Sign in to like. The video keeps playing.'))) return;
+    await whoAmI(true);
+  }
   floatHeart();
   if (!socket?.send({ type: 'like' })) notice(errors, 'Not connected to the room; reconnecting…');
 });

@@ -6,6 +6,7 @@ import type { Me, User } from './types';
 import { field, h, header, notice } from './ui';
 
 let current: Promise<Me | null> | null = null;
+const SESSION_CHANGED = 'hawker:session';
 
 /** The signed-in account with its shops, or null. */
 export function me(): Promise<Me | null> {
@@ -18,6 +19,7 @@ export function me(): Promise<Me | null> {
 
 function forget(): void {
   current = null;
+  window.dispatchEvent(new Event(SESSION_CHANGED));
 }
 
 /** Opens the sign-in / sign-up dialog; resolves with the account, or null if closed. */
@@ -103,24 +105,29 @@ export async function signOut(): Promise<void> {
   forget();
 }
 
-/** Puts the top bar on the page; `changed` runs after signing in or out. */
-export async function mountHeader(changed: () => void = () => location.reload()): Promise<void> {
+let changed: () => void = () => location.reload();
+
+async function renderHeader(): Promise<void> {
   const account = await me().catch(() => null);
   const bar = header(
     account?.user.display_name ?? null,
     async () => {
-      if (await signIn()) {
-        await mountHeader(changed);
-        changed();
-      }
+      if (await signIn()) changed();
     },
     async () => {
       await signOut();
-      await mountHeader(changed);
       changed();
     },
   );
   const old = document.querySelector('header.top');
   if (old) old.replaceWith(bar);
   else document.body.prepend(bar);
+}
+
+/** Puts the top bar on the page, kept current as people sign in and out
+ * (from the bar or in place); `onChange` runs after the bar's own actions. */
+export async function mountHeader(onChange?: () => void): Promise<void> {
+  if (onChange) changed = onChange;
+  window.addEventListener(SESSION_CHANGED, () => void renderHeader());
+  await renderHeader();
 }

@@ -25,6 +25,7 @@ export class RoomSocket {
   private attempts = 0;
   private closed = false;
   private timer: number | undefined;
+  private waiting: (() => void)[] = [];
 
   constructor(
     private readonly room: string,
@@ -40,9 +41,15 @@ export class RoomSocket {
     return true;
   }
 
-  /** Opens a new connection, as after signing in, keeping the position in the room. */
-  reconnect(): void {
-    this.socket?.close(1000);
+  /** Opens a new connection, as after signing in, keeping the position in the room; resolves once it is open. */
+  reconnect(): Promise<void> {
+    const opened = new Promise<void>((resolve) => this.waiting.push(resolve));
+    const old = this.socket;
+    this.socket = null;
+    old?.close(1000);
+    clearTimeout(this.timer);
+    this.open();
+    return opened;
   }
 
   close(): void {
@@ -60,6 +67,7 @@ export class RoomSocket {
     socket.addEventListener('open', () => {
       this.attempts = 0;
       this.handlers.connection('open');
+      this.waiting.splice(0).forEach((resolve) => resolve());
     });
     socket.addEventListener('message', (message) => {
       if (typeof message.data !== 'string') return;

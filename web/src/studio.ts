@@ -344,7 +344,7 @@ async function roomView(body: HTMLElement, roomId: string): Promise<void> {
     if (!confirm('End this room for good? Viewers see the replay afterwards.')) return;
     void act(endButton, endOut, async () => {
       await patch(`/api/v1/rooms/${enc(room.id)}`, { status: 'ended' });
-      await route();
+      location.hash = 'rooms';
     });
   });
 

@@ -240,7 +240,7 @@ fn migrate_is_idempotent_and_admin_create_user_works() {
     let dir = tempfile::tempdir().unwrap();
     let (code, out, err) = run(&["migrate"], dir.path(), None);
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("Applied migrations [1, 2, 3, 4]"), "{out}");
+    assert!(out.contains("Applied migrations [1, 2, 3, 4, 5]"), "{out}");
     let (code, out, _) = run(&["migrate"], dir.path(), None);
     assert_eq!(code, 0);
     assert!(out.contains("up to date"), "{out}");
@@ -363,9 +363,12 @@ fn demo_seeds_once_and_runs_again_without_duplicates() {
             json!({"email": "seller@demo.hawker.localhost", "password": "hawker-demo"}),
         );
         assert_eq!(status, 201);
-        let (status, home) = get(&demo.url("/"));
+        let (status, page) = get(&demo.url(&format!("/r/{room}")));
         assert_eq!(status, 200);
-        assert!(home.as_str().unwrap().contains("Organic Cotton Tee"));
+        assert!(page.as_str().unwrap().contains("/assets/room-"), "{page}");
+        let (status, products) = get(&demo.url("/api/v1/shops/demo/products?limit=100"));
+        assert_eq!(status, 200);
+        assert!(products.to_string().contains("Organic Cotton Tee"));
         let (code, output) = demo.stop();
         assert_eq!(code, 0, "{output}");
         assert!(

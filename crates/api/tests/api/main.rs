@@ -10,6 +10,7 @@ mod helpers;
 mod images;
 mod live;
 mod ops;
+mod pages;
 mod payments;
 mod rooms;
 mod selling;

@@ -1,0 +1,119 @@
+// What the end-to-end tests share: a real Hawker server on free loopback ports
+// with its own data directory, headless Chromium from the system, and ffmpeg
+// publishing the committed demo clip over RTMP.
+import { spawn, execFileSync } from 'node:child_process';
+import { mkdtempSync, mkdirSync, rmSync } from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+export const repo = path.resolve(here, '../..');
+export const output = path.join(repo, 'web/e2e-output');
+mkdirSync(output, { recursive: true });
+
+function binary() {
+  if (process.env.HAWKER_BIN) return process.env.HAWKER_BIN;
+  const target = process.env.CARGO_TARGET_DIR ?? path.join(repo, 'target');
+  return path.join(target, 'debug/hawker');
+}
+
+async function freePort(host = '127.0.0.1') {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.on('error', reject);
+    server.listen(0, host, () => {
+      const { port } = server.address();
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/** Starts `hawker serve` on SQLite in a fresh directory; `stop()` ends it. */
+export async function startHawker() {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'hawker-e2e-'));
+  const http = await freePort();
+  const rtmp = await freePort();
+  const env = { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'warn' };
+  delete env.HAWKER_DATABASE_URL;
+  delete env.HAWKER_NATS_URL;
+  const child = spawn(
+    binary(),
+    ['serve', '--data-dir', dir, '--http-addr', `127.0.0.1:${http}`, '--rtmp-addr', `127.0.0.1:${rtmp}`],
+    { env, stdio: ['ignore', 'inherit', 'inherit'] },
+  );
+  const url = `http://127.0.0.1:${http}`;
+  for (let i = 0; ; i++) {
+    try {
+      if ((await fetch(`${url}/readyz`)).ok) break;
+    } catch {
+      // not listening yet
+    }
+    if (i > 600 || child.exitCode !== null) throw new Error(`Hawker did not start (${binary()})`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return {
+    url,
+    rtmpPort: rtmp,
+    async stop() {
+      child.kill('SIGTERM');
+      await new Promise((r) => (child.exitCode !== null ? r() : child.once('exit', r)));
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+export async function launch() {
+  return chromium.launch({
+    executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--autoplay-policy=no-user-gesture-required'],
+  });
+}
+
+/** Publishes the demo clip in a loop to `server/key` until `stop()`. */
+export function publish(server, key) {
+  const clip = path.join(repo, 'crates/media/fixtures/demo.flv');
+  const ffmpeg = spawn(
+    'ffmpeg',
+    ['-hide_banner', '-loglevel', 'error', '-re', '-stream_loop', '-1', '-i', clip, '-c', 'copy', '-f', 'flv', `${server}/${key}`],
+    { stdio: ['ignore', 'ignore', 'inherit'] },
+  );
+  return {
+    async stop() {
+      ffmpeg.kill('SIGINT');
+      await new Promise((r) => (ffmpeg.exitCode !== null ? r() : ffmpeg.once('exit', r)));
+    },
+  };
+}
+
+/** A small PNG made by ffmpeg, for a product image upload. */
+export function productImage() {
+  const file = path.join(output, 'product.png');
+  execFileSync('ffmpeg', ['-hide_banner', '-loglevel', 'error', '-y', '-f', 'lavfi', '-i', 'color=c=0x3366cc:s=200x200', '-frames:v', '1', file]);
+  return file;
+}
+
+/** Waits until a page's video has played at least `seconds`. */
+export async function waitForPlayback(page, seconds = 1, selector = 'video') {
+  await page.waitForFunction(
+    ([sel, s]) => {
+      const video = document.querySelector(sel);
+      return video && video.currentTime > s;
+    },
+    [selector, seconds],
+    { timeout: 60_000 },
+  );
+}
+
+/** Signs up in the page's sign-in dialog, which must be open. */
+export async function signUpInDialog(page, email, name) {
+  const dialog = page.getByRole('dialog');
+  await dialog.getByRole('button', { name: 'New here? Create an account' }).click();
+  await dialog.getByLabel('Email').fill(email);
+  await dialog.getByLabel('Password').fill('correct horse battery');
+  await dialog.getByLabel('Your name, as the chat shows it').fill(name);
+  await dialog.getByRole('button', { name: 'Create account' }).click();
+  await dialog.waitFor({ state: 'detached' });
+}
