@@ -146,6 +146,9 @@ test('the seller pins a product and starts a flash sale; a viewer buys and pays,
   await mine.getByText(/Linen Shirt/).waitFor();
 
   await studio.locator('.sale-orders', { hasText: /^1$/ }).waitFor();
+  const dashboard = studio.locator('.dashboard');
+  await dashboard.getByText('€25.00').waitFor();
+  await dashboard.getByText('1 (1 paid)').waitFor();
   await studio.screenshot({ path: path.join(output, 'studio-room.png'), fullPage: true });
   await studio.getByRole('link', { name: 'Orders', exact: true }).click();
   await studio.locator(`tr[data-order="${order}"]`).getByText('paid').waitFor();

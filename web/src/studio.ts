@@ -8,7 +8,7 @@ import { createChat } from './chat';
 import { createPlayer, type Player } from './player';
 import { me, mountHeader, signIn } from './session';
 import { RoomSocket } from './socket';
-import type { ChatMessage, FlashSale, Order, Page, PinnedCard, Product, Room, Shop, StreamStats } from './types';
+import type { ChatMessage, FlashSale, Order, Page, PinnedCard, Product, Room, RoomStats, Shop, StreamStats } from './types';
 import { act, clock, copyButton, field, fill, h, money, notice, parseMoney, time } from './ui';
 
 const main = h('main', { class: 'studio' });
@@ -348,15 +348,17 @@ async function roomView(body: HTMLElement, roomId: string): Promise<void> {
     });
   });
 
+  const dashboardBox = h('div', { 'aria-live': 'polite' });
+  const statusBadge = h('span', { class: `status ${room.status}` }, room.status);
   const embed = `<iframe src="${location.origin}/embed/${room.id}" width="360" height="640" allow="autoplay; fullscreen" style="border:0"></iframe>`;
   fill(
     body,
     h('p', {}, h('a', { href: '#rooms' }, '← Rooms'), ' · ', h('a', { href: roomUrl, target: '_blank' }, 'Open the viewer page ↗')),
-    h('h2', {}, room.title, ' ', h('span', { class: `status ${room.status}` }, room.status)),
+    h('h2', {}, room.title, ' ', statusBadge),
     h(
       'div',
       { class: 'grid2' },
-      h('section', { class: 'panel' }, h('h3', {}, 'Preview'), preview.element, h('div', { class: 'stats' }, h('div', {}, 'Viewers', viewers)), stats),
+      h('section', { class: 'panel' }, h('h3', {}, 'Preview'), h('div', { class: 'stage' }, preview.element), h('div', { class: 'stats' }, h('div', {}, 'Viewers', viewers)), stats),
       h('section', { class: 'panel' }, h('h3', {}, 'Go live from OBS'), keyBox, ended ? null : rotate, keyOut),
     ),
     h(
@@ -371,28 +373,36 @@ async function roomView(body: HTMLElement, roomId: string): Promise<void> {
       h('section', { class: 'panel' }, h('h3', {}, 'Chat'), chat.element),
       h('section', { class: 'panel' }, h('h3', {}, 'Moderation'), field('Slow mode (seconds between messages; 0 is off)', slow), slowButton, field('Blocked words (all rooms of the shop)', words), wordsButton, field('Appoint a moderator (user id, from a chat message)', moderator), moderatorButton, modOut),
     ),
+    h('section', { class: 'panel dashboard' }, h('h3', {}, 'Dashboard'), dashboardBox),
     h('section', { class: 'panel' }, h('h3', {}, 'Embed'), h('p', {}, 'Put the player on your own site; list the site under Settings → Embedding.'), h('code', {}, embed), ' ', copyButton('Copy snippet', () => embed)),
     ended ? null : h('section', { class: 'panel' }, h('h3', {}, 'End'), endButton, endOut),
   );
+  cleanup.push(dashboard(room, dashboardBox));
   void loadSales().catch((error) => notice(saleOut, describe(error)));
-  watchRoom(room, preview, stats, viewers, pinnedNow, chat, loadSales);
+  watchRoom(room, { preview, stats, viewers, pinnedNow, statusBadge }, chat, loadSales);
 }
 
-function watchRoom(
-  room: Room,
-  preview: Player,
-  stats: HTMLElement,
-  viewers: HTMLElement,
-  pinnedNow: HTMLElement,
-  chat: ReturnType<typeof createChat>,
-  loadSales: () => Promise<void>,
-): void {
+interface RoomViews {
+  preview: Player;
+  stats: HTMLElement;
+  viewers: HTMLElement;
+  pinnedNow: HTMLElement;
+  statusBadge: HTMLElement;
+}
+
+function watchRoom(room: Room, views: RoomViews, chat: ReturnType<typeof createChat>, loadSales: () => Promise<void>): void {
+  const { preview, stats, viewers, pinnedNow, statusBadge } = views;
+  const showStatus = (status: string) => {
+    statusBadge.textContent = status;
+    statusBadge.className = `status ${status}`;
+  };
   const showPin = (card: PinnedCard | null) => fill(pinnedNow, card ? `Pinned: ${card.title} (${money(card.price)})` : 'Nothing pinned.');
   const socket = new RoomSocket(room.id, {
     snapshot(snapshot) {
       viewers.textContent = String(snapshot.viewers);
       showPin(snapshot.pinned);
       if (snapshot.chat) chat.reset(snapshot.chat);
+      showStatus(snapshot.room.status);
       preview.play(snapshot.room.status === 'live' && snapshot.room.stream ? snapshot.room.stream.hls : null, true, 'Not receiving video. Start streaming in OBS.');
     },
     event(event) {
@@ -402,8 +412,13 @@ function watchRoom(
       else if (event.type === 'chat.deleted') chat.remove(String(data.id));
       else if (event.type === 'pin') showPin(data as unknown as PinnedCard);
       else if (event.type === 'unpin') showPin(null);
-      else if (event.type === 'stream.live') preview.play(String(data.hls), true);
-      else if (event.type === 'stream.ended') preview.play(null, true, 'The stream stopped.');
+      else if (event.type === 'stream.live') {
+        showStatus('live');
+        preview.play(String(data.hls), true);
+      } else if (event.type === 'stream.ended') {
+        showStatus('scheduled');
+        preview.play(null, true, 'The stream stopped.');
+      }
       else if (event.type.startsWith('sale.')) void loadSales();
     },
     error(_code, message) {
@@ -435,6 +450,67 @@ function watchRoom(
     socket.close();
     preview.destroy();
   });
+}
+
+// ---- Dashboard ----
+
+const SVG = 'http://www.w3.org/2000/svg';
+
+function svg<K extends keyof SVGElementTagNameMap>(tag: K, attrs: Record<string, string | number>): SVGElementTagNameMap[K] {
+  const el = document.createElementNS(SVG, tag);
+  for (const [key, value] of Object.entries(attrs)) el.setAttribute(key, String(value));
+  return el;
+}
+
+/** Viewers as a line and orders as bars over the live's intervals. */
+function chart(stats: RoomStats): SVGSVGElement {
+  const width = 600;
+  const height = 140;
+  const points = stats.series;
+  const root = svg('svg', { viewBox: `0 0 ${width} ${height}`, role: 'img', class: 'chart' });
+  const title = svg('title', {});
+  title.textContent = `Viewers (line) and orders (bars) over ${points.length} intervals of ${stats.interval_seconds} s`;
+  root.append(title);
+  if (points.length === 0) return root;
+  const start = Date.parse(points[0].at);
+  const end = Math.max(Date.parse(points[points.length - 1].at), start + 1);
+  const x = (at: string) => 4 + ((Date.parse(at) - start) / (end - start)) * (width - 8);
+  const maxViewers = Math.max(1, ...points.map((p) => p.viewers));
+  const maxOrders = Math.max(1, ...points.map((p) => p.orders));
+  for (const p of points.filter((p) => p.orders > 0)) {
+    const h = (p.orders / maxOrders) * (height - 20);
+    root.append(svg('rect', { x: x(p.at) - 2, y: height - h, width: 4, height: h, class: 'bar' }));
+  }
+  const line = points.map((p) => `${x(p.at).toFixed(1)},${(height - 4 - (p.viewers / maxViewers) * (height - 20)).toFixed(1)}`).join(' ');
+  root.append(svg('polyline', { points: line, class: 'line' }));
+  return root;
+}
+
+function dashboard(room: Room, box: HTMLElement): () => void {
+  const load = async () => {
+    const stats = await get<RoomStats>(`/api/v1/rooms/${enc(room.id)}/stats`);
+    const stat = (label: string, value: string) => h('div', {}, label, h('b', {}, value));
+    fill(
+      box,
+      h(
+        'div',
+        { class: 'stats' },
+        stat('Watching now', String(stats.viewers_now)),
+        stat('Peak viewers', String(stats.peak_viewers)),
+        stat('Messages', `${stats.messages} from ${stats.chatters}`),
+        stat('Likes', String(stats.likes)),
+        stat('Orders', `${stats.orders} (${stats.paid_orders} paid)`),
+        stat('Revenue', money(stats.revenue)),
+        stat('Conversion', `${(stats.conversion * 100).toFixed(1)} %`),
+      ),
+      chart(stats),
+      h('p', { class: 'muted' }, 'Conversion: buyers per viewer at the peak. Viewers and likes are sampled every ', String(stats.interval_seconds), ' s.'),
+    );
+  };
+  const out = h('p', {});
+  void load().catch((error) => notice(out, describe(error)));
+  const timer = window.setInterval(() => void load().catch(() => undefined), 5000);
+  return () => clearInterval(timer);
 }
 
 // ---- Orders ----

@@ -191,3 +191,19 @@ export interface Recording {
   duration_ms: number;
   timeline?: TimelineEntry[];
 }
+
+export interface RoomStats {
+  room_id: string;
+  interval_seconds: number;
+  series: { at: string; viewers: number; likes: number; messages: number; orders: number }[];
+  viewers_now: number;
+  peak_viewers: number;
+  likes: number;
+  messages: number;
+  chatters: number;
+  orders: number;
+  paid_orders: number;
+  buyers: number;
+  revenue: Money;
+  conversion: number;
+}

@@ -71,6 +71,9 @@ pub struct Limits {
     /// viewers' messages are shown as a sample, in the order they came, while the
     /// shop's owner and moderators always get through. All are kept.
     pub display: Rate,
+    /// How often each node writes its rooms' viewers and likes for the
+    /// sellers' dashboards; every node samples on the same boundaries.
+    pub sample_interval: Duration,
 }
 
 impl Default for Limits {
@@ -97,6 +100,7 @@ impl Default for Limits {
                 burst: 200.0,
                 per_second: 100.0,
             },
+            sample_interval: Duration::from_secs(10),
         }
     }
 }

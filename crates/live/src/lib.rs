@@ -25,7 +25,7 @@ use domain::ids::{MessageId, RoomId, UserId};
 use domain::room::RoomStatus;
 use domain::sale::SaleStatus;
 use serde_json::{Value, json};
-use store::{ChatRecord, PageRequest, Store, StoreError};
+use store::{ChatRecord, PageRequest, RoomSample, Store, StoreError};
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
@@ -81,7 +81,7 @@ impl Hub {
         let (chat_log, queue) = mpsc::channel(CHAT_LOG_QUEUE);
         let shutdown = CancellationToken::new();
         let writer = tokio::spawn(write_chat_log(store.clone(), queue, shutdown.clone()));
-        Self(Arc::new(Inner {
+        let hub = Self(Arc::new(Inner {
             store,
             bus,
             rooms: Mutex::default(),
@@ -89,7 +89,9 @@ impl Hub {
             chat_log_writer: Mutex::new(Some(writer)),
             limits,
             shutdown,
-        }))
+        }));
+        tokio::spawn(sample_rooms(Arc::downgrade(&hub.0)));
+        hub
     }
 
     /// Closes every connection and stops the rooms; the chat log writes out
@@ -348,6 +350,49 @@ fn log_chat(hub: &Hub, room: &RoomId, seq: u64, event: &RoomEvent) {
 
 /// Keeps chat messages in batches: whatever queued while the last batch was
 /// written. On shutdown, writes what is queued and ends.
+/// Writes, at the end of every sampling interval, what this node saw of each
+/// open room (its viewers then, the likes during the interval) for the sellers'
+/// dashboards. Intervals start on multiples of the interval since the epoch, so
+/// the nodes' samples line up and add up. Holds the hub weakly: it stops with it.
+async fn sample_rooms(hub: std::sync::Weak<Inner>) {
+    let Some((every, shutdown)) = hub
+        .upgrade()
+        .map(|h| (h.limits.sample_interval, h.shutdown.clone()))
+    else {
+        return;
+    };
+    let every_ms = i64::try_from(every.as_millis()).unwrap_or(i64::MAX).max(1);
+    loop {
+        let now = Timestamp::now().as_millis();
+        let end = (now / every_ms + 1) * every_ms;
+        let wait = Duration::from_millis(u64::try_from(end - now).unwrap_or(0));
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = shutdown.cancelled() => return,
+        }
+        let Some(hub) = hub.upgrade() else { return };
+        let at = Timestamp::from_millis(end - every_ms);
+        let samples: Vec<RoomSample> = hub
+            .rooms
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .filter_map(|room| {
+                let (viewers, likes) = room.take_sample();
+                (viewers > 0 || likes > 0).then(|| RoomSample {
+                    room: room.id.clone(),
+                    at,
+                    viewers: i64::try_from(viewers).unwrap_or(i64::MAX),
+                    likes: i64::try_from(likes).unwrap_or(i64::MAX),
+                })
+            })
+            .collect();
+        if let Err(e) = hub.store.record_room_samples(&samples).await {
+            tracing::warn!(error = %e, rooms = samples.len(), "could not keep the rooms' samples");
+        }
+    }
+}
+
 async fn write_chat_log(
     store: Store,
     mut queue: mpsc::Receiver<ChatRecord>,

@@ -113,6 +113,8 @@ pub struct Room {
     pub(crate) viewers: AtomicUsize,
     /// Likes received since the last `likes` event.
     likes_pending: AtomicU64,
+    /// Likes received since the dashboard's last sample.
+    likes_unsampled: AtomicU64,
     /// Taken alone, or after `state`; never the other way round.
     speakers: Mutex<Speakers>,
 }
@@ -144,6 +146,7 @@ impl Room {
             frames: broadcast::channel(ring.max(1)).0,
             viewers: AtomicUsize::new(0),
             likes_pending: AtomicU64::new(0),
+            likes_unsampled: AtomicU64::new(0),
             speakers: Mutex::new(Speakers {
                 sanctions: seed
                     .sanctions
@@ -297,6 +300,16 @@ impl Room {
     /// A like from a viewer; shown in the next coalesced `likes` event.
     pub fn like(&self) {
         self.likes_pending.fetch_add(1, Ordering::Relaxed);
+        self.likes_unsampled.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The dashboard's sample: viewers on this node now, and the likes since
+    /// the last sample.
+    pub(crate) fn take_sample(&self) -> (usize, u64) {
+        (
+            self.viewers.load(Ordering::Relaxed),
+            self.likes_unsampled.swap(0, Ordering::Relaxed),
+        )
     }
 
     /// Publishes the coalesced counters if they changed since the last tick.

@@ -22,6 +22,7 @@ mod recordings;
 mod rooms;
 mod row;
 mod sales;
+mod stats;
 pub mod testing;
 
 pub use accounts::NewUser;
@@ -38,6 +39,7 @@ pub use payments::NewPayment;
 pub use recordings::{ChatLine, PinSpan, Recording, RecordingProgress};
 pub use rooms::{NewRoom, RoomFilter, RoomPatch};
 pub use sales::{NewSale, SaleTally};
+pub use stats::{RoomSample, RoomStats, StatsPoint};
 
 /// A page of a list, newest first; `next` is the cursor for the page after it.
 #[derive(Debug, Clone)]

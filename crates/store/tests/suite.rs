@@ -64,6 +64,7 @@ conformance!(
     orders_pay_ship_refund_and_cancel,
     chat_is_kept_in_batches,
     pins_replace_each_other_and_keep_their_timeline,
+    room_stats_add_up_the_nodes_samples_and_the_chat,
     moderation_is_kept,
 );
 
@@ -1390,6 +1391,69 @@ async fn chat_is_kept_in_batches(store: &Store) {
     store.save_chat(&[]).await.unwrap();
     let recent = store.recent_chat(&room, 2).await.unwrap();
     assert_eq!(recent, batch[1..]);
+}
+
+async fn room_stats_add_up_the_nodes_samples_and_the_chat(store: &Store) {
+    let (seller, _, sale) = sale_setup(store, 1, 1, 1).await;
+    let room = store.sale(&sale).await.unwrap().unwrap().room_id;
+    let empty = store.room_stats(&room, 10_000).await.unwrap();
+    assert_eq!(empty, store::RoomStats::default());
+    let sample = |at: i64, viewers: i64, likes: i64| store::RoomSample {
+        room: room.clone(),
+        at: Timestamp::from_millis(at),
+        viewers,
+        likes,
+    };
+    // Two nodes sample the same intervals; a third interval saw one node only.
+    store
+        .record_room_samples(&[sample(1_000_000, 3, 2), sample(1_000_000, 4, 1)])
+        .await
+        .unwrap();
+    store
+        .record_room_samples(&[sample(1_010_000, 5, 0), sample(1_020_000, 2, 7)])
+        .await
+        .unwrap();
+    store.record_room_samples(&[]).await.unwrap();
+    let chat: Vec<store::ChatRecord> = [1_000_500, 1_001_000, 1_021_000]
+        .into_iter()
+        .enumerate()
+        .map(|(i, at)| store::ChatRecord {
+            id: domain::ids::MessageId::generate(),
+            room: room.clone(),
+            user: seller.clone(),
+            seq: i as i64,
+            text: format!("hello {i}"),
+            at: Timestamp::from_millis(at),
+        })
+        .collect();
+    store.save_chat(&chat).await.unwrap();
+    let stats = store.room_stats(&room, 10_000).await.unwrap();
+    let series: Vec<(i64, i64, i64, i64)> = stats
+        .series
+        .iter()
+        .map(|p| (p.at, p.viewers, p.likes, p.messages))
+        .collect();
+    assert_eq!(
+        series,
+        [
+            (1_000_000, 7, 3, 2),
+            (1_010_000, 5, 0, 0),
+            (1_020_000, 2, 7, 1)
+        ]
+    );
+    assert_eq!(
+        (
+            stats.peak_viewers,
+            stats.likes,
+            stats.messages,
+            stats.chatters
+        ),
+        (7, 10, 3, 1)
+    );
+    assert_eq!(
+        (stats.orders, stats.paid_orders, stats.buyers, stats.revenue),
+        (0, 0, 0, 0)
+    );
 }
 
 async fn pins_replace_each_other_and_keep_their_timeline(store: &Store) {

@@ -11,6 +11,7 @@ pub(crate) mod pages;
 pub(crate) mod payments;
 pub(crate) mod rooms;
 pub(crate) mod sales;
+pub(crate) mod stats;
 pub(crate) mod video;
 
 use serde::{Deserialize, Serialize};
@@ -119,6 +120,7 @@ pub(crate) fn api_router(config: &ApiConfig) -> OpenApiRouter<AppState> {
         .merge(orders::router())
         .merge(payments::router())
         .merge(video::router())
+        .merge(stats::router())
 }
 
 /// `?limit=&cursor=` on every list.

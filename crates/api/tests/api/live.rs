@@ -794,3 +794,75 @@ async fn a_room_busier_than_people_read_shows_a_sample_and_keeps_everything() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test]
+async fn the_dashboard_counts_viewers_likes_chat_orders_and_revenue() {
+    let app = TestApp::spawn_with(|c| c.live.sample_interval = Duration::from_millis(200)).await;
+    let (seller, room, sale) = live_sale(&app, 10, 5, 1).await;
+    let room_id = room["id"].as_str().unwrap();
+    let ann = app.sign_up("ann@example.com").await;
+    let mut socket = open(&app, room_id, Some(&ann.token), None).await;
+    next(&mut socket).await;
+    send(
+        &mut socket,
+        json!({"type": "chat", "text": "is it cotton?"}),
+    )
+    .await;
+    next_of(&mut socket, "chat").await;
+    for _ in 0..3 {
+        send(&mut socket, json!({"type": "like"})).await;
+    }
+    next_of(&mut socket, "likes").await;
+    let (status, order, _) = buy(&app, &ann.token, &room, &sale, Some("k1"), json!({})).await;
+    assert_eq!(status, StatusCode::CREATED, "{order}");
+    let (status, paid) = app
+        .client
+        .post(app.url(&format!("/api/v1/orders/{}/payments", order["id"].as_str().unwrap())))
+        .bearer_auth(&ann.token)
+        .header("idempotency-key", "p1")
+        .json(&json!({"card": {"number": "4242424242424242", "exp_month": 12, "exp_year": 2034, "cvc": "123"}}))
+        .send()
+        .await
+        .map(|r| (r.status(), r))
+        .unwrap();
+    assert_eq!(status, StatusCode::CREATED, "{:?}", paid.text().await);
+
+    let path = format!("/api/v1/rooms/{room_id}/stats");
+    let mut stats = Value::Null;
+    for _ in 0..100 {
+        let (status, body) = app.get(&path, Some(&seller.token)).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        stats = body;
+        if stats["likes"] == 3 && stats["peak_viewers"] == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(stats["likes"], 3, "{stats}");
+    assert_eq!(stats["peak_viewers"], 1, "{stats}");
+    assert_eq!(stats["viewers_now"], 1, "{stats}");
+    assert_eq!(stats["messages"], 1, "{stats}");
+    assert_eq!(stats["chatters"], 1, "{stats}");
+    assert_eq!(stats["orders"], 1, "{stats}");
+    assert_eq!(stats["paid_orders"], 1, "{stats}");
+    assert_eq!(stats["buyers"], 1, "{stats}");
+    assert_eq!(stats["revenue"], json!({"amount": 999, "currency": "EUR"}));
+    assert_eq!(stats["conversion"], 1.0);
+    let series = stats["series"].as_array().unwrap();
+    let sum = |field: &str| {
+        series
+            .iter()
+            .map(|p| p[field].as_i64().unwrap())
+            .sum::<i64>()
+    };
+    assert_eq!(
+        (sum("likes"), sum("messages"), sum("orders")),
+        (3, 1, 1),
+        "{stats}"
+    );
+
+    let (status, _) = app.get(&path, Some(&ann.token)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _) = app.get(&path, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}

@@ -132,6 +132,7 @@ async fn openapi_describes_every_route_body_and_error() {
         ("/api/v1/rooms/{room}/sanctions/{user}", "put"),
         ("/api/v1/rooms/{room}/sanctions/{user}", "delete"),
         ("/api/v1/rooms/{room}/slow-mode", "put"),
+        ("/api/v1/rooms/{room}/stats", "get"),
     ];
     let paths = doc["paths"].as_object().unwrap();
     let mut count = 0;
