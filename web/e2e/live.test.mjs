@@ -57,6 +57,13 @@ test('a seller signs up, opens a shop, adds a product with an image and a room, 
   const row = studio.getByRole('row', { name: /Linen Shirt/ });
   await row.waitFor();
   assert.equal(await row.locator('img').count(), 1, 'the product shows its uploaded image');
+  await row.getByText('Edit').click();
+  await row.getByLabel('New variant SKU').fill('LIN-L');
+  await row.getByLabel('New variant options').fill('size=L');
+  await row.getByLabel('New variant price (EUR)').fill('42');
+  await row.getByLabel('New variant stock').fill('3');
+  await row.getByRole('button', { name: 'Add variant' }).click();
+  await studio.getByRole('row', { name: /Linen Shirt/ }).getByText(/LIN-L L: €42\.00/).waitFor();
 
   await studio.getByRole('link', { name: 'Rooms' }).click();
   await studio.getByLabel('Title').fill('Spring launch');

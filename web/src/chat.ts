@@ -13,6 +13,8 @@ export interface ChatOptions {
   send: ((text: string) => boolean) | null;
   /** Asks the person to sign in before they write. */
   signIn: () => Promise<boolean>;
+  /** Offered to the shop's owner: makes a message's author a moderator. */
+  appoint?: (userId: string) => Promise<void>;
 }
 
 export interface Chat {
@@ -70,6 +72,7 @@ export function createChat(options: ChatOptions): Chat {
       run('Delete', () => del(`/api/v1/rooms/${room}/messages/${encodeURIComponent(message.id)}`)),
       message.user.moderator ? null : run('Mute 10 min', () => put(`/api/v1/rooms/${room}/sanctions/${encodeURIComponent(message.user.id)}`, { kind: 'mute', seconds: 600 })),
       message.user.moderator ? null : run('Ban', () => put(`/api/v1/rooms/${room}/sanctions/${encodeURIComponent(message.user.id)}`, { kind: 'ban' })),
+      message.user.moderator || !options.appoint ? null : run('Make moderator', () => options.appoint!(message.user.id)),
     );
   };
   let messages: ChatMessage[] = [];

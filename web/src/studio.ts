@@ -90,7 +90,7 @@ async function productsView(body: HTMLElement): Promise<void> {
         h(
           'tr',
           {},
-          h('td', {}, p.images[0] ? h('img', { src: `/images/${p.images[0]}`, alt: '', width: 48, height: 48 }) : null, ' ', p.title),
+          h('td', {}, p.images[0] ? h('img', { src: `/images/${p.images[0]}`, alt: '', width: 48, height: 48 }) : null, ' ', p.title, productEditor(p)),
           h('td', {}, statusToggle(p)),
           h('td', {}, h('ul', {}, p.variants.map((v) => h('li', {}, `${v.sku} ${Object.values(v.options).join('/')}: ${money(v.price)}, `, stockEditor(v.id, v.stock_on_hand))))),
         ),
@@ -98,6 +98,79 @@ async function productsView(body: HTMLElement): Promise<void> {
     ),
   );
   fill(body, h('section', { class: 'panel' }, h('h2', {}, 'New product'), productForm()), h('section', { class: 'panel' }, h('h2', {}, 'Products'), products.items.length ? table : h('p', { class: 'muted' }, 'No products yet.')));
+}
+
+/** Renaming, images, prices and new variants of one product. */
+function productEditor(product: Product): HTMLElement {
+  const title = h('input', { name: 'edit-title', value: product.title, required: true, maxlength: 200 });
+  const description = h('textarea', { name: 'edit-description', rows: 2 });
+  description.value = product.description;
+  const image = h('input', { type: 'file', name: 'edit-image', accept: 'image/jpeg,image/png,image/webp' });
+  const out = h('p', {});
+  const save = h('button', { type: 'button' }, 'Save product');
+  save.addEventListener('click', () =>
+    void act(save, out, async () => {
+      const images = [...product.images];
+      const file = image.files?.[0];
+      if (file) images.push((await call<{ id: string }>('POST', `/api/v1/shops/${enc(shop.id)}/images`, undefined, { raw: file })).body.id);
+      await patch(`/api/v1/products/${enc(product.id)}`, { title: title.value, description: description.value, images });
+      await route();
+    }),
+  );
+  const prices = product.variants.map((v) => {
+    const price = h('input', { name: 'edit-price', inputmode: 'decimal', value: (v.price.amount / 100).toFixed(2), 'aria-label': `Price of ${v.sku} (${shop.currency})` });
+    const button = h('button', { type: 'button', class: 'mini' }, 'Save price');
+    button.addEventListener('click', () =>
+      void act(button, out, async () => {
+        const amount = parseMoney(price.value, shop.currency);
+        if (amount === null) throw new Error(`"${price.value}" is not a price.`);
+        await patch(`/api/v1/variants/${enc(v.id)}`, { price: { amount, currency: shop.currency } });
+        notice(out, `${v.sku}: ${money({ amount, currency: shop.currency })}.`, 'ok');
+      }),
+    );
+    return h('div', { class: 'row' }, h('span', {}, v.sku), price, button);
+  });
+  const sku = h('input', { name: 'new-sku', placeholder: 'SKU', 'aria-label': 'New variant SKU' });
+  const options = h('input', { name: 'new-options', placeholder: 'size=L', 'aria-label': 'New variant options' });
+  const price = h('input', { name: 'new-price', placeholder: 'Price', inputmode: 'decimal', 'aria-label': `New variant price (${shop.currency})` });
+  const stock = h('input', { name: 'new-stock', type: 'number', min: 0, value: '0', 'aria-label': 'New variant stock' });
+  const add = h('button', { type: 'button', class: 'secondary' }, 'Add variant');
+  add.addEventListener('click', () =>
+    void act(add, out, async () => {
+      const amount = parseMoney(price.value, shop.currency);
+      if (amount === null) throw new Error(`"${price.value}" is not a price.`);
+      await post(`/api/v1/products/${enc(product.id)}/variants`, {
+        sku: sku.value,
+        options: parseOptions(options.value),
+        price: { amount, currency: shop.currency },
+        stock: Number(stock.value) || 0,
+      });
+      await route();
+    }),
+  );
+  return h(
+    'details',
+    { class: 'editor' },
+    h('summary', {}, 'Edit'),
+    field('Title', title),
+    field('Description', description),
+    field('Add an image', image),
+    save,
+    h('h4', {}, 'Prices'),
+    prices,
+    h('h4', {}, 'New variant'),
+    h('div', { class: 'row' }, sku, options, price, stock, add),
+    out,
+  );
+}
+
+function parseOptions(text: string): Record<string, string> {
+  return Object.fromEntries(
+    text
+      .split(',')
+      .map((pair) => pair.split('=').map((part) => part.trim()))
+      .filter(([key, value]) => key && value),
+  );
 }
 
 function statusToggle(product: Product): HTMLElement {
@@ -160,13 +233,7 @@ function productForm(): HTMLElement {
         const value = (name: string) => (set.querySelector(`[name=${name}]`) as HTMLInputElement).value;
         const amount = parseMoney(value('price'), shop.currency);
         if (amount === null) throw new Error(`"${value('price')}" is not a price.`);
-        const options = Object.fromEntries(
-          value('options')
-            .split(',')
-            .map((pair) => pair.split('=').map((s) => s.trim()))
-            .filter(([k, v]) => k && v),
-        );
-        return { sku: value('sku'), options, price: { amount, currency: shop.currency }, stock: Number(value('stock')) || 0 };
+        return { sku: value('sku'), options: parseOptions(value('options')), price: { amount, currency: shop.currency }, stock: Number(value('stock')) || 0 };
       });
       await post('/api/v1/shops/' + enc(shop.id) + '/products', { title: title.value, description: description.value, status: active.checked ? 'active' : 'draft', images, variants });
       await route();
@@ -221,7 +288,15 @@ async function roomView(body: HTMLElement, roomId: string): Promise<void> {
   const viewers = h('b', {}, '0');
   const pinnedNow = h('p', {}, 'Nothing pinned.');
   const salesBox = h('div', {});
-  const chat = createChat({ room: room.id, send: null, signIn: async () => true });
+  const chat = createChat({
+    room: room.id,
+    send: null,
+    signIn: async () => true,
+    appoint: async (userId) => {
+      await put(`/api/v1/shops/${enc(shop.id)}/moderators/${enc(userId)}`, {});
+      await loadModeration();
+    },
+  });
   const account = await me();
   chat.setViewer(account?.user.id ?? null, true);
 
@@ -334,8 +409,29 @@ async function roomView(body: HTMLElement, roomId: string): Promise<void> {
   const modOut = h('p', {});
   slowButton.addEventListener('click', () => void act(slowButton, modOut, async () => void (await put(`/api/v1/rooms/${enc(room.id)}/slow-mode`, { seconds: Number(slow.value) || 0 }))));
   wordsButton.addEventListener('click', () => void act(wordsButton, modOut, async () => void (await put(`/api/v1/shops/${enc(shop.id)}/blocked-words`, { words: words.value.split('\n').map((w) => w.trim()).filter(Boolean) }))));
-  moderatorButton.addEventListener('click', () => void act(moderatorButton, modOut, async () => void (await put(`/api/v1/shops/${enc(shop.id)}/moderators/${enc(moderator.value.trim())}`, {}))));
+  moderatorButton.addEventListener('click', () => void act(moderatorButton, modOut, async () => (await put(`/api/v1/shops/${enc(shop.id)}/moderators/${enc(moderator.value.trim())}`, {}), await loadModeration())));
   get<{ words: string[] }>(`/api/v1/shops/${enc(shop.id)}/blocked-words`).then((b) => (words.value = b.words.join('\n')), () => undefined);
+  const moderatorList = h('ul', { 'aria-label': 'Moderators' });
+  const sanctionList = h('ul', { 'aria-label': 'Mutes and bans' });
+  const loadModeration = async () => {
+    const [moderators, sanctions] = await Promise.all([
+      get<{ items: string[] }>(`/api/v1/shops/${enc(shop.id)}/moderators`),
+      get<{ items: { user_id: string; kind: string; until: string | null }[] }>(`/api/v1/rooms/${enc(room.id)}/sanctions`),
+    ]);
+    const row = (label: string, action: string, run: () => Promise<void>) => {
+      const button = h('button', { type: 'button', class: 'mini', 'aria-label': `${action} ${label}` }, action);
+      button.addEventListener('click', () => void act(button, modOut, async () => (await run(), await loadModeration())));
+      return h('li', {}, h('code', {}, label), ' ', button);
+    };
+    fill(moderatorList, moderators.items.length ? moderators.items.map((id) => row(id, 'Remove', () => del(`/api/v1/shops/${enc(shop.id)}/moderators/${enc(id)}`))) : h('li', { class: 'muted' }, 'No moderators.'));
+    fill(
+      sanctionList,
+      sanctions.items.length
+        ? sanctions.items.map((x) => row(`${x.user_id} (${x.kind === 'ban' ? 'banned' : `muted until ${time(x.until ?? '')}`})`, 'Lift', () => del(`/api/v1/rooms/${enc(room.id)}/sanctions/${enc(x.user_id)}`)))
+        : h('li', { class: 'muted' }, 'Nobody is muted or banned.'),
+    );
+  };
+  void loadModeration().catch((error) => notice(modOut, describe(error)));
 
   // End.
   const endButton = h('button', { type: 'button' }, 'End the room');
@@ -371,7 +467,7 @@ async function roomView(body: HTMLElement, roomId: string): Promise<void> {
       'div',
       { class: 'grid2' },
       h('section', { class: 'panel' }, h('h3', {}, 'Chat'), chat.element),
-      h('section', { class: 'panel' }, h('h3', {}, 'Moderation'), field('Slow mode (seconds between messages; 0 is off)', slow), slowButton, field('Blocked words (all rooms of the shop)', words), wordsButton, field('Appoint a moderator (user id, from a chat message)', moderator), moderatorButton, modOut),
+      h('section', { class: 'panel' }, h('h3', {}, 'Moderation'), field('Slow mode (seconds between messages; 0 is off)', slow), slowButton, field('Blocked words (all rooms of the shop)', words), wordsButton, field('Appoint a moderator (user id, from a chat message)', moderator), moderatorButton, h('h4', {}, 'Moderators'), moderatorList, h('h4', {}, 'Muted and banned'), sanctionList, modOut),
     ),
     h('section', { class: 'panel dashboard' }, h('h3', {}, 'Dashboard'), dashboardBox),
     h('section', { class: 'panel' }, h('h3', {}, 'Embed'), h('p', {}, 'Put the player on your own site; list the site under Settings → Embedding.'), h('code', {}, embed), ' ', copyButton('Copy snippet', () => embed)),
@@ -379,7 +475,7 @@ async function roomView(body: HTMLElement, roomId: string): Promise<void> {
   );
   cleanup.push(dashboard(room, dashboardBox));
   void loadSales().catch((error) => notice(saleOut, describe(error)));
-  watchRoom(room, { preview, stats, viewers, pinnedNow, statusBadge }, chat, loadSales);
+  watchRoom(room, { preview, stats, viewers, pinnedNow, statusBadge }, chat, { sales: loadSales, moderation: loadModeration });
 }
 
 interface RoomViews {
@@ -390,7 +486,12 @@ interface RoomViews {
   statusBadge: HTMLElement;
 }
 
-function watchRoom(room: Room, views: RoomViews, chat: ReturnType<typeof createChat>, loadSales: () => Promise<void>): void {
+function watchRoom(
+  room: Room,
+  views: RoomViews,
+  chat: ReturnType<typeof createChat>,
+  reload: { sales: () => Promise<void>; moderation: () => Promise<void> },
+): void {
   const { preview, stats, viewers, pinnedNow, statusBadge } = views;
   const showStatus = (status: string) => {
     statusBadge.textContent = status;
@@ -419,7 +520,8 @@ function watchRoom(room: Room, views: RoomViews, chat: ReturnType<typeof createC
         showStatus('scheduled');
         preview.play(null, true, 'The stream stopped.');
       }
-      else if (event.type.startsWith('sale.')) void loadSales();
+      else if (event.type.startsWith('sale.')) void reload.sales();
+      else if (event.type.startsWith('user.')) void reload.moderation().catch(() => undefined);
     },
     error(_code, message) {
       chat.error(message);
