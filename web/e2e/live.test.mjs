@@ -47,7 +47,8 @@ test('a seller signs up, opens a shop, adds a product with an image and a room, 
   await studio.getByRole('heading', { name: /Sally’s Shirts/ }).waitFor();
 
   await studio.getByRole('link', { name: 'Products' }).click();
-  await studio.getByLabel('Title').fill('Linen Shirt');
+  const newProduct = studio.locator('section', { has: studio.getByRole('heading', { name: 'New product' }) });
+  await newProduct.getByLabel('Title').fill('Linen Shirt');
   await studio.getByLabel('Image').setInputFiles(productImage());
   await studio.getByLabel('SKU').fill('LIN-M');
   await studio.getByLabel('Options').fill('size=M');
@@ -66,7 +67,8 @@ test('a seller signs up, opens a shop, adds a product with an image and a room, 
   await studio.getByRole('row', { name: /Linen Shirt/ }).getByText(/LIN-L L: €42\.00/).waitFor();
 
   await studio.getByRole('link', { name: 'Rooms' }).click();
-  await studio.getByLabel('Title').fill('Spring launch');
+  const newRoom = studio.locator('section', { has: studio.getByRole('heading', { name: 'New room' }) });
+  await newRoom.getByLabel('Title').fill('Spring launch');
   await studio.getByRole('button', { name: 'Create room' }).click();
   const key = studio.locator('input[name=stream-key]');
   await key.waitFor();

@@ -2,14 +2,14 @@
 // sale, buying in one tap) or, once the room has ended, its replay with the
 // pins and chat on the recording's timeline.
 import './style.css';
-import { describe, get } from './api';
+import { describe, get, type Money } from './api';
 import { buy, ensureSignedIn, productCard, saleBanner } from './cards';
 import { createChat } from './chat';
 import { createPlayer } from './player';
 import { me, mountHeader } from './session';
 import { RoomSocket } from './socket';
-import type { ChatMessage, PinnedCard, Product, Recording, Room, Sale, Shop, Snapshot } from './types';
-import { clock, fill, h, notice, pathParam, time } from './ui';
+import type { ChatMessage, PinnedCard, Product, Recording, Room, Sale, Shop, Snapshot, TimelineEntry } from './types';
+import { clock, fill, h, money, notice, pathParam, time } from './ui';
 
 const roomId = pathParam('/r/');
 const main = h('main', { class: 'room' });
@@ -225,15 +225,20 @@ async function replay(): Promise<void> {
     }
     return p;
   };
-  const chapters = h('ol', { class: 'chapters', 'aria-label': 'Products in this replay' });
-  for (const entry of timeline.filter((e) => e.type === 'pin')) {
-    const seek = h('button', { type: 'button', class: 'link' }, `${clock(entry.at_ms / 1000)} ${String(entry.data.title ?? 'Product')}`);
+  const chapters = h('ol', { class: 'chapters', 'aria-label': 'Products and sales in this replay' });
+  const label = (entry: TimelineEntry) => {
+    if (entry.type === 'pin') return String(entry.data.title ?? 'Product');
+    const price = entry.data.price as Money | undefined;
+    return entry.type === 'sale.started' ? `Flash sale starts${price ? ` at ${money(price)}` : ''}` : 'Flash sale ends';
+  };
+  for (const entry of timeline.filter((e) => e.type === 'pin' || e.type === 'sale.started' || e.type === 'sale.ended')) {
+    const seek = h('button', { type: 'button', class: 'link' }, `${clock(entry.at_ms / 1000)} ${label(entry)}`);
     seek.addEventListener('click', () => {
       player.video.currentTime = entry.at_ms / 1000;
     });
     chapters.append(h('li', {}, seek));
   }
-  if (chapters.childElementCount) chat.element.before(h('h2', {}, 'Products shown'), chapters);
+  if (chapters.childElementCount) chat.element.before(h('h2', {}, 'In this replay'), chapters);
   let shownChat = -1;
   let shownPin: string | null = null;
   const sync = async () => {

@@ -9,7 +9,7 @@ import { createPlayer, type Player } from './player';
 import { me, mountHeader, signIn } from './session';
 import { RoomSocket } from './socket';
 import type { ChatMessage, FlashSale, Order, Page, PinnedCard, Product, Room, RoomStats, Shop, StreamStats } from './types';
-import { act, clock, copyButton, field, fill, h, money, notice, parseMoney, time } from './ui';
+import { act, clock, copyButton, decimal, field, fill, h, money, notice, parseMoney, time } from './ui';
 
 const main = h('main', { class: 'studio' });
 document.body.append(main);
@@ -118,7 +118,7 @@ function productEditor(product: Product): HTMLElement {
     }),
   );
   const prices = product.variants.map((v) => {
-    const price = h('input', { name: 'edit-price', inputmode: 'decimal', value: (v.price.amount / 100).toFixed(2), 'aria-label': `Price of ${v.sku} (${shop.currency})` });
+    const price = h('input', { name: 'edit-price', inputmode: 'decimal', value: decimal(v.price.amount, v.price.currency), 'aria-label': `Price of ${v.sku} (${shop.currency})` });
     const button = h('button', { type: 'button', class: 'mini' }, 'Save price');
     button.addEventListener('click', () =>
       void act(button, out, async () => {
@@ -621,10 +621,12 @@ const STATES = ['reserved', 'paid', 'fulfilled', 'cancelled', 'expired', 'refund
 
 async function ordersView(body: HTMLElement): Promise<void> {
   const filter = h('select', { 'aria-label': 'Status', name: 'status' }, h('option', { value: '' }, 'All states'), STATES.map((s) => h('option', { value: s }, s)));
+  const rooms = await get<Page<Room>>(`/api/v1/shops/${enc(shop.id)}/rooms?limit=100`);
+  const roomFilter = h('select', { 'aria-label': 'Room', name: 'room' }, h('option', { value: '' }, 'All rooms'), rooms.items.map((r) => h('option', { value: r.id }, r.title)));
   const list = h('div', {});
   const out = h('p', {});
   const load = async () => {
-    const query = filter.value ? `&status=${filter.value}` : '';
+    const query = (filter.value ? `&status=${filter.value}` : '') + (roomFilter.value ? `&room=${enc(roomFilter.value)}` : '');
     const orders = await get<Page<Order>>(`/api/v1/shops/${enc(shop.id)}/orders?limit=100${query}`);
     fill(
       list,
@@ -638,8 +640,8 @@ async function ordersView(body: HTMLElement): Promise<void> {
         : h('p', { class: 'muted' }, 'No orders.'),
     );
   };
-  filter.addEventListener('change', () => void load().catch((e) => notice(out, describe(e))));
-  fill(body, h('section', { class: 'panel' }, h('h2', {}, 'Orders'), h('div', { class: 'row' }, filter), out, list));
+  for (const select of [filter, roomFilter]) select.addEventListener('change', () => void load().catch((e) => notice(out, describe(e))));
+  fill(body, h('section', { class: 'panel' }, h('h2', {}, 'Orders'), h('div', { class: 'row' }, filter, roomFilter), out, list));
   await load();
 }
 
@@ -655,7 +657,7 @@ function orderRow(order: Order, reload: () => Promise<void>): HTMLElement {
   }
   const refundable = order.paid.amount - order.refunded.amount;
   if (refundable > 0) {
-    const amount = h('input', { 'aria-label': 'Refund amount', name: 'refund', value: (refundable / 100).toFixed(2), inputmode: 'decimal' });
+    const amount = h('input', { 'aria-label': 'Refund amount', name: 'refund', value: decimal(refundable, order.total.currency), inputmode: 'decimal' });
     const restock = h('input', { type: 'checkbox', 'aria-label': 'Restock' });
     restock.style.width = 'auto';
     const refund = h('button', { type: 'button', class: 'mini' }, 'Refund');

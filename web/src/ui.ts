@@ -63,6 +63,12 @@ export function money(m: Money): string {
   return format(m.currency).format(m.amount / minorUnits(m.currency));
 }
 
+/** Minor units as a plain decimal for an input ("12.50", or "1200" for JPY). */
+export function decimal(amount: number, currency: string): string {
+  const units = minorUnits(currency);
+  return (amount / units).toFixed(Math.round(Math.log10(units)));
+}
+
 /** Parses a price typed in major units ("12.50") into minor units. */
 export function parseMoney(text: string, currency: string): number | null {
   const value = Number(text.replace(',', '.'));
