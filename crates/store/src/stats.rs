@@ -56,6 +56,10 @@ fn interval_row<R: Get>(r: &R) -> Result<(i64, i64, i64)> {
     Ok((r.int("at")?, r.int("a")?, r.int("b")?))
 }
 
+fn count_row<R: Get>(r: &R) -> Result<(i64, i64)> {
+    Ok((r.int("at")?, r.int("a")?))
+}
+
 fn pair_row<R: Get>(r: &R) -> Result<(i64, i64)> {
     Ok((r.int("a")?, r.int("b")?))
 }
@@ -89,6 +93,25 @@ impl Store {
         tx.commit().await
     }
 
+    /// Rows of `table` (one with `room_id` and `created_at`) per interval.
+    async fn count_by_interval(
+        &self,
+        c: &mut crate::db::Conn,
+        table: &'static str,
+        room: &RoomId,
+        interval_ms: i64,
+    ) -> Result<Vec<(i64, i64)>> {
+        let sql = format!(
+            "SELECT (created_at / $2) * $2 AS at, COUNT(*) AS a
+             FROM {table} WHERE room_id = $1 GROUP BY (created_at / $2) * $2"
+        );
+        fetch_all!(
+            c,
+            sqlx::query(&sql).bind(room.as_str()).bind(interval_ms),
+            count_row
+        )
+    }
+
     /// The room's figures, its series cut into intervals of `interval_ms`
     /// (the samplers' interval, so each sample falls in one).
     pub async fn room_stats(&self, room: &RoomId, interval_ms: i64) -> Result<RoomStats> {
@@ -105,26 +128,12 @@ impl Store {
             .bind(interval_ms),
             interval_row
         )?;
-        let messages = fetch_all!(
-            &mut c,
-            sqlx::query(
-                "SELECT (created_at / $2) * $2 AS at, COUNT(*) AS a, CAST(0 AS BIGINT) AS b
-                 FROM chat_messages WHERE room_id = $1 GROUP BY (created_at / $2) * $2"
-            )
-            .bind(room.as_str())
-            .bind(interval_ms),
-            interval_row
-        )?;
-        let orders = fetch_all!(
-            &mut c,
-            sqlx::query(
-                "SELECT (created_at / $2) * $2 AS at, COUNT(*) AS a, CAST(0 AS BIGINT) AS b
-                 FROM orders WHERE room_id = $1 GROUP BY (created_at / $2) * $2"
-            )
-            .bind(room.as_str())
-            .bind(interval_ms),
-            interval_row
-        )?;
+        let messages = self
+            .count_by_interval(&mut c, "chat_messages", room, interval_ms)
+            .await?;
+        let orders = self
+            .count_by_interval(&mut c, "orders", room, interval_ms)
+            .await?;
         let mut series = std::collections::BTreeMap::<i64, StatsPoint>::new();
         let point = |series: &mut std::collections::BTreeMap<i64, StatsPoint>, at| {
             *series.entry(at).or_insert(StatsPoint {
@@ -138,12 +147,12 @@ impl Store {
             p.likes = likes;
             series.insert(at, p);
         }
-        for (at, count, _) in messages {
+        for (at, count) in messages {
             let mut p = point(&mut series, at);
             p.messages = count;
             series.insert(at, p);
         }
-        for (at, count, _) in orders {
+        for (at, count) in orders {
             let mut p = point(&mut series, at);
             p.orders = count;
             series.insert(at, p);

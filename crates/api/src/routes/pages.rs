@@ -9,7 +9,7 @@ use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{MethodRouter, get};
 use domain::ids::RoomId;
 
 use crate::AppState;
@@ -17,24 +17,17 @@ use crate::error::{ApiResult, Code};
 
 pub(crate) fn router() -> Router<AppState> {
     Router::new()
-        .route(
-            "/",
-            get(|h: HeaderMap| async move { page("index.html", &h, "'self'") }),
-        )
-        .route(
-            "/studio",
-            get(|h: HeaderMap| async move { page("studio.html", &h, "'self'") }),
-        )
-        .route(
-            "/orders",
-            get(|h: HeaderMap| async move { page("orders.html", &h, "'self'") }),
-        )
-        .route(
-            "/r/{room}",
-            get(|h: HeaderMap| async move { page("room.html", &h, "'self'") }),
-        )
+        .route("/", own_page("index.html"))
+        .route("/studio", own_page("studio.html"))
+        .route("/orders", own_page("orders.html"))
+        .route("/r/{room}", own_page("room.html"))
         .route("/embed/{room}", get(embed))
         .route("/assets/{*file}", get(asset))
+}
+
+/// A page that only this site may frame.
+fn own_page(file: &'static str) -> MethodRouter<AppState> {
+    get(move |request: HeaderMap| async move { page(file, &request, "'self'") })
 }
 
 /// What a page may load: scripts and styles from here, media from here and
