@@ -93,6 +93,10 @@ pub struct Settings {
     /// LL-HLS partial segment target, in milliseconds [default: 200]
     #[arg(long, env = "HAWKER_HLS_PART_MS")]
     pub hls_part_ms: Option<u64>,
+    /// Milliseconds between reads of the encoders' sockets, all together;
+    /// fewer wake-ups for at most that much latency [default: 10]
+    #[arg(long, env = "HAWKER_RTMP_TICK_MS")]
+    pub rtmp_tick_ms: Option<u64>,
     /// postgres://user@host/db to use PostgreSQL [default: SQLite in the data directory]
     #[arg(long, env = "HAWKER_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
@@ -182,6 +186,7 @@ impl Settings {
             rtmp_addr,
             recording_retention_days,
             hls_part_ms,
+            rtmp_tick_ms,
             httpflv_merge_ms,
             database_url,
             db_pool_size,
@@ -231,6 +236,9 @@ impl Settings {
         }
         if let Some(ms) = s.httpflv_merge_ms {
             api.media.flv_merge = Duration::from_millis(ms.min(1000));
+        }
+        if let Some(ms) = s.rtmp_tick_ms {
+            api.media.ingest_tick = Duration::from_millis(ms.clamp(1, 100));
         }
         if let Some(ms) = s.hls_part_ms {
             api.media.hls.part_target_ms = ms.clamp(50, 2000) as i64;

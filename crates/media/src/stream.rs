@@ -33,6 +33,9 @@ pub struct Settings {
     pub idle_timeout: Duration,
     /// A connection must finish the handshake and publish within this.
     pub publish_timeout: Duration,
+    /// Encoders' sockets are read together on this tick rather than as data
+    /// arrives: fewer wake-ups for at most this much added latency.
+    pub ingest_tick: Duration,
     /// Batches of FLV tags (one per video frame) an HTTP-FLV viewer may fall
     /// behind by before it is cut off.
     pub flv_queue: usize,
@@ -54,6 +57,7 @@ impl Settings {
             max_message: 8 * 1024 * 1024,
             idle_timeout: Duration::from_secs(10),
             publish_timeout: Duration::from_secs(10),
+            ingest_tick: Duration::from_millis(10),
             flv_queue: 256,
             flv_merge: Duration::ZERO,
             gop_max_bytes: 32 * 1024 * 1024,
