@@ -166,6 +166,7 @@ async fn video(args: VideoArgs) -> anyhow::Result<()> {
     use std::sync::atomic::Ordering::Relaxed;
 
     let tags = Arc::new(video::read_clip(&args.clip)?);
+    let rss_before = args.server_pid.and_then(video::rss_kib);
     let stop = tokio_util::sync::CancellationToken::new();
     let log = Arc::new(SendLog::default());
     let mut publishers = tokio::task::JoinSet::new();
@@ -224,7 +225,12 @@ async fn video(args: VideoArgs) -> anyhow::Result<()> {
         _ => None,
     };
     let bytes = watched.bytes.load(Relaxed) - bytes_before;
-    let rss_mib = pid.and_then(video::rss_kib).map(|k| k as f64 / 1024.0);
+    let rss_after = pid.and_then(video::rss_kib);
+    let rss_mib = rss_after.map(|k| k as f64 / 1024.0);
+    // What the streams (and players) added to the server's memory.
+    let rss_kib_per_stream = rss_before
+        .zip(rss_after)
+        .map(|(before, after)| after.saturating_sub(before) as f64 / args.keys.len().max(1) as f64);
     let ended = watched.ended.load(Relaxed);
     stop.cancel();
     let mut failures = Vec::new();
@@ -262,6 +268,7 @@ async fn video(args: VideoArgs) -> anyhow::Result<()> {
         "latency_ms_p95": loadgen::percentile(&latencies, 0.95),
         "latency_samples": latencies.len(),
         "server_rss_mib": rss_mib,
+        "rss_kib_per_stream": rss_kib_per_stream,
         "failures": failures.len(),
         "first_failure": failures.first(),
     });

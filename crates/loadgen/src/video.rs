@@ -106,16 +106,21 @@ pub enum Source {
     HttpFlv { addr: SocketAddr, path: String },
     /// `rtmp://host:port/live/{name}`
     Rtmp { addr: SocketAddr, name: String },
+    /// `http://host:port/live/{room}/index.m3u8`: an LL-HLS player that
+    /// follows the preload hints, part by part, as hls.js does at the live edge.
+    LlHls { addr: SocketAddr, path: String },
 }
 
 impl Source {
     pub fn parse(url: &str) -> anyhow::Result<Self> {
         if let Some(rest) = url.strip_prefix("http://") {
             let (host, path) = rest.split_once('/').context("no path in the URL")?;
-            return Ok(Source::HttpFlv {
-                addr: host.parse().context("the host must be IP:port")?,
-                path: format!("/{path}"),
-            });
+            let addr = host.parse().context("the host must be IP:port")?;
+            let path = format!("/{path}");
+            if path.ends_with(".m3u8") {
+                return Ok(Source::LlHls { addr, path });
+            }
+            return Ok(Source::HttpFlv { addr, path });
         }
         if let Some(rest) = url.strip_prefix("rtmp://") {
             let (host, path) = rest.split_once('/').context("no path in the URL")?;
@@ -127,7 +132,9 @@ impl Source {
                 name: name.to_owned(),
             });
         }
-        bail!("play URLs start with http:// (HTTP-FLV) or rtmp://")
+        bail!(
+            "play URLs start with http:// (HTTP-FLV, or LL-HLS when they end in .m3u8) or rtmp://"
+        )
     }
 }
 
@@ -190,6 +197,45 @@ pub async fn play(
                 }
             }
         }
+        Source::LlHls { addr, path } => {
+            let socket = bound(addr, from)?.connect(addr).await?;
+            socket.set_nodelay(true)?;
+            let (mut sender, connection) =
+                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(socket)).await?;
+            tokio::spawn(connection);
+            let dir = path.rsplit_once('/').map_or("", |(dir, _)| dir).to_owned();
+            let mut playlist = path.clone();
+            loop {
+                let Some(text) = fetch(&mut sender, addr, &playlist, &stop).await? else {
+                    break Ok(());
+                };
+                watched
+                    .bytes
+                    .fetch_add(text.len() as u64, Ordering::Relaxed);
+                let hint = std::str::from_utf8(&text)?
+                    .lines()
+                    .find_map(|l| l.strip_prefix("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\""))
+                    .and_then(|rest| rest.split('"').next())
+                    .context("the playlist has no part hint")?
+                    .to_owned();
+                // The hinted part: the request waits until it is complete.
+                let Some(part) = fetch(&mut sender, addr, &format!("{dir}/{hint}"), &stop).await?
+                else {
+                    break Ok(());
+                };
+                watched
+                    .bytes
+                    .fetch_add(part.len() as u64, Ordering::Relaxed);
+                watched.video_frames.fetch_add(1, Ordering::Relaxed);
+                // Then the playlist that holds it, for the next hint.
+                let (msn, index) = hint
+                    .rsplit_once("/part")
+                    .and_then(|(_, p)| p.strip_suffix(".m4s"))
+                    .and_then(|p| p.split_once('.'))
+                    .context("part URIs look like {stream}/part{msn}.{part}.m4s")?;
+                playlist = format!("{path}?_HLS_msn={msn}&_HLS_part={index}");
+            }
+        }
         Source::Rtmp { addr, name } => {
             let mut connection = Connection::play(addr, &name).await?;
             loop {
@@ -211,6 +257,29 @@ pub async fn play(
         watched.ended.fetch_add(1, Ordering::Relaxed);
     }
     result
+}
+
+/// One GET on a kept-alive connection; the whole body, or `None` once `stop`.
+async fn fetch(
+    sender: &mut hyper::client::conn::http1::SendRequest<Empty<Bytes>>,
+    addr: SocketAddr,
+    path: &str,
+    stop: &CancellationToken,
+) -> anyhow::Result<Option<Bytes>> {
+    let request = hyper::Request::get(path)
+        .header("host", addr.to_string())
+        .body(Empty::<Bytes>::new())?;
+    let answer = async {
+        let response = sender.send_request(request).await?;
+        if response.status() != 200 {
+            bail!("{path} answered {}", response.status());
+        }
+        Ok(response.into_body().collect().await?.to_bytes())
+    };
+    tokio::select! {
+        () = stop.cancelled() => Ok(None),
+        body = answer => body.map(Some),
+    }
 }
 
 fn bound(addr: SocketAddr, from: u8) -> std::io::Result<tokio::net::TcpSocket> {
