@@ -214,10 +214,12 @@ test('another site that the shop allows embeds the player; one it does not is re
   const blocked = [];
   page.on('console', (m) => blocked.push(m.text()));
   await page.goto(`http://127.0.0.2:${refused.address().port}/`);
-  await page.waitForTimeout(1500);
+  for (let i = 0; i < 100 && !blocked.some((text) => text.includes('frame-ancestors')); i++) {
+    await page.waitForTimeout(100);
+  }
+  assert.ok(blocked.some((text) => text.includes('frame-ancestors')), blocked.join('\n'));
   const other = await (await page.waitForSelector('#live')).contentFrame();
   assert.equal(await other.locator('video').count(), 0, 'a site not on the list gets no player');
-  assert.ok(blocked.some((text) => text.includes('frame-ancestors')), blocked.join('\n'));
   await context.close();
   allowed.close();
   refused.close();
