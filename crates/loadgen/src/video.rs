@@ -169,11 +169,7 @@ pub async fn play(
     };
     let result = match source {
         Source::HttpFlv { addr, path } => {
-            let socket = bound(addr, from)?.connect(addr).await?;
-            socket.set_nodelay(true)?;
-            let (mut sender, connection) =
-                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(socket)).await?;
-            tokio::spawn(connection);
+            let mut sender = http_connection(addr, from).await?;
             let request = hyper::Request::get(path)
                 .header("host", addr.to_string())
                 .body(Empty::<Bytes>::new())?;
@@ -198,11 +194,7 @@ pub async fn play(
             }
         }
         Source::LlHls { addr, path } => {
-            let socket = bound(addr, from)?.connect(addr).await?;
-            socket.set_nodelay(true)?;
-            let (mut sender, connection) =
-                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(socket)).await?;
-            tokio::spawn(connection);
+            let mut sender = http_connection(addr, from).await?;
             let dir = path.rsplit_once('/').map_or("", |(dir, _)| dir).to_owned();
             let mut playlist = path.clone();
             loop {
@@ -257,6 +249,19 @@ pub async fn play(
         watched.ended.fetch_add(1, Ordering::Relaxed);
     }
     result
+}
+
+/// An HTTP/1.1 connection from 127.0.0.`from`, driven by a task of its own.
+async fn http_connection(
+    addr: SocketAddr,
+    from: u8,
+) -> anyhow::Result<hyper::client::conn::http1::SendRequest<Empty<Bytes>>> {
+    let socket = bound(addr, from)?.connect(addr).await?;
+    socket.set_nodelay(true)?;
+    let (sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(socket)).await?;
+    tokio::spawn(connection);
+    Ok(sender)
 }
 
 /// One GET on a kept-alive connection; the whole body, or `None` once `stop`.
