@@ -82,13 +82,18 @@ test('a seller signs up, opens a shop, adds a product with an image and a room, 
   shared.studio = studio;
 });
 
-test('ffmpeg publishes to the room and a viewer on a phone watches it', async () => {
+test('ffmpeg publishes to the room, a viewer on a phone watches it, and the home page lists it live with the shop', async () => {
   encoder = publish(shared.server, shared.key);
   const viewer = await browser.newContext(phone);
   const page = await open(viewer, `${hawker.url}/r/${shared.room}`);
   await waitForPlayback(page, 1);
   await page.getByText('LIVE', { exact: true }).first().waitFor();
   shared.viewerA = page;
+
+  const home = await open(viewer, `${hawker.url}/`);
+  await home.getByRole('link', { name: /Spring launch.*LIVE · \d+ watching/ }).waitFor();
+  await home.locator('section.shop', { hasText: 'Sally’s Shirts' }).getByText('Linen Shirt').waitFor();
+  await home.close();
 });
 
 test('two viewers sign up in place and chat; a moderator deletes a message for both', async () => {
