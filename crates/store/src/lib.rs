@@ -34,7 +34,7 @@ pub use idempotency::{KEY_LIFETIME, KeyState};
 pub use inventory::{
     Claim, ClaimKey, ClaimOutcome, Inventory, Refusals, RegularLine, StockObserver,
 };
-pub use orders::{OrderChange, OrderFilter};
+pub use orders::{OrderChange, OrderFilter, PAYMENT_HOLD_MS};
 pub use payments::NewPayment;
 pub use recordings::{ChatLine, PinSpan, Recording, RecordingProgress};
 pub use rooms::{NewRoom, RoomFilter, RoomPatch};

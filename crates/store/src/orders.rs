@@ -411,9 +411,21 @@ pub struct OrderChange {
     pub restock: bool,
 }
 
+/// A reservation whose card payment the provider is still processing waits for
+/// its answer (a webhook) this long past its window before it expires anyway, so
+/// that a payment that succeeds late finds its order still reserved.
+pub const PAYMENT_HOLD_MS: i64 = 60 * 60 * 1000;
+
+/// The orders that may expire at `$1` (now), given `$3` (now minus the hold):
+/// past their window, and with no payment in progress unless the hold is over.
+const EXPIRABLE: &str = "expires_at <= $1 AND status = 'reserved'
+     AND (expires_at <= $3 OR NOT EXISTS (SELECT 1 FROM payments
+          WHERE payments.order_id = orders.id AND payments.status = 'processing'))";
+
 impl Store {
-    /// Expires reservations whose window has passed, at most `limit` of them,
-    /// and returns their ids. Their units go back to their sale while it is
+    /// Expires reservations whose window has passed (and whose payment, if one
+    /// is in progress, has been waited for long enough: [`PAYMENT_HOLD_MS`]), at
+    /// most `limit` of them, and returns their ids. Their units go back to their sale while it is
     /// open, or to the variant's stock once it has closed. Runs from the store's
     /// own rows, so it is right after a restart; each order's change is
     /// conditional on it still being reserved, so several nodes may run it.
@@ -422,12 +434,12 @@ impl Store {
             let mut c = self.read().await?;
             fetch_all!(
                 &mut c,
-                sqlx::query(
-                    "SELECT id FROM orders WHERE expires_at <= $1 AND status = 'reserved'
-                     ORDER BY expires_at LIMIT $2"
-                )
+                sqlx::query(&format!(
+                    "SELECT id FROM orders WHERE {EXPIRABLE} ORDER BY expires_at LIMIT $2"
+                ))
                 .bind(now.as_millis())
-                .bind(limit),
+                .bind(limit)
+                .bind(now.as_millis() - PAYMENT_HOLD_MS),
                 order_id
             )?
         };
@@ -456,18 +468,20 @@ impl Store {
         let mut tx = self.write().await?;
         let Some(order) = fetch_optional!(
             &mut tx,
-            sqlx::query(
-                "UPDATE orders SET status = 'expired', expires_at = NULL, updated_at = $2
-                 WHERE id = $1 AND status = 'reserved'
+            sqlx::query(&format!(
+                "UPDATE orders SET status = 'expired', expires_at = NULL, updated_at = $1
+                 WHERE id = $2 AND {EXPIRABLE}
                  RETURNING sale_id, buyer_id,
                      (SELECT owner_id FROM shops WHERE shops.id = orders.shop_id) AS owner_id"
-            )
+            ))
+            .bind(now.as_millis())
             .bind(id.as_str())
-            .bind(now.as_millis()),
+            .bind(now.as_millis() - PAYMENT_HOLD_MS),
             lapsed
         )?
         else {
-            // Paid, cancelled or expired by another node in the meantime.
+            // Paid, cancelled, expired by another node, or a payment started
+            // in the meantime.
             return Ok(false);
         };
         execute!(

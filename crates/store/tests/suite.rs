@@ -61,6 +61,7 @@ conformance!(
     idempotency_keys,
     due_sales_are_found,
     unpaid_reservations_expire_and_give_their_units_back,
+    a_reservation_waits_for_a_payment_in_progress,
     orders_pay_ship_refund_and_cancel,
     chat_is_kept_in_batches,
     pins_replace_each_other_and_keep_their_timeline,
@@ -1117,6 +1118,66 @@ async fn due_sales_are_found(store: &Store) {
         store.due_sales(later).await.unwrap().len(),
         1,
         "live and past its end"
+    );
+}
+
+async fn a_reservation_waits_for_a_payment_in_progress(store: &Store) {
+    use domain::order::PaymentStatus;
+    let (seller, _, sale) = sale_setup(store, 10, 3, 2).await;
+    store.start_sale(&sale, &seller).await.unwrap();
+    let ann = user(store, "ann@example.com").await;
+    let bob = user(store, "bob@example.com").await;
+    let got = store
+        .claim_batch(&sale, &[tap(&ann, 1), tap(&bob, 1)], Duration::ZERO)
+        .await
+        .unwrap();
+    let (ClaimOutcome::Reserved(anns), ClaimOutcome::Reserved(bobs)) = (&got[0], &got[1]) else {
+        panic!("{got:?}")
+    };
+    for (order, payer, intent) in [(anns, &ann, "pi_ann"), (bobs, &bob, "pi_bob")] {
+        store
+            .record_payment(store::NewPayment {
+                order: &order.id,
+                provider: "test",
+                intent_id: intent,
+                amount: order.total,
+                status: PaymentStatus::Processing,
+                failure_code: None,
+                payer,
+                reason: "processing".into(),
+            })
+            .await
+            .unwrap();
+    }
+    let due = anns.expires_at.unwrap().max(bobs.expires_at.unwrap());
+    assert!(
+        store
+            .expire_reservations(due.plus_millis(1000), 100)
+            .await
+            .unwrap()
+            .is_empty(),
+        "reservations wait for the provider's answer"
+    );
+    // Bob's card is declined: his reservation expires as any unpaid one.
+    store
+        .settle_payment("test", "evt_bob", "pi_bob", false, Some("card_declined"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        store
+            .expire_reservations(due.plus_millis(1000), 100)
+            .await
+            .unwrap(),
+        vec![bobs.id.clone()]
+    );
+    // Ann's answer never comes: her reservation goes once the hold is over.
+    assert_eq!(
+        store
+            .expire_reservations(due.plus_millis(store::PAYMENT_HOLD_MS + 1), 100)
+            .await
+            .unwrap(),
+        vec![anns.id.clone()]
     );
 }
 
