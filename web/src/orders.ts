@@ -3,7 +3,7 @@
 import './style.css';
 import { describe, get } from './api';
 import { pay } from './checkout';
-import { me, mountHeader, signIn } from './session';
+import { me, mountHeader, signInPrompt } from './session';
 import type { Order, Page } from './types';
 import { clock, fill, h, money, notice, time } from './ui';
 
@@ -56,9 +56,7 @@ async function load(): Promise<void> {
   timers = [];
   const account = await me();
   if (!account) {
-    const button = h('button', { type: 'button' }, 'Sign in');
-    button.addEventListener('click', async () => (await signIn()) && location.reload());
-    fill(main, h('h1', {}, 'My orders'), h('p', {}, 'Sign in to see your orders.'), button);
+    signInPrompt(main, 'My orders', 'Sign in to see your orders.');
     return;
   }
   const orders = await get<Page<Order>>('/api/v1/orders?limit=50');

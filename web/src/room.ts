@@ -8,7 +8,7 @@ import { createChat } from './chat';
 import { createPlayer } from './player';
 import { me, mountHeader } from './session';
 import { RoomSocket } from './socket';
-import type { ChatMessage, PinnedCard, Product, Recording, Room, Sale, Shop, Snapshot, TimelineEntry } from './types';
+import type { ChatMessage, LiveRoom, PinnedCard, Product, Recording, Room, RoomStream, Sale, Shop, TimelineEntry } from './types';
 import { clock, fill, h, money, notice, pathParam, time } from './ui';
 
 const roomId = pathParam('/r/');
@@ -106,12 +106,12 @@ function showCommerce(): void {
   banner.show(sale, saleTitle());
 }
 
-function showStatus(snapshot: Snapshot['room']): void {
-  if (snapshot.status === 'live' && snapshot.stream) {
+function showStatus(state: LiveRoom['status'], stream: RoomStream | null): void {
+  if (state === 'live' && stream) {
     status.textContent = 'LIVE';
     status.className = 'room-status live';
-    player.play(snapshot.stream.hls, true);
-  } else if (snapshot.status === 'ended') {
+    player.play(stream.hls, true);
+  } else if (state === 'ended') {
     status.textContent = 'This live has ended.';
     status.className = 'room-status';
     player.play(null, true, 'This live has ended. Its replay is ready in a moment.');
@@ -132,7 +132,7 @@ function live(): void {
       sale = snapshot.sale;
       pinned = snapshot.pinned;
       if (snapshot.chat) chat.reset(snapshot.chat);
-      showStatus(snapshot.room);
+      showStatus(snapshot.room.status, snapshot.room.stream);
       showCommerce();
     },
     event(event) {
@@ -173,13 +173,13 @@ function live(): void {
           showCommerce();
           break;
         case 'stream.live':
-          showStatus({ ...(room as Room), stream: data as never, status: 'live' } as Snapshot['room']);
+          showStatus('live', data as unknown as RoomStream);
           break;
         case 'stream.ended':
-          showStatus({ ...(room as Room), stream: null, status: 'scheduled' } as Snapshot['room']);
+          showStatus('scheduled', null);
           break;
         case 'room.ended':
-          showStatus({ ...(room as Room), stream: null, status: 'ended' } as Snapshot['room']);
+          showStatus('ended', null);
           break;
         case 'user.muted':
         case 'user.banned':

@@ -3,7 +3,7 @@
 // cookie the API sets; nothing about it is kept in the page or in storage.
 import { ApiError, describe, get, post, del } from './api';
 import type { Me, User } from './types';
-import { field, h, header, notice } from './ui';
+import { field, fill, h, header, notice } from './ui';
 
 let current: Promise<Me | null> | null = null;
 const SESSION_CHANGED = 'hawker:session';
@@ -98,6 +98,14 @@ export function signIn(reason?: string): Promise<User | null> {
     document.body.append(dialog);
     dialog.showModal();
   });
+}
+
+/** What a page for signed-in people shows to others: why, and a Sign in button
+ * that opens the dialog and reloads the page once signed in. */
+export function signInPrompt(main: HTMLElement, title: string, why: string): void {
+  const button = h('button', { type: 'button' }, 'Sign in');
+  button.addEventListener('click', async () => (await signIn()) && location.reload());
+  fill(main, h('h1', {}, title), h('p', {}, why), button);
 }
 
 export async function signOut(): Promise<void> {

@@ -3,10 +3,10 @@
 // stream's health, pinning, flash sales, chat moderation, ending), the shop's
 // orders (fulfil, refund) and its settings (the sites that may embed the player).
 import './style.css';
-import { call, del, describe, get, patch, post, put, type Money } from './api';
+import { call, del, describe, get, patch, post, put } from './api';
 import { createChat } from './chat';
 import { createPlayer, type Player } from './player';
-import { me, mountHeader, signIn } from './session';
+import { me, mountHeader, signInPrompt } from './session';
 import { RoomSocket } from './socket';
 import type { ChatMessage, FlashSale, Order, Page, PinnedCard, Product, Room, RoomStats, Shop, StreamStats } from './types';
 import { act, clock, copyButton, decimal, field, fill, h, money, notice, parseMoney, time } from './ui';
@@ -29,9 +29,7 @@ async function route(): Promise<void> {
   cleanup = [];
   const account = await me();
   if (!account) {
-    const button = h('button', { type: 'button' }, 'Sign in');
-    button.addEventListener('click', async () => (await signIn()) && location.reload());
-    fill(main, h('h1', {}, 'Studio'), h('p', {}, 'Sign in or create an account to open your shop and go live.'), button);
+    signInPrompt(main, 'Studio', 'Sign in or create an account to open your shop and go live.');
     return;
   }
   if (!account.shops.length) {
@@ -112,7 +110,7 @@ function productEditor(product: Product): HTMLElement {
     void act(save, out, async () => {
       const images = [...product.images];
       const file = image.files?.[0];
-      if (file) images.push((await call<{ id: string }>('POST', `/api/v1/shops/${enc(shop.id)}/images`, undefined, { raw: file })).body.id);
+      if (file) images.push(await uploadImage(file));
       await patch(`/api/v1/products/${enc(product.id)}`, { title: title.value, description: description.value, images });
       await route();
     }),
@@ -123,9 +121,8 @@ function productEditor(product: Product): HTMLElement {
     button.addEventListener('click', () =>
       void act(button, out, async () => {
         const amount = parseMoney(price.value, shop.currency);
-        if (amount === null) throw new Error(`"${price.value}" is not a price.`);
-        await patch(`/api/v1/variants/${enc(v.id)}`, { price: { amount, currency: shop.currency } });
-        notice(out, `${v.sku}: ${money({ amount, currency: shop.currency })}.`, 'ok');
+        await patch(`/api/v1/variants/${enc(v.id)}`, { price: amount });
+        notice(out, `${v.sku}: ${money(amount)}.`, 'ok');
       }),
     );
     return h('div', { class: 'row' }, h('span', {}, v.sku), price, button);
@@ -137,12 +134,10 @@ function productEditor(product: Product): HTMLElement {
   const add = h('button', { type: 'button', class: 'secondary' }, 'Add variant');
   add.addEventListener('click', () =>
     void act(add, out, async () => {
-      const amount = parseMoney(price.value, shop.currency);
-      if (amount === null) throw new Error(`"${price.value}" is not a price.`);
       await post(`/api/v1/products/${enc(product.id)}/variants`, {
         sku: sku.value,
         options: parseOptions(options.value),
-        price: { amount, currency: shop.currency },
+        price: parseMoney(price.value, shop.currency),
         stock: Number(stock.value) || 0,
       });
       await route();
@@ -162,6 +157,16 @@ function productEditor(product: Product): HTMLElement {
     h('div', { class: 'row' }, sku, options, price, stock, add),
     out,
   );
+}
+
+/** Uploads an image to the shop; its id goes into a product's `images`. */
+async function uploadImage(file: File): Promise<string> {
+  return (await call<{ id: string }>('POST', `/api/v1/shops/${enc(shop.id)}/images`, undefined, { raw: file })).body.id;
+}
+
+/** One labelled figure in a grid of stats. */
+function stat(label: string, value: string): HTMLElement {
+  return h('div', {}, label, h('b', {}, value));
 }
 
 function parseOptions(text: string): Record<string, string> {
@@ -228,12 +233,10 @@ function productForm(): HTMLElement {
     void act(form.querySelector('button[type=submit]'), out, async () => {
       const images: string[] = [];
       const file = image.files?.[0];
-      if (file) images.push((await call<{ id: string }>('POST', `/api/v1/shops/${enc(shop.id)}/images`, undefined, { raw: file })).body.id);
+      if (file) images.push(await uploadImage(file));
       const variants = [...rows.querySelectorAll('fieldset')].map((set) => {
         const value = (name: string) => (set.querySelector(`[name=${name}]`) as HTMLInputElement).value;
-        const amount = parseMoney(value('price'), shop.currency);
-        if (amount === null) throw new Error(`"${value('price')}" is not a price.`);
-        return { sku: value('sku'), options: parseOptions(value('options')), price: { amount, currency: shop.currency }, stock: Number(value('stock')) || 0 };
+        return { sku: value('sku'), options: parseOptions(value('options')), price: parseMoney(value('price'), shop.currency), stock: Number(value('stock')) || 0 };
       });
       await post('/api/v1/shops/' + enc(shop.id) + '/products', { title: title.value, description: description.value, status: active.checked ? 'active' : 'draft', images, variants });
       await route();
@@ -348,11 +351,9 @@ async function roomView(body: HTMLElement, roomId: string): Promise<void> {
   saleForm.addEventListener('submit', (event) => {
     event.preventDefault();
     void act(saleForm.querySelector('button'), saleOut, async () => {
-      const amount = parseMoney(salePrice.value, shop.currency);
-      if (amount === null) throw new Error(`"${salePrice.value}" is not a price.`);
       await post(`/api/v1/rooms/${enc(room.id)}/sales`, {
         variant_id: saleVariant.value,
-        price: { amount, currency: shop.currency },
+        price: parseMoney(salePrice.value, shop.currency),
         quantity: Number(saleQuantity.value),
         per_buyer_limit: Number(saleLimit.value) || 1,
         duration_seconds: Math.round(Number(saleMinutes.value) * 60),
@@ -531,7 +532,6 @@ function watchRoom(
   const poll = async () => {
     try {
       const s = await get<StreamStats>(`/api/v1/rooms/${enc(room.id)}/stream`);
-      const stat = (label: string, value: string) => h('div', {}, label, h('b', {}, value));
       fill(
         stats,
         stat('Bitrate', s.bitrate ? `${(s.bitrate / 1000).toFixed(0)} kbit/s` : '–'),
@@ -591,7 +591,6 @@ function chart(stats: RoomStats): SVGSVGElement {
 function dashboard(room: Room, box: HTMLElement): () => void {
   const load = async () => {
     const stats = await get<RoomStats>(`/api/v1/rooms/${enc(room.id)}/stats`);
-    const stat = (label: string, value: string) => h('div', {}, label, h('b', {}, value));
     fill(
       box,
       h(
@@ -663,9 +662,7 @@ function orderRow(order: Order, reload: () => Promise<void>): HTMLElement {
     const refund = h('button', { type: 'button', class: 'mini' }, 'Refund');
     refund.addEventListener('click', () =>
       void act(refund, out, async () => {
-        const minor = parseMoney(amount.value, order.total.currency);
-        if (minor === null) throw new Error(`"${amount.value}" is not an amount.`);
-        const value: Money = { amount: minor, currency: order.total.currency };
+        const value = parseMoney(amount.value, order.total.currency, 'an amount');
         await post(`/api/v1/orders/${enc(order.id)}/refunds`, { amount: value, reason: 'refunded by the seller', restock: restock.checked });
         await reload();
       }),

@@ -69,11 +69,12 @@ export function decimal(amount: number, currency: string): string {
   return (amount / units).toFixed(Math.round(Math.log10(units)));
 }
 
-/** Parses a price typed in major units ("12.50") into minor units. */
-export function parseMoney(text: string, currency: string): number | null {
+/** Parses a price typed in major units ("12.50"); throws an error for people
+ * when it is not one ("… is not a price."; `noun` names what was asked for). */
+export function parseMoney(text: string, currency: string, noun = 'a price'): Money {
   const value = Number(text.replace(',', '.'));
-  if (!Number.isFinite(value) || value < 0) return null;
-  return Math.round(value * minorUnits(currency));
+  if (!Number.isFinite(value) || value < 0) throw new Error(`"${text}" is not ${noun}.`);
+  return { amount: Math.round(value * minorUnits(currency)), currency };
 }
 
 export function time(iso: string): string {

@@ -43,6 +43,25 @@ pub fn flv_path(room: &RoomId) -> String {
     format!("/live/{room}.flv")
 }
 
+/// Where a live room's stream plays and since when: the data of the
+/// `stream.live` event and the room's `stream` in a live room's snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Playback {
+    pub started_at: Option<Timestamp>,
+    pub hls: String,
+    pub flv: String,
+}
+
+impl Playback {
+    pub fn new(room: &RoomId, started_at: Option<Timestamp>) -> Self {
+        Self {
+            started_at,
+            hls: hls_path(room),
+            flv: flv_path(room),
+        }
+    }
+}
+
 impl RoomStatus {
     pub fn apply(self, event: RoomEvent) -> Result<Self, TransitionError> {
         use RoomEvent as E;

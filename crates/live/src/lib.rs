@@ -22,7 +22,7 @@ use std::time::Duration;
 use bus::{Bus, RoomEvent};
 use domain::Timestamp;
 use domain::ids::{MessageId, RoomId, UserId};
-use domain::room::RoomStatus;
+use domain::room::{Playback, RoomStatus};
 use domain::sale::SaleStatus;
 use serde_json::{Value, json};
 use store::{ChatRecord, PageRequest, RoomSample, Store, StoreError};
@@ -220,11 +220,8 @@ impl Hub {
                 "title": room.title,
                 "status": room.status,
                 "started_at": room.started_at,
-                "stream": (room.status == RoomStatus::Live).then(|| json!({
-                    "started_at": room.started_at,
-                    "hls": domain::room::hls_path(&room.id),
-                    "flv": domain::room::flv_path(&room.id),
-                })),
+                "stream": (room.status == RoomStatus::Live)
+                    .then(|| Playback::new(&room.id, room.started_at)),
             }),
             sale,
             chat,
@@ -348,8 +345,6 @@ fn log_chat(hub: &Hub, room: &RoomId, seq: u64, event: &RoomEvent) {
     }
 }
 
-/// Keeps chat messages in batches: whatever queued while the last batch was
-/// written. On shutdown, writes what is queued and ends.
 /// Writes, at the end of every sampling interval, what this node saw of each
 /// open room (its viewers then, the likes during the interval) for the sellers'
 /// dashboards. Intervals start on multiples of the interval since the epoch, so
@@ -393,6 +388,8 @@ async fn sample_rooms(hub: std::sync::Weak<Inner>) {
     }
 }
 
+/// Keeps chat messages in batches: whatever queued while the last batch was
+/// written. On shutdown, writes what is queued and ends.
 async fn write_chat_log(
     store: Store,
     mut queue: mpsc::Receiver<ChatRecord>,

@@ -2,11 +2,9 @@
 //! has its own task; a bad or silent one is closed with a log line and touches
 //! nothing else.
 
-use std::net::SocketAddr;
-use std::time::Duration;
-
 use std::io::{Read, Write};
-use std::time::Instant;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use tokio::net::TcpListener;

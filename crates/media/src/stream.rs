@@ -12,7 +12,7 @@ use bus::{Bus, RoomEvent as BusEvent};
 use bytes::{Bytes, BytesMut};
 use domain::Timestamp;
 use domain::ids::RoomId;
-use domain::room::{Room, RoomEvent, RoomStatus};
+use domain::room::{Playback, Room, RoomEvent, RoomStatus};
 use serde::Serialize;
 use serde_json::json;
 use store::Store;
@@ -174,11 +174,7 @@ impl Media {
             self.announce(
                 &room.id,
                 "stream.live",
-                json!({
-                    "started_at": started,
-                    "hls": hls_path(&room.id),
-                    "flv": flv_path(&room.id),
-                }),
+                json!(Playback::new(&room.id, Some(started))),
             );
         }
         Publisher {

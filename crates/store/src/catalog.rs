@@ -412,6 +412,12 @@ impl Store {
     }
 
     pub async fn update_shop(&self, id: &ShopId, patch: ShopPatch) -> Result<Shop> {
+        let embed_origins = patch
+            .embed_origins
+            .as_ref()
+            .map(|o| serde_json::to_string(o.as_slice()))
+            .transpose()
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let mut tx = self.write().await?;
         let updated = fetch_optional!(
             &mut tx,
@@ -426,12 +432,7 @@ impl Store {
             .bind(patch.name.as_ref().map(ShopName::as_str))
             .bind(patch.description.as_ref().map(Description::as_str))
             .bind(Timestamp::now().as_millis())
-            .bind(
-                patch
-                    .embed_origins
-                    .as_ref()
-                    .map(|o| serde_json::json!(o.as_slice()).to_string()),
-            ),
+            .bind(embed_origins),
             shop
         )
         .map_err(StoreError::unique(Conflict::Handle))?
