@@ -272,8 +272,11 @@ pub async fn serve(
     let unacknowledged = state.config().send_timeout;
     // A peer that stops reading (a stalled HTTP-FLV player, a frozen phone)
     // lets nothing be acknowledged; the kernel drops its connection after this
-    // long, and the response it held goes with it.
+    // long, and the response it held goes with it. No Nagle: room events,
+    // media parts and FLV tags are written whole and at once, and each one
+    // held back for the peer's delayed acknowledgement is late.
     let listener = axum::serve::ListenerExt::tap_io(listener, move |tcp| {
+        let _ = tcp.set_nodelay(true);
         let _ = socket2::SockRef::from(&*tcp).set_tcp_user_timeout(Some(unacknowledged));
     });
     let app = router(state);

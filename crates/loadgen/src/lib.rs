@@ -1,11 +1,13 @@
 //! The crowd: simulated people using Hawker through its public HTTP API, as
 //! real clients do. `hawker-loadgen` uses it for benchmarks; `hawker demo` uses
 //! [`crowd::flash_sales`] and [`crowd::chat`] to keep the demo room busy;
-//! [`room`] is the live-room benchmark, [`video`] the video benchmark's clients.
+//! [`room`] is the live-room benchmark (its viewers speak WebSocket through
+//! [`ws`]), [`video`] the video benchmark's clients.
 
 pub mod crowd;
 pub mod room;
 pub mod video;
+pub mod ws;
 
 use anyhow::{Context, bail};
 use serde_json::Value;

@@ -83,9 +83,14 @@ struct VideoArgs {
 
 #[derive(clap::Args)]
 struct RoomArgs {
-    /// Hawker's base URL
+    /// The server's base URL (Hawker's, or a Pusher server's with --pusher-app)
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     url: String,
+    /// Run against a Pusher-compatible server (the peer): its app as
+    /// ID:KEY:SECRET; viewers subscribe to one public channel and the messages
+    /// are published through its HTTP API
+    #[arg(long)]
+    pusher_app: Option<String>,
     /// WebSocket viewers in the room
     #[arg(long, default_value_t = 1000)]
     viewers: usize,
@@ -142,6 +147,21 @@ fn main() -> anyhow::Result<()> {
     match cli.scenario {
         Scenario::FlashSale(args) => runtime.block_on(flash_sale(args)),
         Scenario::Room(args) => runtime.block_on(async move {
+            let pusher = match args
+                .pusher_app
+                .as_deref()
+                .map(|a| a.split(':').collect::<Vec<_>>())
+            {
+                None => None,
+                Some(parts) => match parts[..] {
+                    [app_id, key, secret] => Some(loadgen::room::Pusher {
+                        app_id: app_id.to_owned(),
+                        key: key.to_owned(),
+                        secret: secret.to_owned(),
+                    }),
+                    _ => anyhow::bail!("--pusher-app takes ID:KEY:SECRET"),
+                },
+            };
             let figures = loadgen::room::run(loadgen::room::Plan {
                 base: args.url,
                 viewers: args.viewers,
@@ -151,6 +171,7 @@ fn main() -> anyhow::Result<()> {
                 stalled_percent: args.stalled_percent,
                 sources: args.sources,
                 server_pid: args.server_pid,
+                pusher,
                 quiet: args.quiet,
             })
             .await?;

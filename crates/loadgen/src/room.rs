@@ -5,22 +5,31 @@
 //! what happens to viewers that stop reading.
 //!
 //! Viewers connect from 127.0.0.2, 127.0.0.3, ... so that the ephemeral port
-//! range of one address pair is no limit. Every viewer counts its frames; one in
-//! [`SAMPLE`] also reads each chat message's send time to measure latency (parsing
-//! every frame on every viewer would measure the load generator, not Hawker).
+//! range of one address pair is no limit. They speak WebSocket through
+//! [`crate::ws`], which walks frames in place: every viewer counts its frames;
+//! one in [`SAMPLE`] also reads each chat message's send time to measure latency
+//! (decoding every frame on every viewer would measure the load generator, not
+//! the server).
+//!
+//! The same scenario runs against a Pusher-compatible server (sockudo) as the
+//! peer: its viewers subscribe to one public channel, and the messages, with the
+//! same send times in them, are published through its signed HTTP API, since a
+//! Pusher channel has no chat of its own.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-
-use crate::created;
 use futures_util::{SinkExt, StreamExt};
+use hmac::{Hmac, Mac};
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+use crate::created;
+use crate::ws;
 
 /// One viewer in this many measures latency.
 pub const SAMPLE: usize = 20;
@@ -40,7 +49,17 @@ pub struct Plan {
     pub sources: u8,
     /// The server's process id, to read its memory.
     pub server_pid: Option<u32>,
+    /// Run against a Pusher-compatible server instead of Hawker.
+    pub pusher: Option<Pusher>,
     pub quiet: bool,
+}
+
+/// A Pusher-compatible server's app credentials.
+#[derive(Debug, Clone)]
+pub struct Pusher {
+    pub app_id: String,
+    pub key: String,
+    pub secret: String,
 }
 
 /// What the run measured.
@@ -55,8 +74,9 @@ pub struct Figures {
     pub max_ms: f64,
     pub rss_per_idle_viewer_kib: Option<f64>,
     pub stalled: usize,
-    pub stalled_cut_off: f64,
-    pub dropped_per_stalled: f64,
+    /// Hawker's counters; a peer has none to read.
+    pub stalled_cut_off: Option<f64>,
+    pub dropped_per_stalled: Option<f64>,
 }
 
 struct Shared {
@@ -67,6 +87,17 @@ struct Shared {
     open: AtomicUsize,
     latencies_us: Mutex<Vec<u64>>,
 }
+
+/// Where the viewers connect, and what they send first.
+struct Target {
+    addr: std::net::SocketAddr,
+    path: String,
+    /// A frame sent right after the handshake (Pusher's subscribe).
+    hello: Option<String>,
+}
+
+/// The Pusher channel the peer's viewers subscribe to.
+const CHANNEL: &str = "room-bench";
 
 fn config() -> WebSocketConfig {
     WebSocketConfig::default()
@@ -88,47 +119,97 @@ async fn metric(http: &reqwest::Client, base: &str, name: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-/// Runs the scenario and returns its figures.
-pub async fn run(plan: Plan) -> anyhow::Result<Figures> {
-    let base = plan.base.trim_end_matches('/').to_owned();
-    let ws_base = base.replacen("http", "ws", 1);
-    let addr = base
-        .strip_prefix("http://")
-        .context("plain http:// only")?
-        .to_owned();
-    let http = reqwest::Client::new();
-    let say = |line: String| {
-        if !plan.quiet {
-            eprintln!("{line}");
-        }
-    };
+/// How the messages get into the room.
+enum Talk {
+    /// Signed-in Hawker accounts chatting over the room's WebSocket.
+    Chat { url: String, tokens: Vec<String> },
+    /// Events published through a Pusher server's HTTP API.
+    Publish { base: String, pusher: Pusher },
+}
+
+/// Signs up a seller, opens a shop and a room, and signs up the chatters:
+/// where Hawker's viewers connect and how its chat is made.
+async fn hawker_room(
+    http: &reqwest::Client,
+    base: &str,
+    chatters: usize,
+    say: &impl Fn(String),
+) -> anyhow::Result<(String, Talk)> {
     let run_id = std::process::id();
-    let seller = created(&http, format!("{base}/api/v1/users"), None, json!({
+    let seller = created(http, format!("{base}/api/v1/users"), None, json!({
         "email": format!("room-seller-{run_id}@loadgen.example"), "password": "loadgen-password", "display_name": "Seller"})).await?;
     let token = seller["token"].as_str().unwrap_or_default().to_owned();
     let handle = format!("room-{run_id}");
     created(
-        &http,
+        http,
         format!("{base}/api/v1/shops"),
         Some(&token),
         json!({"handle": handle, "name": "Room bench", "currency": "EUR"}),
     )
     .await?;
     let room = created(
-        &http,
+        http,
         format!("{base}/api/v1/shops/{handle}/rooms"),
         Some(&token),
         json!({"title": "Bench"}),
     )
     .await?;
     let room = room["room"]["id"].as_str().unwrap_or_default().to_owned();
-    say(format!("signing up {} chatters", plan.chatters));
-    let mut chatters = Vec::new();
-    for i in 0..plan.chatters {
-        let v = created(&http, format!("{base}/api/v1/users"), None, json!({
+    say(format!("signing up {chatters} chatters"));
+    let mut tokens = Vec::new();
+    for i in 0..chatters {
+        let v = created(http, format!("{base}/api/v1/users"), None, json!({
             "email": format!("chatter-{run_id}-{i}@loadgen.example"), "password": "loadgen-password", "display_name": format!("Chatter {i}")})).await?;
-        chatters.push(v["token"].as_str().unwrap_or_default().to_owned());
+        tokens.push(v["token"].as_str().unwrap_or_default().to_owned());
     }
+    let path = format!("/api/v1/rooms/{room}/ws");
+    let url = format!("{}{path}", base.replacen("http", "ws", 1));
+    Ok((path, Talk::Chat { url, tokens }))
+}
+
+/// Runs the scenario and returns its figures.
+pub async fn run(plan: Plan) -> anyhow::Result<Figures> {
+    let base = plan.base.trim_end_matches('/').to_owned();
+    let addr: std::net::SocketAddr = base
+        .strip_prefix("http://")
+        .context("plain http:// only")?
+        .parse()
+        .context("the URL's host must be an IP address and port")?;
+    let http = reqwest::Client::new();
+    let say = |line: String| {
+        if !plan.quiet {
+            eprintln!("{line}");
+        }
+    };
+    let (target, talk) = match &plan.pusher {
+        None => {
+            let (path, talk) = hawker_room(&http, &base, plan.chatters, &say).await?;
+            let target = Target {
+                addr,
+                path,
+                hello: None,
+            };
+            (target, talk)
+        }
+        Some(pusher) => {
+            let target = Target {
+                addr,
+                path: format!(
+                    "/app/{}?protocol=7&client=hawker-loadgen&version=1.0",
+                    pusher.key
+                ),
+                hello: Some(
+                    json!({"event": "pusher:subscribe", "data": {"channel": CHANNEL}}).to_string(),
+                ),
+            };
+            let talk = Talk::Publish {
+                base: base.clone(),
+                pusher: pusher.clone(),
+            };
+            (target, talk)
+        }
+    };
+    let target = Arc::new(target);
 
     let shared = Arc::new(Shared {
         start: Instant::now(),
@@ -140,16 +221,8 @@ pub async fn run(plan: Plan) -> anyhow::Result<Figures> {
     });
     // The first viewer opens the room on the server, so the baseline below
     // holds the room and measures what each further viewer costs.
-    let url = format!("{ws_base}/api/v1/rooms/{room}/ws");
     let mut viewers = tokio::task::JoinSet::new();
-    viewers.spawn(viewer(
-        url.clone(),
-        addr.clone(),
-        1,
-        1,
-        shared.clone(),
-        false,
-    ));
+    viewers.spawn(viewer(target.clone(), 1, 1, shared.clone(), false));
     while shared.open.load(Ordering::Relaxed) < 1 {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -166,8 +239,7 @@ pub async fn run(plan: Plan) -> anyhow::Result<Figures> {
         let stall = i % stalled_every == stalled_every - 1;
         stalled += usize::from(stall);
         let source = 2 + (i % usize::from(plan.sources.max(1))) as u8;
-        let (url, addr, mine) = (url.clone(), addr.clone(), shared.clone());
-        viewers.spawn(viewer(url, addr, source, i, mine, stall));
+        viewers.spawn(viewer(target.clone(), source, i, shared.clone(), stall));
         // At most 256 handshakes at a time.
         if i.is_multiple_of(256) {
             while shared_open(&shared) < i {
@@ -197,16 +269,19 @@ pub async fn run(plan: Plan) -> anyhow::Result<Figures> {
         plan.rate, plan.chatters, plan.seconds
     ));
 
+    let counters = plan.pusher.is_none();
     let dropped_before = metric(&http, &base, "live_dropped_frames_total").await;
     let cut_before = metric(&http, &base, "live_slow_disconnects_total").await;
     shared.chatting.store(true, Ordering::Relaxed);
     let sent = Arc::new(AtomicU64::new(0));
     let mut talkers = tokio::task::JoinSet::new();
-    let period = Duration::from_secs_f64(plan.chatters.max(1) as f64 / plan.rate.max(0.001));
-    for (i, token) in chatters.into_iter().enumerate() {
-        let (url, shared, sent) = (url.clone(), shared.clone(), sent.clone());
-        let offset = period.mul_f64(i as f64 / plan.chatters.max(1) as f64);
-        talkers.spawn(chatter(url, token, period, offset, shared, sent));
+    let senders = plan.chatters.max(1);
+    let period = Duration::from_secs_f64(senders as f64 / plan.rate.max(0.001));
+    let talk = Arc::new(talk);
+    for i in 0..senders {
+        let (talk, shared, sent) = (talk.clone(), shared.clone(), sent.clone());
+        let offset = period.mul_f64(i as f64 / senders as f64);
+        talkers.spawn(chatter(talk, i, period, offset, shared, sent));
     }
     let frames_at_start = shared.frames.load(Ordering::Relaxed);
     let window_start = Instant::now();
@@ -250,12 +325,14 @@ pub async fn run(plan: Plan) -> anyhow::Result<Figures> {
         max_ms: pick(1.0),
         rss_per_idle_viewer_kib,
         stalled,
-        stalled_cut_off: cut,
-        dropped_per_stalled: if stalled > 0 {
-            (dropped / stalled as f64).round()
-        } else {
-            0.0
-        },
+        stalled_cut_off: counters.then_some(cut),
+        dropped_per_stalled: counters.then(|| {
+            if stalled > 0 {
+                (dropped / stalled as f64).round()
+            } else {
+                0.0
+            }
+        }),
     })
 }
 
@@ -263,26 +340,34 @@ fn shared_open(shared: &Shared) -> usize {
     shared.open.load(Ordering::Relaxed)
 }
 
+/// The send time a chat message carries ("t:" and microseconds since the
+/// start), wherever it is in the frame: Pusher escapes it inside a string.
+fn sent_at(frame: &[u8]) -> Option<u64> {
+    let at = frame.windows(2).position(|w| w == b"t:")? + 2;
+    let digits = frame[at..].iter().take_while(|b| b.is_ascii_digit());
+    let mut us = 0u64;
+    let mut any = false;
+    for d in digits {
+        us = us.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
+        any = true;
+    }
+    any.then_some(us)
+}
+
 /// One viewer: connects from 127.0.0.`source`, counts every frame, and (one
 /// in [`SAMPLE`]) measures each chat message's latency. A stalled viewer stops
 /// reading when chat starts.
 async fn viewer(
-    url: String,
-    addr: String,
+    target: Arc<Target>,
     source: u8,
     index: usize,
     shared: Arc<Shared>,
     stall: bool,
 ) -> anyhow::Result<()> {
-    let socket = tokio::net::TcpSocket::new_v4()?;
-    socket.bind(std::net::SocketAddr::from(([127, 0, 0, source], 0)))?;
-    let stream = socket.connect(addr.parse()?).await?;
-    let (mut ws, _) = tokio_tungstenite::client_async_with_config(
-        url.into_client_request()?,
-        stream,
-        Some(config()),
-    )
-    .await?;
+    let mut ws = ws::Socket::connect(source, target.addr, &target.path, &[]).await?;
+    if let Some(hello) = &target.hello {
+        ws.send_text(hello).await?;
+    }
     shared.open.fetch_add(1, Ordering::Relaxed);
     let measure = index.is_multiple_of(SAMPLE);
     let mut samples = Vec::new();
@@ -294,17 +379,12 @@ async fn viewer(
             }
             break;
         }
-        let Some(frame) = ws.next().await else { break };
-        let Ok(frame) = frame else { break };
-        if let Message::Text(text) = frame {
+        let Ok(Some(frame)) = ws.next().await else {
+            break;
+        };
+        if let ws::Frame::Text(text) = frame {
             shared.frames.fetch_add(1, Ordering::Relaxed);
-            if measure
-                && let Some(sent) = text
-                    .as_str()
-                    .find("\"t:")
-                    .and_then(|at| text.as_str()[at + 3..].split('"').next())
-                    .and_then(|us| us.parse::<u64>().ok())
-            {
+            if measure && let Some(sent) = sent_at(&text) {
                 let now = shared.start.elapsed().as_micros() as u64;
                 samples.push(now.saturating_sub(sent));
                 if samples.len() >= 16 {
@@ -329,32 +409,95 @@ async fn viewer(
     Ok(())
 }
 
-/// One chatter: says "t:<microseconds since the start>" every `period`.
+/// One chatter: says "t:<microseconds since the start>" every `period`, in
+/// the room's chat or through the peer's publishing API.
 async fn chatter(
-    url: String,
-    token: String,
+    talk: Arc<Talk>,
+    index: usize,
     period: Duration,
     offset: Duration,
     shared: Arc<Shared>,
     sent: Arc<AtomicU64>,
 ) -> anyhow::Result<()> {
-    let mut request = url.into_client_request()?;
-    request
-        .headers_mut()
-        .insert("authorization", format!("Bearer {token}").parse()?);
-    let (ws, _) =
-        tokio_tungstenite::connect_async_with_config(request, Some(config()), false).await?;
-    let (mut tx, mut rx) = ws.split();
-    // Reads (and drops) what the room sends, so the chatter is not a slow reader.
-    tokio::spawn(async move { while let Some(Ok(_)) = rx.next().await {} });
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + offset, period);
-    loop {
-        tick.tick().await;
-        let text = format!("t:{}", shared.start.elapsed().as_micros());
-        tx.send(Message::Text(
-            json!({"type": "chat", "text": text}).to_string().into(),
-        ))
-        .await?;
-        sent.fetch_add(1, Ordering::Relaxed);
+    match &*talk {
+        Talk::Chat { url, tokens } => {
+            let mut request = url.as_str().into_client_request()?;
+            let token = tokens.get(index).context("a chatter without an account")?;
+            request
+                .headers_mut()
+                .insert("authorization", format!("Bearer {token}").parse()?);
+            let (ws, _) =
+                tokio_tungstenite::connect_async_with_config(request, Some(config()), true).await?;
+            let (mut tx, mut rx) = ws.split();
+            // Reads (and drops) what the room sends, so the chatter is not a slow reader.
+            tokio::spawn(async move { while let Some(Ok(_)) = rx.next().await {} });
+            loop {
+                tick.tick().await;
+                let text = format!("t:{}", shared.start.elapsed().as_micros());
+                tx.send(Message::Text(
+                    json!({"type": "chat", "text": text}).to_string().into(),
+                ))
+                .await?;
+                sent.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        Talk::Publish { base, pusher } => {
+            let http = reqwest::Client::new();
+            loop {
+                tick.tick().await;
+                let text = format!("t:{}", shared.start.elapsed().as_micros());
+                let data = json!({"text": text, "user": {"name": format!("Chatter {index}")}});
+                let body = json!({"name": "chat", "channels": [CHANNEL], "data": data.to_string()})
+                    .to_string();
+                let url = pusher_url(base, pusher, &body)?;
+                let res = http
+                    .post(url)
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await?;
+                if res.status().is_success() {
+                    sent.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+}
+
+/// The signed URL of a Pusher HTTP API publish (`POST /apps/{id}/events`):
+/// HMAC-SHA256 with the app's secret over the method, path and sorted query,
+/// which carries the body's MD5.
+fn pusher_url(base: &str, pusher: &Pusher, body: &str) -> anyhow::Result<String> {
+    let path = format!("/apps/{}/events", pusher.app_id);
+    let timestamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let body_md5 = hex(&md5::compute(body.as_bytes()).0);
+    let query = format!(
+        "auth_key={}&auth_timestamp={timestamp}&auth_version=1.0&body_md5={body_md5}",
+        pusher.key
+    );
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(pusher.secret.as_bytes())?;
+    mac.update(format!("POST\n{path}\n{query}").as_bytes());
+    let signature = hex(&mac.finalize().into_bytes());
+    Ok(format!("{base}{path}?{query}&auth_signature={signature}"))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn send_times_are_found_plain_or_escaped() {
+        assert_eq!(sent_at(br#"{"data":{"text":"t:1234"}}"#), Some(1234));
+        assert_eq!(sent_at(br#"{"data":"{\"text\":\"t:98\"}"}"#), Some(98));
+        assert_eq!(sent_at(br#"{"type":"likes"}"#), None);
     }
 }

@@ -26,7 +26,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::Store;
 use crate::catalog::adjust;
-use crate::db::{Execute, Params, execute, fetch_all, fetch_one, fetch_optional};
+use crate::db::{Exec, Execute, Params, execute, fetch_all, fetch_one, fetch_optional};
 use crate::error::{Result, StoreError};
 use crate::row::{Get, corrupt};
 
@@ -137,32 +137,40 @@ async fn take_keys(
         return Ok(());
     }
     let cutoff = now.plus_millis(-(crate::idempotency::KEY_LIFETIME.as_millis() as i64));
-    let mut p = Params::new(e);
-    let sql = format!(
-        "INSERT INTO idempotency_keys (user_id, key, request_hash, created_at) VALUES {}
-         ON CONFLICT (user_id, key) DO UPDATE SET request_hash = excluded.request_hash,
-             status = NULL, body = NULL, created_at = excluded.created_at
-         WHERE idempotency_keys.created_at < {}
-         RETURNING user_id, key",
-        p.rows(rows.len(), 4),
-        p.next()
-    );
-    let taken = fetch_all!(
-        e,
-        {
-            let mut q = sqlx::query(&sql);
-            for &i in &rows {
-                let (claim, key) = (&claims[i], claims[i].idempotency.as_ref());
-                q = q
-                    .bind(claim.buyer.as_str())
-                    .bind(key.map(|k| k.key.as_str()))
-                    .bind(key.map(|k| k.request_hash.as_str()))
-                    .bind(now.as_millis());
-            }
-            q.bind(cutoff.as_millis())
-        },
-        user_and_key
-    )?;
+    let taken = match e.exec() {
+        Exec::Postgres(c) => {
+            // Arrays: one statement text for every batch, prepared once.
+            let keys: Vec<(&Claim, &ClaimKey)> = rows
+                .iter()
+                .filter_map(|&i| Some((&claims[i], claims[i].idempotency.as_ref()?)))
+                .collect();
+            sqlx::query_as::<_, (String, String)>(
+                "INSERT INTO idempotency_keys (user_id, key, request_hash, created_at)
+                 SELECT user_id, key, hash, $4 FROM UNNEST($1::text[], $2::text[], $3::text[])
+                     AS v (user_id, key, hash)
+                 ON CONFLICT (user_id, key) DO UPDATE SET request_hash = excluded.request_hash,
+                     status = NULL, body = NULL, created_at = excluded.created_at
+                 WHERE idempotency_keys.created_at < $5
+                 RETURNING user_id, key",
+            )
+            .bind(
+                keys.iter()
+                    .map(|(c, _)| c.buyer.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(keys.iter().map(|(_, k)| k.key.as_str()).collect::<Vec<_>>())
+            .bind(
+                keys.iter()
+                    .map(|(_, k)| k.request_hash.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(now.as_millis())
+            .bind(cutoff.as_millis())
+            .fetch_all(c)
+            .await?
+        }
+        Exec::Sqlite(_) => take_keys_sqlite(e, claims, &rows, now, cutoff).await?,
+    };
     let taken: std::collections::HashSet<(String, String)> = taken.into_iter().collect();
     for i in rows {
         let claim = &claims[i];
@@ -193,13 +201,50 @@ async fn take_keys(
     Ok(())
 }
 
-/// Records the answers of the taps whose keys this batch took, in one statement.
-async fn record_answers(
+/// [`take_keys`]' statement on SQLite: one multi-row insert.
+async fn take_keys_sqlite(
     e: &mut impl Execute,
     claims: &[Claim],
+    rows: &[usize],
+    now: Timestamp,
+    cutoff: Timestamp,
+) -> Result<Vec<(String, String)>> {
+    let mut p = Params::new(e);
+    let sql = format!(
+        "INSERT INTO idempotency_keys (user_id, key, request_hash, created_at) VALUES {}
+         ON CONFLICT (user_id, key) DO UPDATE SET request_hash = excluded.request_hash,
+             status = NULL, body = NULL, created_at = excluded.created_at
+         WHERE idempotency_keys.created_at < {}
+         RETURNING user_id, key",
+        p.rows(rows.len(), 4),
+        p.next()
+    );
+    let taken = fetch_all!(
+        e,
+        {
+            let mut q = sqlx::query(&sql);
+            for &i in rows {
+                let (claim, key) = (&claims[i], claims[i].idempotency.as_ref());
+                q = q
+                    .bind(claim.buyer.as_str())
+                    .bind(key.map(|k| k.key.as_str()))
+                    .bind(key.map(|k| k.request_hash.as_str()))
+                    .bind(now.as_millis());
+            }
+            q.bind(cutoff.as_millis())
+        },
+        user_and_key
+    )?;
+    Ok(taken)
+}
+
+/// The answers of the taps whose keys this batch took, to record with its
+/// orders: user, key, status, body.
+fn answers<'a>(
+    claims: &'a [Claim],
     outcomes: &[ClaimOutcome],
     taken_here: &[bool],
-) -> Result<()> {
+) -> Result<Vec<(&'a str, &'a str, i64, String)>> {
     let mut rows = Vec::new();
     for ((claim, outcome), &mine) in claims.iter().zip(outcomes).zip(taken_here) {
         if let (Some(key), true) = (&claim.idempotency, mine)
@@ -208,23 +253,7 @@ async fn record_answers(
             rows.push((claim.buyer.as_str(), key.key.as_str(), status, body));
         }
     }
-    if rows.is_empty() {
-        return Ok(());
-    }
-    let sql = format!(
-        "UPDATE idempotency_keys SET status = v.column3, body = v.column4
-         FROM (VALUES {}) AS v
-         WHERE idempotency_keys.user_id = v.column1 AND idempotency_keys.key = v.column2",
-        Params::new(e).rows(rows.len(), 4)
-    );
-    execute!(e, {
-        let mut q = sqlx::query(&sql);
-        for (user, key, status, body) in &rows {
-            q = q.bind(*user).bind(*key).bind(*status).bind(body.as_str());
-        }
-        q
-    })?;
-    Ok(())
+    Ok(rows)
 }
 
 /// What a successful claim update tells about the sale.
@@ -235,6 +264,7 @@ struct Terms {
     variant: VariantId,
     shop: ShopId,
     room: RoomId,
+    item: Item,
 }
 
 fn terms<R: Get>(r: &R) -> Result<Terms> {
@@ -246,6 +276,7 @@ fn terms<R: Get>(r: &R) -> Result<Terms> {
         variant: VariantId::from_string(r.text("variant_id")?),
         shop: ShopId::from_string(r.text("shop_id")?),
         room: RoomId::from_string(r.text("room_id")?),
+        item: item(r)?,
     })
 }
 
@@ -334,23 +365,11 @@ fn draft_order(new: NewOrder<'_>) -> Result<(Order, Option<String>)> {
     Ok((order, new.idempotency_key.map(str::to_owned)))
 }
 
-/// Writes reserved orders with their lines and first history entries: three
-/// statements however many orders there are.
-async fn write_orders(e: &mut impl Execute, orders: &[(Order, Option<String>)]) -> Result<()> {
-    if orders.is_empty() {
-        return Ok(());
-    }
-    let sql = format!(
-        "INSERT INTO orders (id, buyer_id, shop_id, room_id, sale_id, status, currency,
-             total_amount, paid_amount, refunded_amount, expires_at, created_at, updated_at,
-             idempotency_key)
-         SELECT column1, column2, column3, column4, column5, 'reserved', column6, column7, 0, 0,
-             column8, column9, column9, column10 FROM (VALUES {}) AS v",
-        Params::new(e).rows(orders.len(), 10)
-    );
-    execute!(e, {
-        let mut q = sqlx::query(&sql);
-        for (o, key) in orders {
+/// Binds the parameters of [`orders_sql`]: the same Rust values on either backend.
+macro_rules! bind_orders {
+    ($q:expr, $orders:expr) => {{
+        let mut q = $q;
+        for (o, key) in $orders {
             q = q
                 .bind(o.id.as_str())
                 .bind(o.buyer_id.as_str())
@@ -364,39 +383,35 @@ async fn write_orders(e: &mut impl Execute, orders: &[(Order, Option<String>)]) 
                 .bind(key.as_deref());
         }
         q
-    })?;
-    let lines: Vec<(&Order, usize, &OrderLine)> = orders
-        .iter()
-        .flat_map(|(o, _)| o.lines.iter().enumerate().map(move |(i, l)| (o, i, l)))
-        .collect();
-    let sql = format!(
-        "INSERT INTO order_lines (order_id, position, variant_id, product_id, sku, title, quantity,
-             unit_amount) VALUES {}",
-        Params::new(e).rows(lines.len(), 8)
-    );
-    execute!(e, {
-        let mut q = sqlx::query(&sql);
-        for (o, position, l) in &lines {
-            q = q
-                .bind(o.id.as_str())
-                .bind(*position as i64)
-                .bind(l.variant_id.as_str())
-                .bind(l.product_id.as_str())
-                .bind(l.sku.as_str())
-                .bind(l.title.as_str())
-                .bind(l.quantity)
-                .bind(l.unit_price.amount);
+    }};
+}
+
+/// Binds the parameters of [`lines_sql`].
+macro_rules! bind_lines {
+    ($q:expr, $orders:expr) => {{
+        let mut q = $q;
+        for (o, _) in $orders {
+            for (position, l) in o.lines.iter().enumerate() {
+                q = q
+                    .bind(o.id.as_str())
+                    .bind(position as i64)
+                    .bind(l.variant_id.as_str())
+                    .bind(l.product_id.as_str())
+                    .bind(l.sku.as_str())
+                    .bind(l.title.as_str())
+                    .bind(l.quantity)
+                    .bind(l.unit_price.amount);
+            }
         }
         q
-    })?;
-    let sql = format!(
-        "INSERT INTO order_events (id, order_id, status, actor_id, reason, amount, created_at)
-         SELECT column1, column2, 'reserved', column3, column4, NULL, column5 FROM (VALUES {}) AS v",
-        Params::new(e).rows(orders.len(), 5)
-    );
-    execute!(e, {
-        let mut q = sqlx::query(&sql);
-        for (o, _) in orders {
+    }};
+}
+
+/// Binds the parameters of [`events_sql`].
+macro_rules! bind_events {
+    ($q:expr, $orders:expr) => {{
+        let mut q = $q;
+        for (o, _) in $orders {
             let first = &o.history[0];
             q = q
                 .bind(first.id.as_str())
@@ -406,14 +421,255 @@ async fn write_orders(e: &mut impl Execute, orders: &[(Order, Option<String>)]) 
                 .bind(first.at.as_millis());
         }
         q
-    })?;
+    }};
+}
+
+/// Binds the parameters of [`answers_sql`].
+macro_rules! bind_answers {
+    ($q:expr, $answers:expr) => {{
+        let mut q = $q;
+        for (user, key, status, body) in $answers {
+            q = q.bind(*user).bind(*key).bind(*status).bind(body.as_str());
+        }
+        q
+    }};
+}
+
+fn orders_sql(p: &mut Params, orders: usize) -> String {
+    format!(
+        "INSERT INTO orders (id, buyer_id, shop_id, room_id, sale_id, status, currency,
+             total_amount, paid_amount, refunded_amount, expires_at, created_at, updated_at,
+             idempotency_key)
+         SELECT column1, column2, column3, column4, column5, 'reserved', column6, column7, 0, 0,
+             column8, column9, column9, column10 FROM (VALUES {}) AS v",
+        p.rows(orders, 10)
+    )
+}
+
+fn lines_sql(p: &mut Params, lines: usize) -> String {
+    format!(
+        "INSERT INTO order_lines (order_id, position, variant_id, product_id, sku, title, quantity,
+             unit_amount) VALUES {}",
+        p.rows(lines, 8)
+    )
+}
+
+fn events_sql(p: &mut Params, orders: usize) -> String {
+    format!(
+        "INSERT INTO order_events (id, order_id, status, actor_id, reason, amount, created_at)
+         SELECT column1, column2, 'reserved', column3, column4, NULL, column5 FROM (VALUES {}) AS v",
+        p.rows(orders, 5)
+    )
+}
+
+fn answers_sql(p: &mut Params, answers: usize) -> String {
+    format!(
+        "UPDATE idempotency_keys SET status = v.column3, body = v.column4
+         FROM (VALUES {}) AS v
+         WHERE idempotency_keys.user_id = v.column1 AND idempotency_keys.key = v.column2",
+        p.rows(answers, 4)
+    )
+}
+
+/// What a batch writes once every tap is decided.
+struct Writes<'a> {
+    orders: &'a [(Order, Option<String>)],
+    /// The answers to record under the keys the batch took: user, key,
+    /// status, body.
+    answers: Vec<(&'a str, &'a str, i64, String)>,
+}
+
+/// Writes reserved orders with their lines and first history entries, and the
+/// answers recorded under Idempotency-Keys. On PostgreSQL that is one statement
+/// of the same text for every batch (each part a data-modifying `WITH` over
+/// arrays): one round trip however many orders, prepared once per connection,
+/// where a multi-row `VALUES` would be a new statement to parse and plan for
+/// every batch size. SQLite, which has neither arrays nor round trips to save,
+/// runs the parts one after the other.
+async fn write_batch(e: &mut impl Execute, writes: &Writes<'_>) -> Result<()> {
+    let orders = writes.orders;
+    let answers = &writes.answers;
+    if orders.is_empty() && answers.is_empty() {
+        return Ok(());
+    }
+    if let Exec::Postgres(c) = e.exec() {
+        return write_batch_postgres(c, writes).await;
+    }
+    let lines: usize = orders.iter().map(|(o, _)| o.lines.len()).sum();
+    let mut p = Params::new(e);
+    if !orders.is_empty() {
+        let sql = orders_sql(&mut p, orders.len());
+        execute!(e, bind_orders!(sqlx::query(&sql), orders))?;
+        let sql = lines_sql(&mut p, lines);
+        execute!(e, bind_lines!(sqlx::query(&sql), orders))?;
+        let sql = events_sql(&mut p, orders.len());
+        execute!(e, bind_events!(sqlx::query(&sql), orders))?;
+    }
+    if !answers.is_empty() {
+        let sql = answers_sql(&mut p, answers.len());
+        execute!(e, bind_answers!(sqlx::query(&sql), answers))?;
+    }
     Ok(())
 }
 
-/// Writes one reserved order, as [`write_orders`] does, and returns it.
+/// [`write_batch`] on PostgreSQL: one column array per parameter.
+async fn write_batch_postgres(c: &mut sqlx::PgConnection, writes: &Writes<'_>) -> Result<()> {
+    let orders: Vec<&Order> = writes.orders.iter().map(|(o, _)| o).collect();
+    let lines: Vec<(&Order, i64, &OrderLine)> = orders
+        .iter()
+        .flat_map(|o| {
+            o.lines
+                .iter()
+                .enumerate()
+                .map(move |(i, l)| (*o, i as i64, l))
+        })
+        .collect();
+    let first: Vec<&OrderHistoryEntry> = orders.iter().map(|o| &o.history[0]).collect();
+    let answers = &writes.answers;
+    sqlx::query(
+        "WITH o AS (
+             INSERT INTO orders (id, buyer_id, shop_id, room_id, sale_id, status, currency,
+                 total_amount, paid_amount, refunded_amount, expires_at, created_at, updated_at,
+                 idempotency_key)
+             SELECT id, buyer, shop, room, sale, 'reserved', currency, total, 0, 0, expires,
+                 created, created, key
+             FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                 $7::bigint[], $8::bigint[], $9::bigint[], $10::text[])
+                 AS v (id, buyer, shop, room, sale, currency, total, expires, created, key)
+         ), l AS (
+             INSERT INTO order_lines (order_id, position, variant_id, product_id, sku, title,
+                 quantity, unit_amount)
+             SELECT * FROM UNNEST($11::text[], $12::bigint[], $13::text[], $14::text[],
+                 $15::text[], $16::text[], $17::bigint[], $18::bigint[])
+         ), e AS (
+             INSERT INTO order_events (id, order_id, status, actor_id, reason, amount, created_at)
+             SELECT id, order_id, 'reserved', actor, reason, NULL, at
+             FROM UNNEST($19::text[], $20::text[], $21::text[], $22::text[], $23::bigint[])
+                 AS v (id, order_id, actor, reason, at)
+         ), k AS (
+             UPDATE idempotency_keys SET status = v.status, body = v.body
+             FROM UNNEST($24::text[], $25::text[], $26::bigint[], $27::text[])
+                 AS v (user_id, key, status, body)
+             WHERE idempotency_keys.user_id = v.user_id AND idempotency_keys.key = v.key
+         )
+         SELECT 1",
+    )
+    .bind(orders.iter().map(|o| o.id.as_str()).collect::<Vec<_>>())
+    .bind(
+        orders
+            .iter()
+            .map(|o| o.buyer_id.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        orders
+            .iter()
+            .map(|o| o.shop_id.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        orders
+            .iter()
+            .map(|o| o.room_id.as_ref().map(RoomId::as_str))
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        orders
+            .iter()
+            .map(|o| o.sale_id.as_ref().map(SaleId::as_str))
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        orders
+            .iter()
+            .map(|o| o.total.currency.code())
+            .collect::<Vec<_>>(),
+    )
+    .bind(orders.iter().map(|o| o.total.amount).collect::<Vec<_>>())
+    .bind(
+        orders
+            .iter()
+            .map(|o| o.expires_at.map(Timestamp::as_millis))
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        orders
+            .iter()
+            .map(|o| o.created_at.as_millis())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        writes
+            .orders
+            .iter()
+            .map(|(_, k)| k.as_deref())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        lines
+            .iter()
+            .map(|(o, _, _)| o.id.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(lines.iter().map(|(_, i, _)| *i).collect::<Vec<_>>())
+    .bind(
+        lines
+            .iter()
+            .map(|(_, _, l)| l.variant_id.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        lines
+            .iter()
+            .map(|(_, _, l)| l.product_id.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        lines
+            .iter()
+            .map(|(_, _, l)| l.sku.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        lines
+            .iter()
+            .map(|(_, _, l)| l.title.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(lines.iter().map(|(_, _, l)| l.quantity).collect::<Vec<_>>())
+    .bind(
+        lines
+            .iter()
+            .map(|(_, _, l)| l.unit_price.amount)
+            .collect::<Vec<_>>(),
+    )
+    .bind(first.iter().map(|h| h.id.as_str()).collect::<Vec<_>>())
+    .bind(orders.iter().map(|o| o.id.as_str()).collect::<Vec<_>>())
+    .bind(
+        first
+            .iter()
+            .map(|h| h.actor_id.as_ref().map(UserId::as_str))
+            .collect::<Vec<_>>(),
+    )
+    .bind(first.iter().map(|h| h.reason.as_str()).collect::<Vec<_>>())
+    .bind(first.iter().map(|h| h.at.as_millis()).collect::<Vec<_>>())
+    .bind(answers.iter().map(|a| a.0).collect::<Vec<_>>())
+    .bind(answers.iter().map(|a| a.1).collect::<Vec<_>>())
+    .bind(answers.iter().map(|a| a.2).collect::<Vec<_>>())
+    .bind(answers.iter().map(|a| a.3.as_str()).collect::<Vec<_>>())
+    .execute(c)
+    .await?;
+    Ok(())
+}
+
+/// Writes one reserved order, as [`write_batch`] does, and returns it.
 pub(crate) async fn insert_order(e: &mut impl Execute, new: NewOrder<'_>) -> Result<Order> {
     let drafted = draft_order(new)?;
-    write_orders(e, std::slice::from_ref(&drafted)).await?;
+    let writes = Writes {
+        orders: std::slice::from_ref(&drafted),
+        answers: Vec::new(),
+    };
+    write_batch(e, &writes).await?;
     Ok(drafted.0)
 }
 
@@ -431,6 +687,7 @@ impl Store {
         let now = Timestamp::now();
         let mut tx = self.write().await?;
         let mut decided: Vec<Option<ClaimOutcome>> = vec![None; claims.len()];
+        let mut drafts = Vec::new();
         take_keys(&mut tx, claims, now, &mut decided).await?;
         // A key taken here is one whose answer this batch records.
         let taken_here: Vec<bool> = claims
@@ -457,7 +714,12 @@ impl Store {
                          updated_at = $3
                      WHERE id = $1 AND status = 'live' AND starts_at <= $3 AND ends_at > $3
                      RETURNING last_claim, per_buyer_limit, price_amount, currency, variant_id,
-                         shop_id, room_id"
+                         shop_id, room_id,
+                         (SELECT v.product_id FROM variants v
+                             WHERE v.id = sales.variant_id) AS product_id,
+                         (SELECT v.sku FROM variants v WHERE v.id = sales.variant_id) AS sku,
+                         (SELECT p.title FROM variants v JOIN products p ON p.id = v.product_id
+                             WHERE v.id = sales.variant_id) AS title"
                 )
                 .bind(sale.as_str())
                 .bind(wanted)
@@ -482,7 +744,7 @@ impl Store {
                     }
                 }
                 Some(terms) => {
-                    serve_taps(
+                    drafts = serve_taps(
                         &mut tx,
                         sale,
                         claims,
@@ -499,15 +761,20 @@ impl Store {
             .into_iter()
             .map(|d| d.ok_or_else(|| StoreError::Corrupt("a tap without an answer".into())))
             .collect::<Result<_>>()?;
-        record_answers(&mut tx, claims, &outcomes, &taken_here).await?;
+        let writes = Writes {
+            orders: &drafts,
+            answers: answers(claims, &outcomes, &taken_here)?,
+        };
+        write_batch(&mut tx, &writes).await?;
         tx.commit().await?;
         Ok(outcomes)
     }
 }
 
 /// Serves the undecided taps of a batch whose claim was granted `terms.granted`
-/// units: each gets units unless the stock or its limit says no; their orders are
-/// written together; units left over go back to the sale.
+/// units: each gets units unless the stock or its limit says no; units left
+/// over go back to the sale. Returns the orders to write, in the order of
+/// their taps.
 ///
 /// Limits are taken in rounds, each one multi-row conditional upsert: a round
 /// holds at most one tap per buyer (a row may change once per statement) and
@@ -521,16 +788,8 @@ async fn serve_taps(
     decided: &mut [Option<ClaimOutcome>],
     now: Timestamp,
     reservation: Duration,
-) -> Result<()> {
-    let item = fetch_one!(
-        e,
-        sqlx::query(
-            "SELECT v.product_id, v.sku, p.title FROM variants v
-             JOIN products p ON p.id = v.product_id WHERE v.id = $1"
-        )
-        .bind(terms.variant.as_str()),
-        item
-    )?;
+) -> Result<Vec<(Order, Option<String>)>> {
+    let item = &terms.item;
     let mut left = terms.granted;
     let mut reserved = Vec::new();
     let mut pending: Vec<usize> = Vec::new();
@@ -601,9 +860,8 @@ async fn serve_taps(
             })
         })
         .collect::<Result<Vec<_>>>()?;
-    write_orders(e, &drafts).await?;
-    for (i, (order, _)) in reserved.into_iter().zip(drafts) {
-        decided[i] = Some(ClaimOutcome::Reserved(Box::new(order)));
+    for (&i, (order, _)) in reserved.iter().zip(&drafts) {
+        decided[i] = Some(ClaimOutcome::Reserved(Box::new(order.clone())));
     }
     if left > 0 {
         // Units claimed for taps that were refused go back to the sale.
@@ -618,7 +876,7 @@ async fn serve_taps(
             .bind(left)
         )?;
     }
-    Ok(())
+    Ok(drafts)
 }
 
 /// Adds the units of the `round` taps (distinct buyers) to what each buyer holds
@@ -632,6 +890,34 @@ async fn take_limits(
     round: &[usize],
     limit: i64,
 ) -> Result<std::collections::HashSet<String>> {
+    if let Exec::Postgres(c) = e.exec() {
+        // Arrays: one statement text for every round, prepared once.
+        let accepted: Vec<(String,)> = sqlx::query_as(
+            "INSERT INTO sale_buyers (sale_id, buyer_id, quantity)
+             SELECT $1, buyer, quantity FROM UNNEST($2::text[], $3::bigint[]) AS v (buyer, quantity)
+             ON CONFLICT (sale_id, buyer_id) DO UPDATE
+                 SET quantity = sale_buyers.quantity + excluded.quantity
+                 WHERE sale_buyers.quantity + excluded.quantity <= $4
+             RETURNING buyer_id",
+        )
+        .bind(sale.as_str())
+        .bind(
+            round
+                .iter()
+                .map(|&i| claims[i].buyer.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            round
+                .iter()
+                .map(|&i| claims[i].quantity.get())
+                .collect::<Vec<_>>(),
+        )
+        .bind(limit)
+        .fetch_all(c)
+        .await?;
+        return Ok(accepted.into_iter().map(|(b,)| b).collect());
+    }
     let mut p = Params::new(e);
     let sql = format!(
         "INSERT INTO sale_buyers (sale_id, buyer_id, quantity) VALUES {}
