@@ -7,7 +7,8 @@
 //! the same transaction, and the orders are inserted there too (group commit).
 //! Nobody is answered before that transaction committed. Under no load a batch is
 //! one tap and adds no delay; under a storm batches grow and the database does one
-//! commit for hundreds of orders.
+//! commit for hundreds of orders (a batcher under load lingers a few
+//! milliseconds for the next round of taps, see [`Inventory::LINGER`]).
 //!
 //! The database row is the only source of truth, so several nodes, each with its
 //! own batchers, cannot oversell: their claims serialise on the sale's row.
@@ -676,8 +677,9 @@ pub(crate) async fn insert_order(e: &mut impl Execute, new: NewOrder<'_>) -> Res
 impl Store {
     /// Serves a batch of taps on one sale in one transaction and answers each,
     /// in order. Called by the sale's batcher; see the module documentation.
-    /// Apart from the per-buyer limit (one conditional upsert per tap), every
-    /// step is one statement for the whole batch.
+    /// Apart from the per-buyer limit (one conditional upsert per round, and a
+    /// storm of distinct buyers is one round), every step is one statement for
+    /// the whole batch.
     pub async fn claim_batch(
         &self,
         sale: &SaleId,
@@ -1107,6 +1109,12 @@ impl Inventory {
     const QUEUE: usize = 8192;
     /// A batcher with no taps for this long stops; the next tap starts another.
     const IDLE: Duration = Duration::from_secs(30);
+    /// Under load, how long a batcher that found only a few taps waits for
+    /// more before it claims: the buyers its last batch answered are tapping
+    /// again, and a batch of one would cost a commit of its own while hundreds
+    /// of taps queue up behind it. Without load (the last batch was one tap)
+    /// nobody waits.
+    const LINGER: Duration = Duration::from_millis(5);
 
     /// `reservation` is how long a reserved order waits for payment.
     pub fn new(store: Store, reservation: Duration) -> Self {
@@ -1193,6 +1201,9 @@ async fn run_batcher(
     }
     let mut batch = Vec::with_capacity(Inventory::MAX_BATCH);
     let mut closing = false;
+    // The size of the last batch: how many taps come in a round under the
+    // current load.
+    let mut last = 0;
     loop {
         let received = if closing {
             taps.recv_many(&mut batch, Inventory::MAX_BATCH).await
@@ -1216,6 +1227,10 @@ async fn run_batcher(
         if received == 0 {
             return;
         }
+        if batch.len() < last / 2 {
+            linger(&mut taps, &mut batch, last).await;
+        }
+        last = batch.len();
         let claims: Vec<Claim> = batch.iter().map(|p| p.claim.clone()).collect();
         let started = std::time::Instant::now();
         match store.claim_batch(&sale, &claims, reservation).await {
@@ -1238,5 +1253,44 @@ async fn run_batcher(
                 }
             }
         }
+    }
+}
+
+/// Adds to `batch` the taps that arrive within [`Inventory::LINGER`], until it
+/// holds `expected` of them.
+async fn linger<T>(taps: &mut mpsc::Receiver<T>, batch: &mut Vec<T>, expected: usize) {
+    let deadline = tokio::time::Instant::now() + Inventory::LINGER;
+    let expected = expected.min(Inventory::MAX_BATCH);
+    while batch.len() < expected {
+        let room = expected - batch.len();
+        match tokio::time::timeout_at(deadline, taps.recv_many(batch, room)).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[tokio::test]
+    async fn lingering_takes_the_taps_that_come_and_stops_at_the_expected_count() {
+        let (tx, mut rx) = mpsc::channel(16);
+        for i in 0..6 {
+            tx.send(i).await.unwrap();
+        }
+        let mut batch = vec![];
+        linger(&mut rx, &mut batch, 4).await;
+        assert_eq!(batch, [0, 1, 2, 3], "no more than expected");
+        // Fewer than expected: it waits out the linger and keeps what came.
+        linger(&mut rx, &mut batch, 8).await;
+        assert_eq!(batch, [0, 1, 2, 3, 4, 5]);
+        // A closed queue ends it at once.
+        drop(tx);
+        linger(&mut rx, &mut batch, 100).await;
+        assert_eq!(batch.len(), 6);
     }
 }
