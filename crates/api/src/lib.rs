@@ -310,9 +310,10 @@ pub async fn serve(
 }
 
 /// Every second until `shutdown`: starts sales whose start has come, ends those
-/// whose end has, and expires unpaid reservations past their window. Several
-/// nodes may run it: the store's conditional updates let one of them make each
-/// change.
+/// whose end has, expires unpaid reservations past their window, and refunds
+/// payments that came after their order could take them. Several nodes may run
+/// it: the store's conditional updates (and a reversal's claim) let one of them
+/// make each change.
 pub async fn run_selling_clock(state: AppState, shutdown: CancellationToken) {
     use domain::sale::SaleStatus;
     let store = state.store().clone();
@@ -331,6 +332,7 @@ pub async fn run_selling_clock(state: AppState, shutdown: CancellationToken) {
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "selling clock: cannot expire reservations"),
         }
+        refund_reversals(&state, now).await;
         let due = match store.due_sales(now).await {
             Ok(due) => due,
             Err(e) => {
@@ -371,6 +373,41 @@ pub async fn run_selling_clock(state: AppState, shutdown: CancellationToken) {
 }
 
 /// Deletes expired sessions and idempotency keys every hour until `shutdown`.
+/// Asks the provider to refund, in full, each payment that succeeded after its
+/// order could no longer take it. A refund that fails is tried again once its
+/// claim runs out.
+async fn refund_reversals(state: &AppState, now: domain::Timestamp) {
+    const LEASE: Duration = Duration::from_secs(60);
+    let due = match state.store().claim_reversals(now, LEASE, 20).await {
+        Ok(due) => due,
+        Err(e) => {
+            tracing::warn!(error = %e, "selling clock: cannot read reversals due");
+            return;
+        }
+    };
+    let provider = state.payment_provider();
+    for payment in due {
+        if payment.provider != provider.name() {
+            tracing::warn!(payment = %payment.id, provider = %payment.provider,
+                "a reversal for a provider this node does not run");
+            continue;
+        }
+        match provider
+            .refund(&payment.provider_payment_id, payment.amount)
+            .await
+        {
+            Ok(refund) => match state.store().reversal_refunded(&payment.id, &refund).await {
+                Ok(()) => tracing::info!(payment = %payment.id, order = %payment.order_id,
+                    "a late payment was refunded"),
+                Err(e) => tracing::warn!(payment = %payment.id, error = %e,
+                    "a late payment was refunded but not recorded"),
+            },
+            Err(e) => tracing::warn!(payment = %payment.id, error = %e,
+                "a late payment's refund failed; it is tried again"),
+        }
+    }
+}
+
 pub async fn sweep_sessions(store: Store, shutdown: CancellationToken) {
     let mut every = tokio::time::interval(Duration::from_secs(3600));
     loop {

@@ -53,6 +53,10 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let backend = [("backend", pool.backend.as_str())];
     metrics::gauge!("hawker_store_connections", &backend).set(f64::from(pool.connections));
     metrics::gauge!("hawker_store_idle_connections", &backend).set(f64::from(pool.idle));
+    if let Ok(n) = state.store().reversals_pending().await {
+        // Payments that came after their order ended, not yet refunded.
+        metrics::gauge!("hawker_payment_reversals_pending").set(n as f64);
+    }
     let streams = state.media().all_stats();
     metrics::gauge!("hawker_streams_live").set(streams.iter().filter(|s| s.live).count() as f64);
     // An ended stream reads as zeros until it is let go, and stays at zero.

@@ -240,7 +240,10 @@ fn migrate_is_idempotent_and_admin_create_user_works() {
     let dir = tempfile::tempdir().unwrap();
     let (code, out, err) = run(&["migrate"], dir.path(), None);
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("Applied migrations [1, 2, 3, 4, 5]"), "{out}");
+    assert!(
+        out.contains("Applied migrations [1, 2, 3, 4, 5, 6]"),
+        "{out}"
+    );
     let (code, out, _) = run(&["migrate"], dir.path(), None);
     assert_eq!(code, 0);
     assert!(out.contains("up to date"), "{out}");

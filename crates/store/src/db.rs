@@ -39,6 +39,11 @@ const SQLITE_MIGRATIONS: Migrations = &[
         include_str!("../migrations/sqlite/0004_video.sql"),
     ),
     (5, "web", include_str!("../migrations/sqlite/0005_web.sql")),
+    (
+        6,
+        "reversals",
+        include_str!("../migrations/sqlite/0006_reversals.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: Migrations = &[
     (
@@ -65,6 +70,11 @@ const POSTGRES_MIGRATIONS: Migrations = &[
         5,
         "web",
         include_str!("../migrations/postgres/0005_web.sql"),
+    ),
+    (
+        6,
+        "reversals",
+        include_str!("../migrations/postgres/0006_reversals.sql"),
     ),
 ];
 

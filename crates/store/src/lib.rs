@@ -35,7 +35,7 @@ pub use inventory::{
     Claim, ClaimKey, ClaimOutcome, Inventory, Refusals, RegularLine, StockObserver,
 };
 pub use orders::{OrderChange, OrderFilter, PAYMENT_HOLD_MS};
-pub use payments::NewPayment;
+pub use payments::{NewPayment, Settled};
 pub use recordings::{ChatLine, PinSpan, Recording, RecordingProgress};
 pub use rooms::{NewRoom, RoomFilter, RoomPatch};
 pub use sales::{NewSale, SaleTally};

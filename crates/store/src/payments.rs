@@ -2,12 +2,12 @@
 //! written in the same transaction as the order change it causes.
 
 use domain::Timestamp;
-use domain::ids::{OrderId, PaymentId, RefundId, UserId};
+use domain::ids::{OrderEventId, OrderId, PaymentId, RefundId, UserId};
 use domain::money::Money;
-use domain::order::{Order, OrderEvent, Payment, PaymentStatus, Refund};
+use domain::order::{Order, OrderEvent, OrderStatus, Payment, PaymentStatus, Refund};
 
 use crate::Store;
-use crate::db::{Execute, execute, fetch_one, fetch_optional};
+use crate::db::{Execute, execute, fetch_all, fetch_one, fetch_optional};
 use crate::error::{Result, StoreError};
 use crate::orders::{OrderChange, apply_change};
 use crate::row::{Get, corrupt};
@@ -29,6 +29,16 @@ fn payment<R: Get>(r: &R) -> Result<Payment> {
         created_at: Timestamp::from_millis(r.int("created_at")?),
         updated_at: Timestamp::from_millis(r.int("updated_at")?),
     })
+}
+
+/// A processing payment settled by its provider's webhook.
+#[derive(Debug, Clone)]
+pub struct Settled {
+    pub payment: Payment,
+    pub order: Order,
+    /// The payment succeeded but the order could no longer take it: its money
+    /// is to go back, and a reversal is due.
+    pub reversal_due: bool,
 }
 
 /// A provider's answer to a charge.
@@ -105,6 +115,9 @@ impl Store {
 
     /// Applies a provider's webhook about a processing payment. `None` when the
     /// event was applied before (a replay) or the payment is already settled.
+    /// A success for an order that can no longer be paid (its reservation
+    /// expired or was cancelled first) leaves the order as it is, notes it in
+    /// its history, and makes a reversal due (see [`Store::claim_reversals`]).
     pub async fn settle_payment(
         &self,
         provider: &str,
@@ -112,7 +125,7 @@ impl Store {
         intent_id: &str,
         succeeded: bool,
         failure_code: Option<&str>,
-    ) -> Result<Option<(Payment, Order)>> {
+    ) -> Result<Option<Settled>> {
         let now = Timestamp::now();
         let mut tx = self.write().await?;
         let first_time = execute!(
@@ -152,6 +165,48 @@ impl Store {
             tx.commit().await?;
             return Ok(None);
         };
+        let current = crate::orders::load_order(&mut tx, &settled.order_id)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        if succeeded && current.status != OrderStatus::Reserved {
+            execute!(
+                &mut tx,
+                sqlx::query(
+                    "INSERT INTO payment_reversals (payment_id, order_id, created_at)
+                     VALUES ($1, $2, $3)"
+                )
+                .bind(settled.id.as_str())
+                .bind(settled.order_id.as_str())
+                .bind(now.as_millis())
+            )?;
+            let reason = format!(
+                "a payment of {} came after the order was {}: it is refunded",
+                settled.amount,
+                current.status.as_str()
+            );
+            execute!(
+                &mut tx,
+                sqlx::query(
+                    "INSERT INTO order_events (id, order_id, status, actor_id, reason, amount, created_at)
+                     VALUES ($1, $2, $3, NULL, $4, $5, $6)"
+                )
+                .bind(OrderEventId::generate().as_str())
+                .bind(settled.order_id.as_str())
+                .bind(current.status.as_str())
+                .bind(reason)
+                .bind(settled.amount.amount)
+                .bind(now.as_millis())
+            )?;
+            let order = crate::orders::load_order(&mut tx, &settled.order_id)
+                .await?
+                .ok_or(StoreError::NotFound)?;
+            tx.commit().await?;
+            return Ok(Some(Settled {
+                payment: settled,
+                order,
+                reversal_due: true,
+            }));
+        }
         let order = pay_if_succeeded(
             &mut tx,
             &settled,
@@ -161,7 +216,81 @@ impl Store {
         )
         .await?;
         tx.commit().await?;
-        Ok(Some((settled, order)))
+        Ok(Some(Settled {
+            payment: settled,
+            order,
+            reversal_due: false,
+        }))
+    }
+
+    /// Claims up to `limit` due reversals for `lease` (another node skips them
+    /// meanwhile): the payments to refund in full with their providers.
+    pub async fn claim_reversals(
+        &self,
+        now: Timestamp,
+        lease: std::time::Duration,
+        limit: i64,
+    ) -> Result<Vec<Payment>> {
+        let mut tx = self.write().await?;
+        let until = now.plus_millis(lease.as_millis() as i64);
+        let claimed = fetch_all!(
+            &mut tx,
+            sqlx::query(
+                "UPDATE payment_reversals SET claimed_until = $1
+                 WHERE payment_id IN (
+                     SELECT payment_id FROM payment_reversals
+                     WHERE refunded_at IS NULL AND (claimed_until IS NULL OR claimed_until < $2)
+                     ORDER BY created_at LIMIT $3)
+                 RETURNING payment_id"
+            )
+            .bind(until.as_millis())
+            .bind(now.as_millis())
+            .bind(limit),
+            |r: &_| Get::text(r, "payment_id")
+        )?;
+        let mut payments = Vec::with_capacity(claimed.len());
+        for id in claimed {
+            payments.push(fetch_one!(
+                &mut tx,
+                sqlx::query(&format!(
+                    "SELECT {PAYMENT_COLUMNS} FROM payments WHERE id = $1"
+                ))
+                .bind(&id),
+                payment
+            )?);
+        }
+        tx.commit().await?;
+        Ok(payments)
+    }
+
+    /// Reversals not yet refunded (claimed or not).
+    pub async fn reversals_pending(&self) -> Result<i64> {
+        let mut c = self.read().await?;
+        fetch_one!(
+            &mut c,
+            sqlx::query(
+                "SELECT CAST(COUNT(*) AS BIGINT) AS n FROM payment_reversals
+                 WHERE refunded_at IS NULL"
+            ),
+            |r: &_| Get::int(r, "n")
+        )
+    }
+
+    /// Records that the provider refunded a reversed payment.
+    pub async fn reversal_refunded(&self, payment: &PaymentId, refund_id: &str) -> Result<()> {
+        let mut tx = self.write().await?;
+        execute!(
+            &mut tx,
+            sqlx::query(
+                "UPDATE payment_reversals SET refunded_at = $2, provider_refund_id = $3
+                 WHERE payment_id = $1 AND refunded_at IS NULL"
+            )
+            .bind(payment.as_str())
+            .bind(Timestamp::now().as_millis())
+            .bind(refund_id)
+        )?;
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Whether a payment of the order is still waiting for the provider's answer.

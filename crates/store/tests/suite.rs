@@ -1171,13 +1171,68 @@ async fn a_reservation_waits_for_a_payment_in_progress(store: &Store) {
             .unwrap(),
         vec![bobs.id.clone()]
     );
-    // Ann's answer never comes: her reservation goes once the hold is over.
+    // Ann's answer does not come in time: her reservation goes once the hold
+    // is over.
     assert_eq!(
         store
             .expire_reservations(due.plus_millis(store::PAYMENT_HOLD_MS + 1), 100)
             .await
             .unwrap(),
         vec![anns.id.clone()]
+    );
+    // Then it comes, a success: the order stays expired, says so in its
+    // history, and the money is due back, once.
+    let settled = store
+        .settle_payment("test", "evt_ann", "pi_ann", true, None)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(settled.reversal_due);
+    assert_eq!(settled.order.status, domain::order::OrderStatus::Expired);
+    assert!(
+        settled
+            .order
+            .history
+            .last()
+            .unwrap()
+            .reason
+            .contains("refunded"),
+        "{:?}",
+        settled.order.history
+    );
+    let now = Timestamp::now();
+    let lease = Duration::from_secs(60);
+    let claimed = store.claim_reversals(now, lease, 10).await.unwrap();
+    assert_eq!(
+        claimed
+            .iter()
+            .map(|p| p.provider_payment_id.as_str())
+            .collect::<Vec<_>>(),
+        ["pi_ann"]
+    );
+    assert!(
+        store
+            .claim_reversals(now, lease, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "claimed by the first"
+    );
+    // A refund that failed is claimed again when the lease runs out...
+    let later = now.plus_millis(61_000);
+    let again = store.claim_reversals(later, lease, 10).await.unwrap();
+    assert_eq!(again.len(), 1);
+    // ...and one that was recorded never again.
+    store
+        .reversal_refunded(&again[0].id, "re_test_1")
+        .await
+        .unwrap();
+    assert!(
+        store
+            .claim_reversals(later.plus_millis(120_000), lease, 10)
+            .await
+            .unwrap()
+            .is_empty()
     );
 }
 

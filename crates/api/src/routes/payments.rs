@@ -358,8 +358,9 @@ async fn webhook(
             event.failure_code.as_deref(),
         )
         .await?;
-    if let Some((payment, order)) = &applied {
-        tracing::info!(order = %order.id, status = payment.status.as_str(), "payment settled by webhook");
+    if let Some(settled) = &applied {
+        tracing::info!(order = %settled.order.id, status = settled.payment.status.as_str(),
+            reversal_due = settled.reversal_due, "payment settled by webhook");
     }
     Ok(Json(
         serde_json::json!({"received": true, "applied": applied.is_some()}),

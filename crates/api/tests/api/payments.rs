@@ -430,3 +430,64 @@ async fn an_expired_reservation_cannot_be_paid() {
     let (s, e) = pay(&app, &buyer.token, &order, "late", card("4242424242424242")).await;
     assert_error((s, e), StatusCode::CONFLICT, "order_expired");
 }
+
+#[tokio::test]
+async fn a_payment_that_succeeds_after_its_order_expired_is_refunded() {
+    let app = TestApp::spawn_with(|c| {
+        c.payment_webhook_secret = Some(SECRET.into());
+        c.payment_async_delay = Duration::from_secs(3600);
+    })
+    .await;
+    let (_, buyer, sale, order) = reserve(&app, 1).await;
+    let (_, pending) = pay(&app, &buyer.token, &order, "l1", card("4000000000003220")).await;
+    let intent = pending["payment"]["provider_payment_id"].as_str().unwrap();
+    // The provider takes longer than the reservation's hold.
+    let past_hold = domain::Timestamp::now().plus_millis(store::PAYMENT_HOLD_MS + 3_600_000);
+    let expired = app
+        .db
+        .store
+        .expire_reservations(past_hold, 10)
+        .await
+        .unwrap();
+    assert_eq!(expired.len(), 1);
+
+    let event = json!({"id": "evt_late", "type": "payment.succeeded", "intent_id": intent, "failure_code": null}).to_string();
+    let (status, body) = webhook(&app, Some(signed(&event, 0)), &event).await;
+    assert_eq!(
+        (status, body["applied"].as_bool()),
+        (StatusCode::OK, Some(true))
+    );
+    let path = format!("/api/v1/orders/{}", order["id"].as_str().unwrap());
+    let (_, seen) = app.get(&path, Some(&buyer.token)).await;
+    assert_eq!(
+        seen["status"], "expired",
+        "the units went back; no order is paid"
+    );
+    let last = seen["history"].as_array().unwrap().last().unwrap().clone();
+    assert!(
+        last["reason"].as_str().unwrap().contains("refunded"),
+        "{last}"
+    );
+    let (_, sale_now) = app
+        .get(
+            &format!("/api/v1/sales/{}", sale["id"].as_str().unwrap()),
+            None,
+        )
+        .await;
+    assert_eq!(sale_now["available"], 5, "{sale_now}");
+
+    assert_eq!(app.db.store.reversals_pending().await.unwrap(), 1);
+    // The selling clock asks the provider for the refund and records it.
+    let clock = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(api::run_selling_clock(app.state.clone(), clock.clone()));
+    let mut pending = 1;
+    for _ in 0..200 {
+        pending = app.db.store.reversals_pending().await.unwrap();
+        if pending == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    clock.cancel();
+    assert_eq!(pending, 0, "the reversal was refunded and recorded");
+}
