@@ -299,9 +299,10 @@ pub async fn run(plan: Plan) -> anyhow::Result<Figures> {
     }
     let delivered = shared.frames.load(Ordering::Relaxed) - frames_at_start;
     let window = window_start.elapsed().as_secs_f64();
+    // Counted before the viewers are told to stop, which they do at once.
+    let held = shared_open(&shared);
     shared.done.store(true, Ordering::Relaxed);
     talkers.abort_all();
-    let held = shared_open(&shared);
     let dropped = metric(&http, &base, "live_dropped_frames_total").await - dropped_before;
     let cut = metric(&http, &base, "live_slow_disconnects_total").await - cut_before;
     viewers.abort_all();
