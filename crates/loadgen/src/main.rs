@@ -134,6 +134,11 @@ struct FlashSale {
     /// Requests in flight at once
     #[arg(long, default_value_t = 256)]
     concurrency: usize,
+    /// Taps on a warm-up sale of its own (100 units) before the measured
+    /// storm, over the same connections, so that the storm does not pay for
+    /// the server's first statements on each database connection; 0 for none
+    #[arg(long, default_value_t = 1024)]
+    warmup_taps: usize,
     /// Print only the JSON line
     #[arg(long)]
     quiet: bool,
@@ -331,9 +336,11 @@ async fn flash_sale(args: FlashSale) -> anyhow::Result<()> {
         "handle": handle, "name": "Loadgen", "currency": "EUR"}),
     )
     .await?;
+    const WARMUP_UNITS: i64 = 100;
     let product = created(&client, format!("{base}/api/v1/shops/{handle}/products"), Some(&token), json!({
         "title": "Storm tee", "status": "active",
-        "variants": [{"sku": "STORM", "price": {"amount": 2000, "currency": "EUR"}, "stock": args.quantity}]})).await?;
+        "variants": [{"sku": "STORM", "price": {"amount": 2000, "currency": "EUR"}, "stock": args.quantity},
+                     {"sku": "WARMUP", "price": {"amount": 2000, "currency": "EUR"}, "stock": WARMUP_UNITS}]})).await?;
     let room = created(
         &client,
         format!("{base}/api/v1/shops/{handle}/rooms"),
@@ -342,16 +349,25 @@ async fn flash_sale(args: FlashSale) -> anyhow::Result<()> {
     )
     .await?;
     let room = room["room"]["id"].as_str().unwrap_or_default().to_owned();
-    let sale = created(
-        &client,
-        format!("{base}/api/v1/rooms/{room}/sales"),
-        Some(&token),
-        json!({
-        "variant_id": product["variants"][0]["id"], "price": {"amount": 999, "currency": "EUR"},
-        "quantity": args.quantity, "per_buyer_limit": 1, "duration_seconds": 3600}),
-    )
-    .await?;
-    let sale = sale["id"].as_str().unwrap_or_default().to_owned();
+    let open_sale = |variant: Value, quantity: i64| {
+        let (client, url, token) = (
+            client.clone(),
+            format!("{base}/api/v1/rooms/{room}/sales"),
+            token.clone(),
+        );
+        async move {
+            let sale = created(
+                &client,
+                url,
+                Some(&token),
+                json!({
+                "variant_id": variant, "price": {"amount": 999, "currency": "EUR"},
+                "quantity": quantity, "per_buyer_limit": 1, "duration_seconds": 3600}),
+            )
+            .await?;
+            anyhow::Ok(sale["id"].as_str().unwrap_or_default().to_owned())
+        }
+    };
 
     say(format!("signing up {} buyers", args.buyers));
     let signups = Arc::new(tokio::sync::Semaphore::new(16));
@@ -403,6 +419,32 @@ async fn flash_sale(args: FlashSale) -> anyhow::Result<()> {
     while let Some(connection) = connecting.join_next().await {
         connections.push(connection??);
     }
+    let buyers = Arc::new(buyers);
+    if args.warmup_taps > 0 {
+        let warm = open_sale(product["variants"][1]["id"].clone(), WARMUP_UNITS).await?;
+        say(format!(
+            "warm-up: {} taps on a sale of its own",
+            args.warmup_taps
+        ));
+        let storm = Arc::new(Storm {
+            addr: addr.clone(),
+            path: format!("/api/v1/rooms/{room}/sales/{warm}/orders"),
+            buyers: buyers.clone(),
+            keys: "warm",
+            attempts: args.warmup_taps,
+            next: AtomicUsize::new(0),
+            start: Instant::now(),
+        });
+        let mut workers = tokio::task::JoinSet::new();
+        for connection in connections {
+            workers.spawn(tap_worker(storm.clone(), connection));
+        }
+        connections = Vec::with_capacity(args.concurrency);
+        while let Some(done) = workers.join_next().await {
+            connections.push(done??.1);
+        }
+    }
+    let sale = open_sale(product["variants"][0]["id"].clone(), args.quantity).await?;
     say(format!(
         "storm: {} taps, {} in flight",
         args.attempts, args.concurrency
@@ -411,6 +453,7 @@ async fn flash_sale(args: FlashSale) -> anyhow::Result<()> {
         addr,
         path: format!("/api/v1/rooms/{room}/sales/{sale}/orders"),
         buyers,
+        keys: "tap",
         attempts: args.attempts,
         next: AtomicUsize::new(0),
         start: Instant::now(),
@@ -435,7 +478,7 @@ async fn flash_sale(args: FlashSale) -> anyhow::Result<()> {
     };
     let mut answers = Vec::with_capacity(args.attempts);
     while let Some(done) = workers.join_next().await {
-        answers.extend(done??);
+        answers.extend(done??.0);
     }
     if let Some(progress) = progress {
         progress.abort();
@@ -490,6 +533,7 @@ async fn flash_sale(args: FlashSale) -> anyhow::Result<()> {
         "sold_per_sale_row": sold,
         "quantity": args.quantity,
         "attempts": args.attempts,
+        "warmup_taps": args.warmup_taps,
     });
     if !args.quiet {
         eprintln!(
@@ -512,7 +556,9 @@ async fn flash_sale(args: FlashSale) -> anyhow::Result<()> {
 struct Storm {
     addr: String,
     path: String,
-    buyers: Vec<String>,
+    buyers: Arc<Vec<String>>,
+    /// The Idempotency-Keys' prefix: a buyer's keys differ between storms.
+    keys: &'static str,
     attempts: usize,
     next: AtomicUsize,
     start: Instant,
@@ -552,12 +598,15 @@ async fn connect(addr: String) -> anyhow::Result<Connection> {
 }
 
 /// One connection of the storm: sends taps one after another until all are sent.
-async fn tap_worker(storm: Arc<Storm>, mut sender: Connection) -> anyhow::Result<Vec<Answer>> {
+async fn tap_worker(
+    storm: Arc<Storm>,
+    mut sender: Connection,
+) -> anyhow::Result<(Vec<Answer>, Connection)> {
     let mut answers = Vec::new();
     loop {
         let i = storm.next.fetch_add(1, Ordering::Relaxed);
         if i >= storm.attempts {
-            return Ok(answers);
+            return Ok((answers, sender));
         }
         let request = hyper::Request::post(storm.path.as_str())
             .header("host", storm.addr.as_str())
@@ -565,7 +614,7 @@ async fn tap_worker(storm: Arc<Storm>, mut sender: Connection) -> anyhow::Result
                 "authorization",
                 format!("Bearer {}", storm.buyers[i % storm.buyers.len()]),
             )
-            .header("idempotency-key", format!("tap-{i}"))
+            .header("idempotency-key", format!("{}-{i}", storm.keys))
             .header("content-type", "application/json")
             .body(Full::new(Bytes::from_static(b"{}")))?;
         let sent = Instant::now();
