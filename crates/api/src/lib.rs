@@ -375,7 +375,8 @@ pub async fn run_selling_clock(state: AppState, shutdown: CancellationToken) {
 /// Deletes expired sessions and idempotency keys every hour until `shutdown`.
 /// Asks the provider to refund, in full, each payment that succeeded after its
 /// order could no longer take it. A refund that fails is tried again once its
-/// claim runs out.
+/// claim runs out, with the same idempotency key: one the provider made but
+/// this node did not record (a crash in between) is answered, not made again.
 async fn refund_reversals(state: &AppState, now: domain::Timestamp) {
     const LEASE: Duration = Duration::from_secs(60);
     let due = match state.store().claim_reversals(now, LEASE, 20).await {
@@ -393,7 +394,11 @@ async fn refund_reversals(state: &AppState, now: domain::Timestamp) {
             continue;
         }
         match provider
-            .refund(&payment.provider_payment_id, payment.amount)
+            .refund(
+                &payment.provider_payment_id,
+                payment.amount,
+                &format!("reversal-{}", payment.id),
+            )
             .await
         {
             Ok(refund) => match state.store().reversal_refunded(&payment.id, &refund).await {

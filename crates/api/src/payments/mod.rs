@@ -130,10 +130,14 @@ pub trait PaymentProvider: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<Charge, ProviderError>>;
 
     /// Refunds `amount` of a succeeded payment; returns the provider's refund id.
+    /// `idempotency_key` works as Stripe's `Idempotency-Key` on a refund: asked
+    /// again with the same key (a retry after a crash, say), the provider
+    /// answers with the first refund instead of making a second.
     fn refund<'a>(
         &'a self,
         intent_id: &'a str,
         amount: Money,
+        idempotency_key: &'a str,
     ) -> BoxFuture<'a, Result<String, ProviderError>>;
 
     /// Verifies a webhook's signature and freshness, then parses it.

@@ -12,7 +12,8 @@
 //! Its webhooks are real HTTP requests to the server's own
 //! `/api/v1/payments/webhooks/test`, signed like Stripe's.
 
-use std::sync::{Arc, OnceLock};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use axum::http::HeaderMap;
@@ -32,7 +33,13 @@ pub struct TestProvider {
     deliver_to: Arc<OnceLock<String>>,
     /// How long an asynchronous card takes to answer.
     delay: Duration,
+    /// Refunds made, by idempotency key.
+    refunds: Mutex<HashMap<String, MadeRefund>>,
 }
+
+/// A refund the test provider made: the intent and amount first asked for,
+/// and the refund's id.
+type MadeRefund = ((String, Money), String);
 
 fn random_hex(bytes: usize) -> String {
     let mut buf = vec![0u8; bytes];
@@ -47,6 +54,7 @@ impl TestProvider {
             secret,
             deliver_to: Arc::default(),
             delay,
+            refunds: Mutex::default(),
         }
     }
 
@@ -138,10 +146,27 @@ impl PaymentProvider for TestProvider {
 
     fn refund<'a>(
         &'a self,
-        _intent_id: &'a str,
-        _amount: Money,
+        intent_id: &'a str,
+        amount: Money,
+        idempotency_key: &'a str,
     ) -> BoxFuture<'a, Result<String, ProviderError>> {
-        Box::pin(async move { Ok(format!("re_test_{}", random_hex(12))) })
+        Box::pin(async move {
+            let mut refunds = self.refunds.lock().unwrap_or_else(|p| p.into_inner());
+            let (first, refund) = refunds
+                .entry(idempotency_key.to_owned())
+                .or_insert_with(|| {
+                    (
+                        (intent_id.to_owned(), amount),
+                        format!("re_test_{}", random_hex(12)),
+                    )
+                });
+            if *first != (intent_id.to_owned(), amount) {
+                return Err(ProviderError(
+                    "the idempotency key was used for another refund".into(),
+                ));
+            }
+            Ok(refund.clone())
+        })
     }
 
     fn verify_webhook(
@@ -153,5 +178,28 @@ impl PaymentProvider for TestProvider {
         let header = headers.get(SIGNATURE_HEADER).and_then(|v| v.to_str().ok());
         verify_signature(&self.secret, header, body, now)?;
         serde_json::from_slice(body).map_err(|_| WebhookError::Malformed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_refund_asked_again_with_its_key_is_the_same_refund() {
+        let provider = TestProvider::new(b"secret".to_vec(), Duration::from_secs(1));
+        let ten = Money::parse(1000, "EUR").unwrap();
+        let first = provider.refund("pi_1", ten, "reversal-1").await.unwrap();
+        let again = provider.refund("pi_1", ten, "reversal-1").await.unwrap();
+        assert_eq!(first, again, "made once");
+        let other = provider.refund("pi_1", ten, "reversal-2").await.unwrap();
+        assert_ne!(first, other);
+        let five = Money::parse(500, "EUR").unwrap();
+        assert!(
+            provider.refund("pi_1", five, "reversal-1").await.is_err(),
+            "a key names one refund"
+        );
     }
 }

@@ -287,7 +287,11 @@ async fn refund(
                 .ok_or_else(|| ApiError::new(Code::InvalidTransition, "Nothing was paid."))?;
             let refund_id = state
                 .payment_provider()
-                .refund(&payment.provider_payment_id, amount)
+                .refund(
+                    &payment.provider_payment_id,
+                    amount,
+                    &format!("refund-{seller}-{key}"),
+                )
                 .await
                 .map_err(|e| {
                     tracing::warn!(error = %e, order = %order.id, "refund failed at the provider");
