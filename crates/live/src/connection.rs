@@ -21,9 +21,10 @@ use domain::ids::UserId;
 use domain::room::ChatText;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use serde_json::{Value, json};
-use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+use tokio::sync::{broadcast, mpsc};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use crate::room::{Bucket, Frame, Rate, Refusal, Room, Start, bucket, take};
 use crate::{Hub, Seat};
@@ -139,10 +140,10 @@ pub async fn serve<S, E>(
     viewer: Option<Viewer>,
     since: Option<u64>,
 ) where
-    S: Stream<Item = Result<Message, E>> + Sink<Message> + Unpin,
-    E: std::fmt::Display,
+    S: Stream<Item = Result<Message, E>> + Sink<Message> + Unpin + Send + 'static,
+    E: std::fmt::Display + Send + 'static,
 {
-    let (mut tx, mut rx) = socket.split();
+    let (mut tx, rx) = socket.split();
     let room = seat.room.clone();
     let limits = hub.limits().clone();
     let (start, mut frames) = room.join(since);
@@ -166,66 +167,26 @@ pub async fn serve<S, E>(
     if !started || !flush(&mut tx, limits.write_timeout).await {
         return;
     }
-    let mut likes = bucket(limits.likes);
-    let mut incoming = bucket(limits.frames);
-    let mut bad = 0u32;
     let mut lags: VecDeque<Instant> = VecDeque::new();
     let mut heartbeat = tokio::time::interval(limits.heartbeat);
     heartbeat.reset();
-    let mut last_heard = Instant::now();
+    // The reading half runs as a task of its own, where the rooms run (see
+    // `Hub::spawn_reader`): a chat message is read when it arrives, not after
+    // every connection of a big room has written its flush.
+    let (said, mut inbound) = mpsc::channel(16);
+    let closing = CancellationToken::new();
+    let mut reader = hub.spawn_reader(read(
+        rx,
+        hub.clone(),
+        room.clone(),
+        viewer,
+        limits.clone(),
+        said,
+        closing.clone(),
+    ));
     let close = loop {
         tokio::select! {
-            message = rx.next() => {
-                let message = match message {
-                    None => break None,
-                    Some(Err(e)) => {
-                        // tungstenite reports an over-long message as an error.
-                        let text = e.to_string();
-                        if text.contains("too long") || text.contains("size") {
-                            reject("too_big");
-                            break Some((close_code::SIZE, "message too big"));
-                        }
-                        break None;
-                    }
-                    Some(Ok(message)) => message,
-                };
-                last_heard = Instant::now();
-                if take(&mut incoming, limits.frames, std::time::Instant::now()).is_err() {
-                    reject("flood");
-                    break Some((close_code::POLICY, "too many frames"));
-                }
-                let reply = match message {
-                    Message::Text(text) if text.len() > limits.max_frame_bytes => {
-                        reject("too_big");
-                        break Some((close_code::SIZE, "message too big"));
-                    }
-                    Message::Text(text) => {
-                        read_text(&hub, &room, viewer.as_ref(), &mut likes, &limits, text.as_str())
-                    }
-                    Message::Binary(_) => {
-                        reject("binary");
-                        refuse("unsupported_frame", "frames are JSON text", true)
-                    }
-                    Message::Close(_) => break None,
-                    Message::Ping(_) | Message::Pong(_) => Reply::Nothing,
-                };
-                let text = match reply {
-                    Reply::Nothing => continue,
-                    Reply::Send(text) => text,
-                    Reply::Refuse { frame, bad: is_bad } => {
-                        bad += u32::from(is_bad);
-                        if bad > limits.bad_frames {
-                            break Some((close_code::POLICY, "too many bad frames"));
-                        }
-                        frame
-                    }
-                };
-                if tx.feed(Message::Text(text)).await.is_err()
-                    || !flush(&mut tx, limits.write_timeout).await
-                {
-                    break None;
-                }
-            }
+            biased;
             frame = frames.recv() => {
                 let delivered = tokio::time::timeout(
                     limits.write_timeout,
@@ -241,10 +202,18 @@ pub async fn serve<S, E>(
                     }
                 }
             }
-            _ = heartbeat.tick() => {
-                if last_heard.elapsed() > limits.heartbeat * 3 {
-                    break Some((close_code::AWAY, "no heartbeat"));
+            said = inbound.recv() => match said {
+                Some(Inbound::Send(text)) => {
+                    if tx.feed(Message::Text(text)).await.is_err()
+                        || !flush(&mut tx, limits.write_timeout).await
+                    {
+                        break None;
+                    }
                 }
+                Some(Inbound::Close(code, reason)) => break Some((code, reason)),
+                None => break None,
+            },
+            _ = heartbeat.tick() => {
                 if tx.send(Message::Ping(Default::default())).await.is_err() {
                     break None;
                 }
@@ -254,6 +223,7 @@ pub async fn serve<S, E>(
     };
     // No longer a viewer, whatever the closing handshake below takes.
     drop(seat);
+    closing.cancel();
     if let Some((code, reason)) = close {
         let frame = CloseFrame {
             code,
@@ -261,16 +231,128 @@ pub async fn serve<S, E>(
         };
         let _ = tokio::time::timeout(Duration::from_secs(1), tx.send(Message::Close(Some(frame))))
             .await;
-        // The closing handshake: read what the client still sends until its own
-        // close, so that unread bytes do not turn the close into a reset.
-        let _ = tokio::time::timeout(Duration::from_secs(1), async {
-            while let Some(Ok(message)) = rx.next().await {
-                if matches!(message, Message::Close(_)) {
-                    break;
-                }
+        // The closing handshake: the reader reads what the client still sends
+        // until its own close, so that unread bytes do not turn the close into
+        // a reset.
+        let _ = tokio::time::timeout(Duration::from_secs(1), &mut reader).await;
+    }
+    reader.abort();
+}
+
+/// What the reading half tells the writing half.
+enum Inbound {
+    /// A frame for this viewer: a pong, an error event.
+    Send(Utf8Bytes),
+    /// Close the connection with this code and reason.
+    Close(u16, &'static str),
+}
+
+/// The reading half of a connection: `chat`, `like` and `ping`, the limits on
+/// what a client sends, and the heartbeat (a client silent for three of them is
+/// closed). Once the writing half closes (`closing`), it only reads on to the
+/// client's own close.
+async fn read<R, E>(
+    mut rx: R,
+    hub: Hub,
+    room: std::sync::Arc<Room>,
+    viewer: Option<Viewer>,
+    limits: Limits,
+    said: mpsc::Sender<Inbound>,
+    closing: CancellationToken,
+) where
+    R: Stream<Item = Result<Message, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    let mut likes = bucket(limits.likes);
+    let mut incoming = bucket(limits.frames);
+    let mut bad = 0u32;
+    let mut draining = false;
+    loop {
+        let next = tokio::select! {
+            () = closing.cancelled(), if !draining => {
+                draining = true;
+                continue;
             }
-        })
-        .await;
+            next = tokio::time::timeout(limits.heartbeat * 3, rx.next()) => next,
+        };
+        let message = match next {
+            Err(_) => {
+                if !draining {
+                    let _ = said
+                        .send(Inbound::Close(close_code::AWAY, "no heartbeat"))
+                        .await;
+                }
+                return;
+            }
+            Ok(None) => return,
+            Ok(Some(Err(e))) => {
+                // tungstenite reports an over-long message as an error.
+                let text = e.to_string();
+                if !draining && (text.contains("too long") || text.contains("size")) {
+                    reject("too_big");
+                    let _ = said
+                        .send(Inbound::Close(close_code::SIZE, "message too big"))
+                        .await;
+                }
+                return;
+            }
+            Ok(Some(Ok(message))) => message,
+        };
+        if draining {
+            if matches!(message, Message::Close(_)) {
+                return;
+            }
+            continue;
+        }
+        let close = |code, reason| Inbound::Close(code, reason);
+        if take(&mut incoming, limits.frames, std::time::Instant::now()).is_err() {
+            reject("flood");
+            let _ = said
+                .send(close(close_code::POLICY, "too many frames"))
+                .await;
+            draining = true;
+            continue;
+        }
+        let reply = match message {
+            Message::Text(text) if text.len() > limits.max_frame_bytes => {
+                reject("too_big");
+                let _ = said.send(close(close_code::SIZE, "message too big")).await;
+                draining = true;
+                continue;
+            }
+            Message::Text(text) => read_text(
+                &hub,
+                &room,
+                viewer.as_ref(),
+                &mut likes,
+                &limits,
+                text.as_str(),
+            ),
+            Message::Binary(_) => {
+                reject("binary");
+                refuse("unsupported_frame", "frames are JSON text", true)
+            }
+            Message::Close(_) => return,
+            Message::Ping(_) | Message::Pong(_) => Reply::Nothing,
+        };
+        let text = match reply {
+            Reply::Nothing => continue,
+            Reply::Send(text) => text,
+            Reply::Refuse { frame, bad: is_bad } => {
+                bad += u32::from(is_bad);
+                if bad > limits.bad_frames {
+                    let _ = said
+                        .send(close(close_code::POLICY, "too many bad frames"))
+                        .await;
+                    draining = true;
+                    continue;
+                }
+                frame
+            }
+        };
+        if said.send(Inbound::Send(text)).await.is_err() {
+            return;
+        }
     }
 }
 
