@@ -154,17 +154,9 @@ async fn take_keys(
                  WHERE idempotency_keys.created_at < $5
                  RETURNING user_id, key",
             )
-            .bind(
-                keys.iter()
-                    .map(|(c, _)| c.buyer.as_str())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(keys.iter().map(|(_, k)| k.key.as_str()).collect::<Vec<_>>())
-            .bind(
-                keys.iter()
-                    .map(|(_, k)| k.request_hash.as_str())
-                    .collect::<Vec<_>>(),
-            )
+            .bind(column(&keys, |(c, _)| c.buyer.as_str()))
+            .bind(column(&keys, |(_, k)| k.key.as_str()))
+            .bind(column(&keys, |(_, k)| k.request_hash.as_str()))
             .bind(now.as_millis())
             .bind(cutoff.as_millis())
             .fetch_all(c)
@@ -513,7 +505,13 @@ async fn write_batch(e: &mut impl Execute, writes: &Writes<'_>) -> Result<()> {
     Ok(())
 }
 
-/// [`write_batch`] on PostgreSQL: one column array per parameter.
+/// One column of `rows`, as the array a PostgreSQL parameter binds.
+fn column<'a, T, U>(rows: &'a [T], cell: impl Fn(&'a T) -> U) -> Vec<U> {
+    rows.iter().map(cell).collect()
+}
+
+/// [`write_batch`] on PostgreSQL: one column array per parameter (the history
+/// entries' order ids are the orders' own, `$1`).
 async fn write_batch_postgres(c: &mut sqlx::PgConnection, writes: &Writes<'_>) -> Result<()> {
     let orders: Vec<&Order> = writes.orders.iter().map(|(o, _)| o).collect();
     let lines: Vec<(&Order, i64, &OrderLine)> = orders
@@ -545,119 +543,42 @@ async fn write_batch_postgres(c: &mut sqlx::PgConnection, writes: &Writes<'_>) -
          ), e AS (
              INSERT INTO order_events (id, order_id, status, actor_id, reason, amount, created_at)
              SELECT id, order_id, 'reserved', actor, reason, NULL, at
-             FROM UNNEST($19::text[], $20::text[], $21::text[], $22::text[], $23::bigint[])
+             FROM UNNEST($19::text[], $1::text[], $20::text[], $21::text[], $22::bigint[])
                  AS v (id, order_id, actor, reason, at)
          ), k AS (
              UPDATE idempotency_keys SET status = v.status, body = v.body
-             FROM UNNEST($24::text[], $25::text[], $26::bigint[], $27::text[])
+             FROM UNNEST($23::text[], $24::text[], $25::bigint[], $26::text[])
                  AS v (user_id, key, status, body)
              WHERE idempotency_keys.user_id = v.user_id AND idempotency_keys.key = v.key
          )
          SELECT 1",
     )
-    .bind(orders.iter().map(|o| o.id.as_str()).collect::<Vec<_>>())
-    .bind(
-        orders
-            .iter()
-            .map(|o| o.buyer_id.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        orders
-            .iter()
-            .map(|o| o.shop_id.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        orders
-            .iter()
-            .map(|o| o.room_id.as_ref().map(RoomId::as_str))
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        orders
-            .iter()
-            .map(|o| o.sale_id.as_ref().map(SaleId::as_str))
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        orders
-            .iter()
-            .map(|o| o.total.currency.code())
-            .collect::<Vec<_>>(),
-    )
-    .bind(orders.iter().map(|o| o.total.amount).collect::<Vec<_>>())
-    .bind(
-        orders
-            .iter()
-            .map(|o| o.expires_at.map(Timestamp::as_millis))
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        orders
-            .iter()
-            .map(|o| o.created_at.as_millis())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        writes
-            .orders
-            .iter()
-            .map(|(_, k)| k.as_deref())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        lines
-            .iter()
-            .map(|(o, _, _)| o.id.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .bind(lines.iter().map(|(_, i, _)| *i).collect::<Vec<_>>())
-    .bind(
-        lines
-            .iter()
-            .map(|(_, _, l)| l.variant_id.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        lines
-            .iter()
-            .map(|(_, _, l)| l.product_id.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        lines
-            .iter()
-            .map(|(_, _, l)| l.sku.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        lines
-            .iter()
-            .map(|(_, _, l)| l.title.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .bind(lines.iter().map(|(_, _, l)| l.quantity).collect::<Vec<_>>())
-    .bind(
-        lines
-            .iter()
-            .map(|(_, _, l)| l.unit_price.amount)
-            .collect::<Vec<_>>(),
-    )
-    .bind(first.iter().map(|h| h.id.as_str()).collect::<Vec<_>>())
-    .bind(orders.iter().map(|o| o.id.as_str()).collect::<Vec<_>>())
-    .bind(
-        first
-            .iter()
-            .map(|h| h.actor_id.as_ref().map(UserId::as_str))
-            .collect::<Vec<_>>(),
-    )
-    .bind(first.iter().map(|h| h.reason.as_str()).collect::<Vec<_>>())
-    .bind(first.iter().map(|h| h.at.as_millis()).collect::<Vec<_>>())
-    .bind(answers.iter().map(|a| a.0).collect::<Vec<_>>())
-    .bind(answers.iter().map(|a| a.1).collect::<Vec<_>>())
-    .bind(answers.iter().map(|a| a.2).collect::<Vec<_>>())
-    .bind(answers.iter().map(|a| a.3.as_str()).collect::<Vec<_>>())
+    .bind(column(&orders, |o| o.id.as_str()))
+    .bind(column(&orders, |o| o.buyer_id.as_str()))
+    .bind(column(&orders, |o| o.shop_id.as_str()))
+    .bind(column(&orders, |o| o.room_id.as_ref().map(RoomId::as_str)))
+    .bind(column(&orders, |o| o.sale_id.as_ref().map(SaleId::as_str)))
+    .bind(column(&orders, |o| o.total.currency.code()))
+    .bind(column(&orders, |o| o.total.amount))
+    .bind(column(&orders, |o| o.expires_at.map(Timestamp::as_millis)))
+    .bind(column(&orders, |o| o.created_at.as_millis()))
+    .bind(column(writes.orders, |(_, k)| k.as_deref()))
+    .bind(column(&lines, |(o, _, _)| o.id.as_str()))
+    .bind(column(&lines, |(_, i, _)| *i))
+    .bind(column(&lines, |(_, _, l)| l.variant_id.as_str()))
+    .bind(column(&lines, |(_, _, l)| l.product_id.as_str()))
+    .bind(column(&lines, |(_, _, l)| l.sku.as_str()))
+    .bind(column(&lines, |(_, _, l)| l.title.as_str()))
+    .bind(column(&lines, |(_, _, l)| l.quantity))
+    .bind(column(&lines, |(_, _, l)| l.unit_price.amount))
+    .bind(column(&first, |h| h.id.as_str()))
+    .bind(column(&first, |h| h.actor_id.as_ref().map(UserId::as_str)))
+    .bind(column(&first, |h| h.reason.as_str()))
+    .bind(column(&first, |h| h.at.as_millis()))
+    .bind(column(answers, |a| a.0))
+    .bind(column(answers, |a| a.1))
+    .bind(column(answers, |a| a.2))
+    .bind(column(answers, |a| a.3.as_str()))
     .execute(c)
     .await?;
     Ok(())
@@ -903,18 +824,8 @@ async fn take_limits(
              RETURNING buyer_id",
         )
         .bind(sale.as_str())
-        .bind(
-            round
-                .iter()
-                .map(|&i| claims[i].buyer.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            round
-                .iter()
-                .map(|&i| claims[i].quantity.get())
-                .collect::<Vec<_>>(),
-        )
+        .bind(column(round, |&i| claims[i].buyer.as_str()))
+        .bind(column(round, |&i| claims[i].quantity.get()))
         .bind(limit)
         .fetch_all(c)
         .await?;
