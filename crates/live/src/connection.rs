@@ -202,6 +202,9 @@ pub async fn serve<S, E>(
                     }
                 }
             }
+            // Before the reading half's channel: stopping ends the rooms' thread,
+            // which drops every reader, and the viewer must still be told why.
+            _ = hub.shutdown().cancelled() => break Some((close_code::AWAY, "server stopping")),
             said = inbound.recv() => match said {
                 Some(Inbound::Send(text)) => {
                     if tx.feed(Message::Text(text)).await.is_err()
@@ -218,7 +221,6 @@ pub async fn serve<S, E>(
                     break None;
                 }
             }
-            _ = hub.shutdown().cancelled() => break Some((close_code::AWAY, "server stopping")),
         }
     };
     // No longer a viewer, whatever the closing handshake below takes.
@@ -304,11 +306,10 @@ async fn read<R, E>(
             }
             continue;
         }
-        let close = |code, reason| Inbound::Close(code, reason);
         if take(&mut incoming, limits.frames, std::time::Instant::now()).is_err() {
             reject("flood");
             let _ = said
-                .send(close(close_code::POLICY, "too many frames"))
+                .send(Inbound::Close(close_code::POLICY, "too many frames"))
                 .await;
             draining = true;
             continue;
@@ -316,7 +317,9 @@ async fn read<R, E>(
         let reply = match message {
             Message::Text(text) if text.len() > limits.max_frame_bytes => {
                 reject("too_big");
-                let _ = said.send(close(close_code::SIZE, "message too big")).await;
+                let _ = said
+                    .send(Inbound::Close(close_code::SIZE, "message too big"))
+                    .await;
                 draining = true;
                 continue;
             }
@@ -342,7 +345,7 @@ async fn read<R, E>(
                 bad += u32::from(is_bad);
                 if bad > limits.bad_frames {
                     let _ = said
-                        .send(close(close_code::POLICY, "too many bad frames"))
+                        .send(Inbound::Close(close_code::POLICY, "too many bad frames"))
                         .await;
                     draining = true;
                     continue;
