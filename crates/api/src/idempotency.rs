@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use domain::ids::UserId;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use store::KeyState;
+use store::{Earlier, KeyState};
 
 use crate::AppState;
 use crate::error::{ApiResult, Code};
@@ -79,6 +79,19 @@ pub fn json_response(status: StatusCode, body: String, replayed: bool) -> Respon
             .insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
     response
+}
+
+/// The answer to a request whose key belongs to an earlier request (decided
+/// inside an inventory batch).
+pub fn earlier(found: Earlier) -> ApiResult<Response> {
+    match found {
+        Earlier::InUse => Err(Code::IdempotencyKeyInUse.into()),
+        Earlier::Reused => Err(Code::IdempotencyKeyReused.into()),
+        Earlier::Replay { status, body } => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            Ok(json_response(status, body, true))
+        }
+    }
 }
 
 /// Runs `work` once per key. `recover` finds the effect of an earlier request

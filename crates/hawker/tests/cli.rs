@@ -607,8 +607,42 @@ async fn buyers(client: &reqwest::Client, bases: &[&str], n: usize) -> Vec<Strin
     tokens
 }
 
+/// Sends one tap per buyer, alternately to `bases`: `path` with `body` under
+/// the key `{key}-{i}`; counts the answers 201 and 409.
+async fn storm(
+    client: &reqwest::Client,
+    bases: &[&str],
+    crowd: &[String],
+    path: &str,
+    body: Value,
+    key: &str,
+) -> (usize, usize) {
+    let taps: Vec<_> = crowd
+        .iter()
+        .enumerate()
+        .map(|(i, token)| {
+            let req = client
+                .post(format!("{}{path}", bases[i % bases.len()]))
+                .bearer_auth(token)
+                .header("idempotency-key", format!("{key}-{i}"))
+                .json(&body);
+            tokio::spawn(async move { req.send().await.unwrap().status().as_u16() })
+        })
+        .collect();
+    let (mut created, mut refused) = (0, 0);
+    for t in taps {
+        match t.await.unwrap() {
+            201 => created += 1,
+            409 => refused += 1,
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    (created, refused)
+}
+
 /// Two server processes on one PostgreSQL database, one storm across both:
-/// exactly the sale's quantity is sold.
+/// exactly the sale's quantity is sold, and exactly the shelf of a product
+/// bought at its list price.
 #[test]
 fn two_nodes_on_one_postgres_never_oversell() {
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -618,34 +652,38 @@ fn two_nodes_on_one_postgres_never_oversell() {
     let node_a = Running::start("serve", dir_a.path(), &["--database-url", &url]);
     let node_b = Running::start("serve", dir_b.path(), &["--database-url", &url]);
     let (base_a, base_b) = (node_a.url(""), node_b.url(""));
-    let (created, refused) = rt.block_on(async {
+    let (sold, bought, left) = rt.block_on(async {
         let client = reqwest::Client::new();
-        let (_, buy) = live_sale(&client, &base_a, 30, 1).await;
+        let (seller, buy) = live_sale(&client, &base_a, 30, 1).await;
         let crowd = buyers(&client, &[&base_a, &base_b], 120).await;
-        let taps: Vec<_> = crowd
-            .iter()
-            .enumerate()
-            .map(|(i, token)| {
-                let base = if i % 2 == 0 { &base_a } else { &base_b };
-                let req = client
-                    .post(format!("{base}{buy}"))
-                    .bearer_auth(token)
-                    .header("idempotency-key", format!("tap-{i}"))
-                    .json(&json!({}));
-                tokio::spawn(async move { req.send().await.unwrap().status().as_u16() })
-            })
-            .collect();
-        let (mut created, mut refused) = (0, 0);
-        for t in taps {
-            match t.await.unwrap() {
-                201 => created += 1,
-                409 => refused += 1,
-                other => panic!("unexpected status {other}"),
-            }
-        }
-        (created, refused)
+        let bases = [base_a.as_str(), base_b.as_str()];
+        let sold = storm(&client, &bases, &crowd, &buy, json!({}), "tap").await;
+        let shelf: Value = client
+            .post(format!("{base_a}/api/v1/shops/storm/products"))
+            .bearer_auth(&seller)
+            .json(&json!({"title": "Shelf", "status": "active",
+                "variants": [{"sku": "S", "price": {"amount": 100, "currency": "EUR"}, "stock": 25}]}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let line = json!({"lines": [{"variant_id": shelf["variants"][0]["id"]}]});
+        let bought = storm(&client, &bases, &crowd, "/api/v1/orders", line, "shelf").await;
+        let after: Value = client
+            .get(format!("{base_b}/api/v1/products/{}", shelf["id"].as_str().unwrap()))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        (sold, bought, after["variants"][0]["stock_on_hand"].clone())
     });
-    assert_eq!((created, refused), (30, 90));
+    assert_eq!(sold, (30, 90));
+    assert_eq!(bought, (25, 95));
+    assert_eq!(left, 0);
     assert_eq!(node_a.stop().0, 0);
     assert_eq!(node_b.stop().0, 0);
     rt.block_on(db.store.close());

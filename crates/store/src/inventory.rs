@@ -22,11 +22,10 @@ use domain::ids::{OrderEventId, OrderId, ProductId, RoomId, SaleId, ShopId, User
 use domain::money::Money;
 use domain::order::{Order, OrderHistoryEntry, OrderLine, OrderStatus};
 use domain::sale::{BuyQuantity, FlashSale};
-use domain::stock::{AdjustmentReason, StockDelta};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::Store;
-use crate::catalog::adjust;
+use crate::checkout::{OrderOutcome, RegularOrder};
 use crate::db::{Exec, Execute, Params, execute, fetch_all, fetch_one, fetch_optional};
 use crate::error::{Result, StoreError};
 use crate::row::{Get, corrupt};
@@ -68,15 +67,38 @@ pub enum ClaimOutcome {
     LimitReached,
     /// The sale has not started, has ended or was cancelled.
     NotLive,
-    /// Another tap with the same Idempotency-Key is being served.
-    Duplicate,
+    /// The tap's Idempotency-Key belongs to an earlier request.
+    Earlier(Earlier),
+}
+
+/// What an Idempotency-Key's earlier request decides for a tap that reuses it.
+#[derive(Debug, Clone)]
+pub enum Earlier {
+    /// Another request with the key is being served.
+    InUse,
     /// The key's first answer, to send again unchanged.
-    Replay {
-        status: u16,
-        body: String,
-    },
+    Replay { status: u16, body: String },
     /// The key was used for a different request.
-    KeyReused,
+    Reused,
+}
+
+/// A tap that may carry an Idempotency-Key, as [`take_keys`] sees it.
+pub(crate) trait Keyed {
+    fn buyer(&self) -> &UserId;
+    /// The key and the hash of the request.
+    fn key(&self) -> Option<(&str, &str)>;
+}
+
+impl Keyed for Claim {
+    fn buyer(&self) -> &UserId {
+        &self.buyer
+    }
+
+    fn key(&self) -> Option<(&str, &str)> {
+        self.idempotency
+            .as_ref()
+            .map(|k| (k.key.as_str(), k.request_hash.as_str()))
+    }
 }
 
 impl ClaimOutcome {
@@ -91,7 +113,7 @@ impl ClaimOutcome {
             ClaimOutcome::SoldOut => Some((409, key.refusals.sold_out.clone())),
             ClaimOutcome::LimitReached => Some((409, key.refusals.limit_reached.clone())),
             ClaimOutcome::NotLive => Some((409, key.refusals.not_live.clone())),
-            ClaimOutcome::Duplicate | ClaimOutcome::Replay { .. } | ClaimOutcome::KeyReused => None,
+            ClaimOutcome::Earlier(_) => None,
         })
     }
 }
@@ -115,36 +137,33 @@ fn stored_key<R: Get>(r: &R) -> Result<StoredKey> {
 }
 
 /// Takes the keys of a batch's taps in one statement (a key older than its
-/// lifetime is taken over). A tap whose key another request holds gets that
-/// request's answer, `KeyReused` or `Duplicate` in `outcomes`.
-async fn take_keys(
+/// lifetime is taken over). A tap whose key another request holds, or another
+/// tap of the batch, gets what that request decides; the others get `None` (and
+/// a tap with a key then holds it until the batch records its answer).
+pub(crate) async fn take_keys<T: Keyed>(
     e: &mut impl Execute,
-    claims: &[Claim],
+    taps: &[T],
     now: Timestamp,
-    outcomes: &mut [Option<ClaimOutcome>],
-) -> Result<()> {
+) -> Result<Vec<Option<Earlier>>> {
+    let mut decided = vec![None; taps.len()];
     let mut seen = std::collections::HashSet::new();
     let mut rows = Vec::new();
-    for (i, claim) in claims.iter().enumerate() {
-        if let Some(key) = &claim.idempotency {
-            if seen.insert((claim.buyer.as_str(), key.key.as_str())) {
-                rows.push(i);
+    for (i, tap) in taps.iter().enumerate() {
+        if let Some((key, hash)) = tap.key() {
+            if seen.insert((tap.buyer().as_str(), key)) {
+                rows.push((tap.buyer().as_str(), key, hash));
             } else {
-                outcomes[i] = Some(ClaimOutcome::Duplicate);
+                decided[i] = Some(Earlier::InUse);
             }
         }
     }
     if rows.is_empty() {
-        return Ok(());
+        return Ok(decided);
     }
     let cutoff = now.plus_millis(-(crate::idempotency::KEY_LIFETIME.as_millis() as i64));
     let taken = match e.exec() {
         Exec::Postgres(c) => {
             // Arrays: one statement text for every batch, prepared once.
-            let keys: Vec<(&Claim, &ClaimKey)> = rows
-                .iter()
-                .filter_map(|&i| Some((&claims[i], claims[i].idempotency.as_ref()?)))
-                .collect();
             sqlx::query_as::<_, (String, String)>(
                 "INSERT INTO idempotency_keys (user_id, key, request_hash, created_at)
                  SELECT user_id, key, hash, $4 FROM UNNEST($1::text[], $2::text[], $3::text[])
@@ -154,51 +173,51 @@ async fn take_keys(
                  WHERE idempotency_keys.created_at < $5
                  RETURNING user_id, key",
             )
-            .bind(column(&keys, |(c, _)| c.buyer.as_str()))
-            .bind(column(&keys, |(_, k)| k.key.as_str()))
-            .bind(column(&keys, |(_, k)| k.request_hash.as_str()))
+            .bind(column(&rows, |r| r.0))
+            .bind(column(&rows, |r| r.1))
+            .bind(column(&rows, |r| r.2))
             .bind(now.as_millis())
             .bind(cutoff.as_millis())
             .fetch_all(c)
             .await?
         }
-        Exec::Sqlite(_) => take_keys_sqlite(e, claims, &rows, now, cutoff).await?,
+        Exec::Sqlite(_) => take_keys_sqlite(e, &rows, now, cutoff).await?,
     };
     let taken: std::collections::HashSet<(String, String)> = taken.into_iter().collect();
-    for i in rows {
-        let claim = &claims[i];
-        let Some(key) = &claim.idempotency else {
+    for (i, tap) in taps.iter().enumerate() {
+        let Some((key, hash)) = tap.key() else {
             continue;
         };
-        if taken.contains(&(claim.buyer.as_str().to_owned(), key.key.clone())) {
+        if decided[i].is_some()
+            || taken.contains(&(tap.buyer().as_str().to_owned(), key.to_owned()))
+        {
             continue;
         }
         let earlier = fetch_one!(
             e,
             sqlx::query("SELECT request_hash, status, body FROM idempotency_keys WHERE user_id = $1 AND key = $2")
-                .bind(claim.buyer.as_str())
-                .bind(&key.key),
+                .bind(tap.buyer().as_str())
+                .bind(key),
             stored_key
         )?;
-        outcomes[i] = Some(if earlier.hash != key.request_hash {
-            ClaimOutcome::KeyReused
+        decided[i] = Some(if earlier.hash != hash {
+            Earlier::Reused
         } else if let Some(status) = earlier.status {
-            ClaimOutcome::Replay {
+            Earlier::Replay {
                 status: u16::try_from(status).unwrap_or(500),
                 body: earlier.body.unwrap_or_default(),
             }
         } else {
-            ClaimOutcome::Duplicate
+            Earlier::InUse
         });
     }
-    Ok(())
+    Ok(decided)
 }
 
 /// [`take_keys`]' statement on SQLite: one multi-row insert.
 async fn take_keys_sqlite(
     e: &mut impl Execute,
-    claims: &[Claim],
-    rows: &[usize],
+    rows: &[(&str, &str, &str)],
     now: Timestamp,
     cutoff: Timestamp,
 ) -> Result<Vec<(String, String)>> {
@@ -216,13 +235,8 @@ async fn take_keys_sqlite(
         e,
         {
             let mut q = sqlx::query(&sql);
-            for &i in rows {
-                let (claim, key) = (&claims[i], claims[i].idempotency.as_ref());
-                q = q
-                    .bind(claim.buyer.as_str())
-                    .bind(key.map(|k| k.key.as_str()))
-                    .bind(key.map(|k| k.request_hash.as_str()))
-                    .bind(now.as_millis());
+            for &(user, key, hash) in rows {
+                q = q.bind(user).bind(key).bind(hash).bind(now.as_millis());
             }
             q.bind(cutoff.as_millis())
         },
@@ -231,19 +245,21 @@ async fn take_keys_sqlite(
     Ok(taken)
 }
 
-/// The answers of the taps whose keys this batch took, to record with its
-/// orders: user, key, status, body.
-fn answers<'a>(
-    claims: &'a [Claim],
-    outcomes: &[ClaimOutcome],
-    taken_here: &[bool],
+/// The answers of the taps whose keys this batch took (those `take_keys` left
+/// undecided), to record with its orders: user, key, status, body. `record`
+/// gives a tap's status and body.
+pub(crate) fn answers<'a, T: Keyed, O>(
+    taps: &'a [T],
+    outcomes: &[O],
+    earlier: &[bool],
+    record: impl Fn(&'a T, &O) -> Result<Option<(i64, String)>>,
 ) -> Result<Vec<(&'a str, &'a str, i64, String)>> {
     let mut rows = Vec::new();
-    for ((claim, outcome), &mine) in claims.iter().zip(outcomes).zip(taken_here) {
-        if let (Some(key), true) = (&claim.idempotency, mine)
-            && let Some((status, body)) = outcome.record(key)?
+    for ((tap, outcome), &earlier) in taps.iter().zip(outcomes).zip(earlier) {
+        if let (Some((key, _)), false) = (tap.key(), earlier)
+            && let Some((status, body)) = record(tap, outcome)?
         {
-            rows.push((claim.buyer.as_str(), key.key.as_str(), status, body));
+            rows.push((tap.buyer().as_str(), key, status, body));
         }
     }
     Ok(rows)
@@ -278,13 +294,13 @@ fn status<R: Get>(r: &R) -> Result<String> {
 }
 
 /// What is being bought, named as it is at the moment of purchase.
-struct Item {
-    product: ProductId,
-    sku: String,
-    title: String,
+pub(crate) struct Item {
+    pub(crate) product: ProductId,
+    pub(crate) sku: String,
+    pub(crate) title: String,
 }
 
-fn item<R: Get>(r: &R) -> Result<Item> {
+pub(crate) fn item<R: Get>(r: &R) -> Result<Item> {
     Ok(Item {
         product: ProductId::from_string(r.text("product_id")?),
         sku: r.text("sku")?,
@@ -307,7 +323,7 @@ pub(crate) struct NewOrder<'a> {
 }
 
 /// The order a purchase makes, before it is written.
-fn draft_order(new: NewOrder<'_>) -> Result<(Order, Option<String>)> {
+pub(crate) fn draft_order(new: NewOrder<'_>) -> Result<(Order, Option<String>)> {
     let now = new.at;
     let currency = new
         .lines
@@ -465,11 +481,11 @@ fn answers_sql(p: &mut Params, answers: usize) -> String {
 }
 
 /// What a batch writes once every tap is decided.
-struct Writes<'a> {
-    orders: &'a [(Order, Option<String>)],
+pub(crate) struct Writes<'a> {
+    pub(crate) orders: &'a [(Order, Option<String>)],
     /// The answers to record under the keys the batch took: user, key,
     /// status, body.
-    answers: Vec<(&'a str, &'a str, i64, String)>,
+    pub(crate) answers: Vec<(&'a str, &'a str, i64, String)>,
 }
 
 /// Writes reserved orders with their lines and first history entries, and the
@@ -479,7 +495,7 @@ struct Writes<'a> {
 /// where a multi-row `VALUES` would be a new statement to parse and plan for
 /// every batch size. SQLite, which has neither arrays nor round trips to save,
 /// runs the parts one after the other.
-async fn write_batch(e: &mut impl Execute, writes: &Writes<'_>) -> Result<()> {
+pub(crate) async fn write_batch(e: &mut impl Execute, writes: &Writes<'_>) -> Result<()> {
     let orders = writes.orders;
     let answers = &writes.answers;
     if orders.is_empty() && answers.is_empty() {
@@ -506,7 +522,7 @@ async fn write_batch(e: &mut impl Execute, writes: &Writes<'_>) -> Result<()> {
 }
 
 /// One column of `rows`, as the array a PostgreSQL parameter binds.
-fn column<'a, T, U>(rows: &'a [T], cell: impl Fn(&'a T) -> U) -> Vec<U> {
+pub(crate) fn column<'a, T, U>(rows: &'a [T], cell: impl Fn(&'a T) -> U) -> Vec<U> {
     rows.iter().map(cell).collect()
 }
 
@@ -584,17 +600,6 @@ async fn write_batch_postgres(c: &mut sqlx::PgConnection, writes: &Writes<'_>) -
     Ok(())
 }
 
-/// Writes one reserved order, as [`write_batch`] does, and returns it.
-pub(crate) async fn insert_order(e: &mut impl Execute, new: NewOrder<'_>) -> Result<Order> {
-    let drafted = draft_order(new)?;
-    let writes = Writes {
-        orders: std::slice::from_ref(&drafted),
-        answers: Vec::new(),
-    };
-    write_batch(e, &writes).await?;
-    Ok(drafted.0)
-}
-
 impl Store {
     /// Serves a batch of taps on one sale in one transaction and answers each,
     /// in order. Called by the sale's batcher; see the module documentation.
@@ -609,15 +614,13 @@ impl Store {
     ) -> Result<Vec<ClaimOutcome>> {
         let now = Timestamp::now();
         let mut tx = self.write().await?;
-        let mut decided: Vec<Option<ClaimOutcome>> = vec![None; claims.len()];
-        let mut drafts = Vec::new();
-        take_keys(&mut tx, claims, now, &mut decided).await?;
-        // A key taken here is one whose answer this batch records.
-        let taken_here: Vec<bool> = claims
-            .iter()
-            .zip(&decided)
-            .map(|(c, d)| c.idempotency.is_some() && d.is_none())
+        let earlier = take_keys(&mut tx, claims, now).await?;
+        let answered_before: Vec<bool> = earlier.iter().map(Option::is_some).collect();
+        let mut decided: Vec<Option<ClaimOutcome>> = earlier
+            .into_iter()
+            .map(|e| e.map(ClaimOutcome::Earlier))
             .collect();
+        let mut drafts = Vec::new();
         let wanted: i64 = claims
             .iter()
             .zip(&decided)
@@ -686,7 +689,12 @@ impl Store {
             .collect::<Result<_>>()?;
         let writes = Writes {
             orders: &drafts,
-            answers: answers(claims, &outcomes, &taken_here)?,
+            answers: answers(claims, &outcomes, &answered_before, |claim, outcome| {
+                claim
+                    .idempotency
+                    .as_ref()
+                    .map_or(Ok(None), |key| outcome.record(key))
+            })?,
         };
         write_batch(&mut tx, &writes).await?;
         tx.commit().await?;
@@ -862,120 +870,131 @@ fn buyer_id<R: Get>(r: &R) -> Result<String> {
     r.text("buyer_id")
 }
 
-/// One line of an order at the regular price.
-#[derive(Debug, Clone)]
-pub struct RegularLine {
-    pub variant: VariantId,
-    pub quantity: BuyQuantity,
+/// A batch's worth of work: one kind of tap, served in one transaction per
+/// batch by one batcher task per key (a sale, or a variant at its list price).
+pub(crate) trait Serve: Send + 'static {
+    type Tap: Send + 'static;
+    type Outcome: Send + 'static;
+    /// The most taps one transaction serves.
+    const MAX_BATCH: usize;
+    /// Serves `taps` in one transaction and answers each, in order.
+    fn serve(
+        &mut self,
+        taps: &[Self::Tap],
+    ) -> impl Future<Output = Result<Vec<Self::Outcome>>> + Send;
 }
 
-impl Store {
-    /// Reserves an order at list price: every line takes its units from its
-    /// variant's stock (conditional update and ledger line, as every stock
-    /// change) in the same transaction as the order, so either all lines are
-    /// held or none is. Errors: `InsufficientStock` when a line's variant lacks
-    /// the units, `NotFound` when a variant is unknown or its product is not
-    /// active, `WrongState` when the lines belong to different shops.
-    pub async fn reserve_order(
-        &self,
-        buyer: &UserId,
-        room: Option<&RoomId>,
-        lines: &[RegularLine],
-        reservation: Duration,
-        idempotency_key: Option<&str>,
-    ) -> Result<Order> {
-        let now = Timestamp::now();
-        let mut tx = self.write().await?;
-        let mut order_lines = Vec::with_capacity(lines.len());
-        let mut shop = None;
-        for line in lines {
-            let priced = fetch_optional!(
-                &mut tx,
-                sqlx::query(
-                    "SELECT v.product_id, v.sku, p.title, v.price_amount, v.currency, v.shop_id
-                     FROM variants v JOIN products p ON p.id = v.product_id
-                     WHERE v.id = $1 AND p.status = 'active'"
-                )
-                .bind(line.variant.as_str()),
-                priced
-            )?
-            .ok_or(StoreError::NotFound)?;
-            if shop.as_ref().is_some_and(|s| *s != priced.shop) {
-                return Err(StoreError::WrongState);
-            }
-            shop = Some(priced.shop);
-            order_lines.push(OrderLine {
-                variant_id: line.variant.clone(),
-                product_id: priced.item.product,
-                sku: priced.item.sku,
-                title: priced.item.title,
-                quantity: line.quantity.get(),
-                unit_price: priced.price,
-            });
+type Reply<O> = oneshot::Sender<std::result::Result<O, Arc<StoreError>>>;
+
+struct Pending<S: Serve> {
+    tap: S::Tap,
+    reply: Reply<S::Outcome>,
+}
+
+/// The batchers of one kind, by key: each started by the first tap for its key
+/// and stopped after [`Inventory::IDLE`].
+struct Batchers<K, S: Serve> {
+    queues: Mutex<HashMap<K, mpsc::Sender<Pending<S>>>>,
+}
+
+impl<K, S: Serve> Default for Batchers<K, S> {
+    fn default() -> Self {
+        Self {
+            queues: Mutex::default(),
         }
-        let shop = shop.ok_or_else(|| StoreError::Corrupt("an order without lines".into()))?;
-        let order = insert_order(
-            &mut tx,
-            NewOrder {
-                buyer,
-                shop: &shop,
-                room,
-                sale: None,
-                lines: order_lines,
-                at: now,
-                expires_at: now.plus_millis(reservation.as_millis() as i64),
-                reason: "reserved at the regular price",
-                idempotency_key,
-            },
-        )
-        .await?;
-        for line in lines {
-            let delta =
-                StockDelta::parse(-line.quantity.get()).map_err(|e| corrupt("quantity", e))?;
-            adjust(
-                &mut tx,
-                &line.variant,
-                delta,
-                AdjustmentReason::Reserved,
-                order.id.as_str(),
-                buyer,
-            )
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(order)
     }
 }
 
-/// A variant for sale at its list price.
-struct Priced {
-    item: Item,
-    price: Money,
-    shop: ShopId,
+impl<K: Clone + Eq + std::hash::Hash + std::fmt::Display, S: Serve> Batchers<K, S> {
+    /// Hands `tap` to `key`'s batcher (started with `start` if there is none)
+    /// and waits for the answer, which comes after its batch committed.
+    async fn submit(&self, key: &K, tap: S::Tap, start: impl Fn() -> S) -> Result<S::Outcome> {
+        let (reply, answer) = oneshot::channel();
+        let mut pending = Pending { tap, reply };
+        loop {
+            let queue = self.queue(key, &start);
+            match queue.send(pending).await {
+                Ok(()) => break,
+                // That batcher stopped for idleness just now: start another.
+                Err(mpsc::error::SendError(back)) => pending = back,
+            }
+        }
+        match answer.await {
+            Ok(Ok(outcome)) => Ok(outcome),
+            Ok(Err(e)) => Err(StoreError::Shared(e)),
+            Err(_) => Err(StoreError::Interrupted),
+        }
+    }
+
+    fn queue(&self, key: &K, start: &impl Fn() -> S) -> mpsc::Sender<Pending<S>> {
+        let mut queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(queue) = queues.get(key)
+            && !queue.is_closed()
+        {
+            return queue.clone();
+        }
+        if queues.len() >= 1024 {
+            queues.retain(|_, q| !q.is_closed());
+        }
+        let (tx, rx) = mpsc::channel(Inventory::QUEUE);
+        queues.insert(key.clone(), tx.clone());
+        tokio::spawn(run_batcher(start(), key.to_string(), rx));
+        tx
+    }
 }
 
-fn priced<R: Get>(r: &R) -> Result<Priced> {
-    Ok(Priced {
-        item: item(r)?,
-        price: Money::parse(r.int("price_amount")?, &r.text("currency")?)
-            .map_err(|e| corrupt("price", e))?,
-        shop: ShopId::from_string(r.text("shop_id")?),
-    })
+/// Flash-sale taps on one sale.
+struct SaleTaps {
+    store: Store,
+    sale: SaleId,
+    reservation: Duration,
+    /// Poked after every batch that sold something (see [`run_reporter`]).
+    poke: watch::Sender<()>,
 }
 
-type Reply = oneshot::Sender<std::result::Result<ClaimOutcome, Arc<StoreError>>>;
+impl Serve for SaleTaps {
+    type Tap = Claim;
+    type Outcome = ClaimOutcome;
+    const MAX_BATCH: usize = 512;
 
-struct Pending {
-    claim: Claim,
-    reply: Reply,
+    async fn serve(&mut self, taps: &[Claim]) -> Result<Vec<ClaimOutcome>> {
+        let outcomes = self
+            .store
+            .claim_batch(&self.sale, taps, self.reservation)
+            .await?;
+        if sold_any(&outcomes) {
+            self.poke.send_replace(());
+        }
+        Ok(outcomes)
+    }
 }
 
-/// Flash-sale taps, served through one batcher task per sale. Cheap to clone.
+/// Regular orders whose first line is one variant.
+struct ShelfTaps {
+    store: Store,
+    reservation: Duration,
+}
+
+impl Serve for ShelfTaps {
+    type Tap = RegularOrder;
+    type Outcome = OrderOutcome;
+    /// An order has up to 20 lines: 128 of them are at most 2,560 lines, whose
+    /// rows fit SQLite's 32,766 parameters per statement.
+    const MAX_BATCH: usize = 128;
+
+    async fn serve(&mut self, taps: &[RegularOrder]) -> Result<Vec<OrderOutcome>> {
+        self.store.reserve_batch(taps, self.reservation).await
+    }
+}
+
+/// Purchases, served through one batcher task per flash sale and one per
+/// variant at its list price. Cheap to clone.
 #[derive(Clone)]
 pub struct Inventory {
     store: Store,
     reservation: Duration,
-    queues: Arc<Mutex<HashMap<SaleId, mpsc::Sender<Pending>>>>,
+    sales: Arc<Batchers<SaleId, SaleTaps>>,
+    shelves: Arc<Batchers<VariantId, ShelfTaps>>,
     /// Off only to measure against: each tap then runs its own transaction,
     /// contending for the sale's row (the naive path of `bench/flash-sale`).
     batching: bool,
@@ -1014,9 +1033,7 @@ async fn run_reporter(
 }
 
 impl Inventory {
-    /// The most taps one transaction serves.
-    pub const MAX_BATCH: usize = 512;
-    /// Taps waiting for a sale's batcher; past this, callers wait to enqueue.
+    /// Taps waiting for a batcher; past this, callers wait to enqueue.
     const QUEUE: usize = 8192;
     /// A batcher with no taps for this long stops; the next tap starts another.
     const IDLE: Duration = Duration::from_secs(30);
@@ -1032,7 +1049,8 @@ impl Inventory {
         Self {
             store,
             reservation,
-            queues: Arc::default(),
+            sales: Arc::default(),
+            shelves: Arc::default(),
             batching: true,
             observer: None,
         }
@@ -1050,7 +1068,8 @@ impl Inventory {
         self
     }
 
-    /// Serves one tap. The answer comes after the batch holding it committed.
+    /// Serves one tap on a flash sale. The answer comes after the batch
+    /// holding it committed.
     pub async fn buy(&self, sale: &SaleId, claim: Claim) -> Result<ClaimOutcome> {
         if !self.batching {
             let mut outcomes = self
@@ -1059,71 +1078,61 @@ impl Inventory {
                 .await?;
             return outcomes.pop().ok_or(StoreError::Interrupted);
         }
-        let (reply, answer) = oneshot::channel();
-        let mut pending = Pending { claim, reply };
-        loop {
-            let queue = self.queue(sale);
-            match queue.send(pending).await {
-                Ok(()) => break,
-                // That batcher stopped for idleness just now: start another.
-                Err(mpsc::error::SendError(back)) => pending = back,
+        let start = || {
+            let (poke, poked) = watch::channel(());
+            if let Some(observer) = self.observer.clone() {
+                tokio::spawn(run_reporter(
+                    self.store.clone(),
+                    sale.clone(),
+                    observer,
+                    poked,
+                ));
             }
-        }
-        match answer.await {
-            Ok(Ok(outcome)) => Ok(outcome),
-            Ok(Err(e)) => Err(StoreError::Shared(e)),
-            Err(_) => Err(StoreError::Interrupted),
-        }
+            SaleTaps {
+                store: self.store.clone(),
+                sale: sale.clone(),
+                reservation: self.reservation,
+                poke,
+            }
+        };
+        self.sales.submit(sale, claim, start).await
     }
 
-    fn queue(&self, sale: &SaleId) -> mpsc::Sender<Pending> {
-        let mut queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(queue) = queues.get(sale)
-            && !queue.is_closed()
-        {
-            return queue.clone();
+    /// Reserves an order at list price through the batcher of its first line's
+    /// variant (one tap's lines are sorted by variant): a storm of one-tap
+    /// purchases of one product is served like a flash sale's. The answer
+    /// comes after the batch holding it committed.
+    pub async fn order(&self, order: RegularOrder) -> Result<OrderOutcome> {
+        let Some(first) = order.lines.first().map(|l| l.variant.clone()) else {
+            return Err(StoreError::Corrupt("an order without lines".into()));
+        };
+        if !self.batching {
+            let mut outcomes = self
+                .store
+                .reserve_batch(std::slice::from_ref(&order), self.reservation)
+                .await?;
+            return outcomes.pop().ok_or(StoreError::Interrupted);
         }
-        if queues.len() >= 1024 {
-            queues.retain(|_, q| !q.is_closed());
-        }
-        let (tx, rx) = mpsc::channel(Self::QUEUE);
-        queues.insert(sale.clone(), tx.clone());
-        tokio::spawn(run_batcher(
-            self.store.clone(),
-            sale.clone(),
-            self.reservation,
-            self.observer.clone(),
-            rx,
-        ));
-        tx
+        let start = || ShelfTaps {
+            store: self.store.clone(),
+            reservation: self.reservation,
+        };
+        self.shelves.submit(&first, order, start).await
     }
 }
 
-async fn run_batcher(
-    store: Store,
-    sale: SaleId,
-    reservation: Duration,
-    observer: Option<StockObserver>,
-    mut taps: mpsc::Receiver<Pending>,
-) {
-    let (poke, poked) = watch::channel(());
-    if let Some(observer) = observer {
-        tokio::spawn(run_reporter(store.clone(), sale.clone(), observer, poked));
-    }
-    let mut batch = Vec::with_capacity(Inventory::MAX_BATCH);
+async fn run_batcher<S: Serve>(mut server: S, key: String, mut taps: mpsc::Receiver<Pending<S>>) {
+    let mut batch = Vec::with_capacity(S::MAX_BATCH);
     let mut closing = false;
     // The size of the last batch: how many taps come in a round under the
     // current load.
     let mut last = 0;
     loop {
         let received = if closing {
-            taps.recv_many(&mut batch, Inventory::MAX_BATCH).await
+            taps.recv_many(&mut batch, S::MAX_BATCH).await
         } else {
-            match tokio::time::timeout(
-                Inventory::IDLE,
-                taps.recv_many(&mut batch, Inventory::MAX_BATCH),
-            )
-            .await
+            match tokio::time::timeout(Inventory::IDLE, taps.recv_many(&mut batch, S::MAX_BATCH))
+                .await
             {
                 Ok(n) => n,
                 Err(_) => {
@@ -1139,28 +1148,29 @@ async fn run_batcher(
             return;
         }
         if batch.len() < last / 2 {
-            linger(&mut taps, &mut batch, last).await;
+            linger(&mut taps, &mut batch, last.min(S::MAX_BATCH)).await;
         }
         last = batch.len();
-        let claims: Vec<Claim> = batch.iter().map(|p| p.claim.clone()).collect();
+        let (tapped, replies): (Vec<S::Tap>, Vec<Reply<S::Outcome>>) =
+            batch.drain(..).map(|p| (p.tap, p.reply)).unzip();
         let started = std::time::Instant::now();
-        match store.claim_batch(&sale, &claims, reservation).await {
+        match server.serve(&tapped).await {
             Ok(outcomes) => {
-                let sold = sold_any(&outcomes);
-                tracing::debug!(sale = %sale, taps = claims.len(), sold,
-                    took_us = started.elapsed().as_micros() as u64, "flash-sale batch committed");
-                for (pending, outcome) in batch.drain(..).zip(outcomes) {
-                    let _ = pending.reply.send(Ok(outcome));
-                }
-                if sold {
-                    poke.send_replace(());
+                tracing::debug!(
+                    key,
+                    taps = tapped.len(),
+                    took_us = started.elapsed().as_micros() as u64,
+                    "batch committed"
+                );
+                for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                    let _ = reply.send(Ok(outcome));
                 }
             }
             Err(e) => {
-                tracing::warn!(sale = %sale, error = %e, taps = batch.len(), "a flash-sale batch failed");
+                tracing::warn!(key, error = %e, taps = tapped.len(), "a batch failed");
                 let e = Arc::new(e);
-                for pending in batch.drain(..) {
-                    let _ = pending.reply.send(Err(e.clone()));
+                for reply in replies {
+                    let _ = reply.send(Err(e.clone()));
                 }
             }
         }
@@ -1171,7 +1181,6 @@ async fn run_batcher(
 /// holds `expected` of them.
 async fn linger<T>(taps: &mut mpsc::Receiver<T>, batch: &mut Vec<T>, expected: usize) {
     let deadline = tokio::time::Instant::now() + Inventory::LINGER;
-    let expected = expected.min(Inventory::MAX_BATCH);
     while batch.len() < expected {
         let room = expected - batch.len();
         match tokio::time::timeout_at(deadline, taps.recv_many(batch, room)).await {

@@ -11,6 +11,7 @@
 mod accounts;
 mod catalog;
 mod chat;
+mod checkout;
 mod db;
 mod error;
 mod idempotency;
@@ -28,12 +29,11 @@ pub mod testing;
 pub use accounts::NewUser;
 pub use catalog::{NewProduct, NewShop, NewVariant, ProductPatch, ShopPatch, VariantPatch};
 pub use chat::ChatRecord;
+pub use checkout::{OrderKey, OrderOutcome, Refusal, RefusalAnswer, RegularLine, RegularOrder};
 pub use db::{Backend, PoolStats, Store, StoreOptions};
 pub use error::{Conflict, StoreError};
 pub use idempotency::{KEY_LIFETIME, KeyState};
-pub use inventory::{
-    Claim, ClaimKey, ClaimOutcome, Inventory, Refusals, RegularLine, StockObserver,
-};
+pub use inventory::{Claim, ClaimKey, ClaimOutcome, Earlier, Inventory, Refusals, StockObserver};
 pub use orders::{OrderChange, OrderFilter, PAYMENT_HOLD_MS};
 pub use payments::{NewPayment, Settled};
 pub use recordings::{ChatLine, PinSpan, Recording, RecordingProgress};

@@ -226,26 +226,6 @@ pub(crate) async fn apply_change(
 }
 
 impl Store {
-    /// The order a buyer made with an Idempotency-Key, if that purchase committed.
-    pub async fn order_by_idempotency_key(
-        &self,
-        buyer: &UserId,
-        key: &str,
-    ) -> Result<Option<Order>> {
-        let mut c = self.read().await?;
-        let id = fetch_optional!(
-            &mut c,
-            sqlx::query("SELECT id FROM orders WHERE buyer_id = $1 AND idempotency_key = $2")
-                .bind(buyer.as_str())
-                .bind(key),
-            order_id
-        )?;
-        match id {
-            Some(id) => load_order(&mut c, &id).await,
-            None => Ok(None),
-        }
-    }
-
     /// A shop's orders, newest first, optionally in one state, from one room or
     /// one sale, each with its lines and history.
     pub async fn orders_of_shop(

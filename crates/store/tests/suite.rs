@@ -18,9 +18,10 @@ use store::testing::TestDatabase;
 use domain::ids::{SaleId, VariantId};
 use domain::sale::{BuyQuantity, SaleQuantity, SaleStatus};
 use store::{
-    Claim, ClaimOutcome, Conflict, Inventory, KeyState, NewProduct, NewRoom, NewSale, NewShop,
-    NewUser, NewVariant, PageRequest, ProductPatch, RoomFilter, RoomPatch, SaleTally, ShopPatch,
-    Store, StoreError, VariantPatch,
+    Claim, ClaimOutcome, Conflict, Earlier, Inventory, KeyState, NewProduct, NewRoom, NewSale,
+    NewShop, NewUser, NewVariant, OrderKey, OrderOutcome, PageRequest, ProductPatch, Refusal,
+    RegularLine, RegularOrder, RoomFilter, RoomPatch, SaleTally, ShopPatch, Store, StoreError,
+    VariantPatch,
 };
 
 /// Runs each listed test once on SQLite and once on PostgreSQL.
@@ -58,6 +59,8 @@ conformance!(
     one_buyers_taps_in_one_batch_respect_the_limit,
     a_storm_sells_exactly_the_quantity,
     parallel_taps_cannot_pass_the_per_buyer_limit,
+    a_batch_of_regular_orders_takes_all_lines_or_none,
+    a_storm_of_regular_orders_takes_exactly_the_shelf,
     idempotency_keys,
     due_sales_are_found,
     unpaid_reservations_expire_and_give_their_units_back,
@@ -814,9 +817,9 @@ fn kinds(outcomes: &[ClaimOutcome]) -> Vec<&'static str> {
             ClaimOutcome::SoldOut => "sold_out",
             ClaimOutcome::LimitReached => "limit",
             ClaimOutcome::NotLive => "not_live",
-            ClaimOutcome::Duplicate => "duplicate",
-            ClaimOutcome::Replay { .. } => "replay",
-            ClaimOutcome::KeyReused => "reused",
+            ClaimOutcome::Earlier(Earlier::InUse) => "duplicate",
+            ClaimOutcome::Earlier(Earlier::Replay { .. }) => "replay",
+            ClaimOutcome::Earlier(Earlier::Reused) => "reused",
         })
         .collect()
 }
@@ -914,6 +917,242 @@ async fn a_storm_sells_exactly_the_quantity(store: &Store) {
             "every answered order is stored"
         );
     }
+}
+
+/// An order at list price of `lines` (variant, units), sorted as the API sorts them.
+fn regular(buyer: &UserId, lines: &[(&VariantId, i64)]) -> RegularOrder {
+    let mut lines: Vec<RegularLine> = lines
+        .iter()
+        .map(|(v, n)| RegularLine {
+            variant: (*v).clone(),
+            quantity: BuyQuantity::parse("quantity", *n).unwrap(),
+        })
+        .collect();
+    lines.sort_by(|a, b| a.variant.as_str().cmp(b.variant.as_str()));
+    RegularOrder {
+        buyer: buyer.clone(),
+        room: None,
+        lines,
+        idempotency: None,
+    }
+}
+
+fn keyed(mut order: RegularOrder, key: &str, hash: &str) -> RegularOrder {
+    order.idempotency = Some(OrderKey {
+        key: key.into(),
+        request_hash: hash.into(),
+        answer: std::sync::Arc::new(|r: &Refusal| (409, format!("{r:?}"))),
+    });
+    order
+}
+
+fn order_kinds(outcomes: &[OrderOutcome]) -> Vec<&'static str> {
+    outcomes
+        .iter()
+        .map(|o| match o {
+            OrderOutcome::Reserved(_) => "reserved",
+            OrderOutcome::Refused(Refusal::OutOfStock { .. }) => "out_of_stock",
+            OrderOutcome::Refused(Refusal::UnknownVariant(_)) => "unknown",
+            OrderOutcome::Refused(Refusal::MixedShops) => "mixed",
+            OrderOutcome::Earlier(Earlier::InUse) => "duplicate",
+            OrderOutcome::Earlier(Earlier::Replay { .. }) => "replay",
+            OrderOutcome::Earlier(Earlier::Reused) => "reused",
+        })
+        .collect()
+}
+
+async fn on_hand(store: &Store, v: &VariantId) -> i64 {
+    store.variant(v).await.unwrap().unwrap().0.stock_on_hand
+}
+
+async fn a_batch_of_regular_orders_takes_all_lines_or_none(store: &Store) {
+    let ann = user(store, "ann@example.com").await;
+    let bob = user(store, "bob@example.com").await;
+    let anns = shop(store, &ann, "anns").await;
+    let bobs = shop(store, &bob, "bobs").await;
+    let p = store
+        .create_product(
+            product(
+                &anns,
+                "Tee",
+                vec![variant("A", 1000, 10), variant("B", 500, 3)],
+            ),
+            &ann,
+        )
+        .await
+        .unwrap();
+    let (a, b) = (&p.variants[0].id, &p.variants[1].id);
+    let other = store
+        .create_product(product(&bobs, "Mug", vec![variant("C", 700, 9)]), &bob)
+        .await
+        .unwrap();
+    let c = &other.variants[0].id;
+    let nope = VariantId::from_string("var_nope");
+    let buyer = user(store, "buyer@example.com").await;
+    let batch = [
+        regular(&buyer, &[(a, 4)]),
+        regular(&buyer, &[(a, 4), (b, 2)]),
+        // 2 of A are left: refused whole.
+        regular(&buyer, &[(a, 4)]),
+        // 1 of B is left: refused whole, and its 2 of A stay for the next.
+        regular(&buyer, &[(a, 2), (b, 2)]),
+        regular(&buyer, &[(a, 2)]),
+        regular(&buyer, &[(a, 1), (&nope, 1)]),
+        regular(&buyer, &[(b, 1), (c, 1)]),
+        keyed(regular(&buyer, &[(b, 1)]), "k1", "h"),
+        keyed(regular(&buyer, &[(b, 1)]), "k1", "h"),
+    ];
+    let got = store.reserve_batch(&batch, WINDOW).await.unwrap();
+    assert_eq!(
+        order_kinds(&got),
+        [
+            "reserved",
+            "reserved",
+            "out_of_stock",
+            "out_of_stock",
+            "reserved",
+            "unknown",
+            "mixed",
+            "reserved",
+            "duplicate"
+        ]
+    );
+    assert_eq!(
+        got[2..4]
+            .iter()
+            .map(|o| match o {
+                OrderOutcome::Refused(Refusal::OutOfStock { variant, on_hand }) =>
+                    (variant.clone(), *on_hand),
+                other => panic!("{other:?}"),
+            })
+            .collect::<Vec<_>>(),
+        [(a.clone(), 2), (b.clone(), 1)]
+    );
+    assert_eq!(
+        (
+            on_hand(store, a).await,
+            on_hand(store, b).await,
+            on_hand(store, c).await
+        ),
+        (0, 0, 9)
+    );
+    let OrderOutcome::Reserved(second) = &got[1] else {
+        panic!()
+    };
+    assert_eq!(second.lines.len(), 2);
+    assert_eq!(second.total.amount, 4 * 1000 + 2 * 500, "list prices");
+    assert_eq!(second.shop_id, anns.id);
+    assert!(store.order(&second.id).await.unwrap().is_some());
+    // Every line that left the shelf has its ledger line, with the stock it left.
+    let ledger = store.stock_ledger(a, &page(10, None)).await.unwrap();
+    let taken: Vec<_> = ledger
+        .items
+        .iter()
+        .filter(|l| l.reason == AdjustmentReason::Reserved)
+        .map(|l| (l.delta, l.on_hand_after))
+        .collect();
+    assert_eq!(taken, [(-2, 0), (-4, 2), (-4, 6)]);
+    let ledger = store.stock_ledger(b, &page(10, None)).await.unwrap();
+    assert_eq!(ledger.items[0].delta, -1);
+    assert_eq!(ledger.items[1].note, second.id.as_str());
+
+    // The key's answer was recorded with its order: a retry is replayed, a
+    // different request with the key is refused, and a refusal is recorded too.
+    let OrderOutcome::Reserved(keyed_order) = &got[7] else {
+        panic!()
+    };
+    let again = store
+        .reserve_batch(
+            &[
+                keyed(regular(&buyer, &[(b, 1)]), "k1", "h"),
+                keyed(regular(&buyer, &[(b, 1)]), "k2", "h"),
+            ],
+            WINDOW,
+        )
+        .await
+        .unwrap();
+    assert_eq!(order_kinds(&again), ["replay", "out_of_stock"]);
+    let reused = store
+        .reserve_batch(&[keyed(regular(&buyer, &[(a, 1)]), "k1", "other")], WINDOW)
+        .await
+        .unwrap();
+    assert_eq!(order_kinds(&reused), ["reused"]);
+    let OrderOutcome::Earlier(Earlier::Replay { status, body }) = &again[0] else {
+        panic!()
+    };
+    assert_eq!(
+        (*status, body.as_str()),
+        (
+            201,
+            serde_json::to_string(keyed_order.as_ref())
+                .unwrap()
+                .as_str()
+        )
+    );
+    let refused = store
+        .reserve_batch(&[keyed(regular(&buyer, &[(b, 1)]), "k2", "h")], WINDOW)
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            &refused[0],
+            OrderOutcome::Earlier(Earlier::Replay { status: 409, .. })
+        ),
+        "{refused:?}"
+    );
+}
+
+async fn a_storm_of_regular_orders_takes_exactly_the_shelf(store: &Store) {
+    let ann = user(store, "ann@example.com").await;
+    let s = shop(store, &ann, "anns").await;
+    let p = store
+        .create_product(
+            product(
+                &s,
+                "Hot",
+                vec![variant("H", 100, 60), variant("X", 100, 1000)],
+            ),
+            &ann,
+        )
+        .await
+        .unwrap();
+    let (hot, extra) = (p.variants[0].id.clone(), p.variants[1].id.clone());
+    let crowd = buyers(store, 400).await;
+    let inventory = Inventory::new(store.clone(), WINDOW);
+    // Every other buyer also takes a unit of another variant in the same order.
+    let taps: Vec<_> = crowd
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            let order = if i % 2 == 0 {
+                regular(b, &[(&hot, 1)])
+            } else {
+                regular(b, &[(&hot, 1), (&extra, 1)])
+            };
+            let inventory = inventory.clone();
+            tokio::spawn(async move { inventory.order(order).await })
+        })
+        .collect();
+    let (mut reserved, mut refused, mut extras) = (0, 0, 0);
+    for t in taps {
+        match t.await.unwrap().unwrap() {
+            OrderOutcome::Reserved(order) => {
+                reserved += 1;
+                extras += order.lines.len() - 1;
+            }
+            OrderOutcome::Refused(Refusal::OutOfStock { on_hand: 0, .. }) => refused += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!((reserved, refused), (60, 340));
+    assert_eq!(on_hand(store, &hot).await, 0);
+    assert_eq!(on_hand(store, &extra).await, 1000 - extras as i64);
+    let ledger = store.stock_ledger(&hot, &page(100, None)).await.unwrap();
+    assert_eq!(
+        ledger.items.iter().map(|l| l.delta).sum::<i64>(),
+        0,
+        "60 in, 60 out"
+    );
 }
 
 async fn parallel_taps_cannot_pass_the_per_buyer_limit(store: &Store) {
@@ -1049,7 +1288,7 @@ async fn idempotency_keys(store: &Store) {
     let ClaimOutcome::Reserved(order) = &got[0] else {
         panic!("{got:?}")
     };
-    assert!(matches!(got[1], ClaimOutcome::Duplicate));
+    assert!(matches!(got[1], ClaimOutcome::Earlier(Earlier::InUse)));
     let body = serde_json::to_string(order.as_ref()).unwrap();
     // A retry in a later batch gets the first answer, recorded with the order.
     let again = store
@@ -1057,10 +1296,10 @@ async fn idempotency_keys(store: &Store) {
         .await
         .unwrap();
     match &again[0] {
-        ClaimOutcome::Replay {
+        ClaimOutcome::Earlier(Earlier::Replay {
             status,
             body: replayed,
-        } => assert_eq!((*status, replayed), (201, &body)),
+        }) => assert_eq!((*status, replayed), (201, &body)),
         other => panic!("{other:?}"),
     }
     assert_eq!(
@@ -1075,24 +1314,11 @@ async fn idempotency_keys(store: &Store) {
         k.request_hash = "other".into();
     }
     let reused = store.claim_batch(&sale, &[changed], WINDOW).await.unwrap();
-    assert!(matches!(reused[0], ClaimOutcome::KeyReused));
+    assert!(matches!(reused[0], ClaimOutcome::Earlier(Earlier::Reused)));
     assert_eq!(
         store.sale_tally(&sale).await.unwrap().orders,
         1,
         "one order for one key"
-    );
-    let found = store
-        .order_by_idempotency_key(&ann, "buy-1")
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(found.id, order.id);
-    assert!(
-        store
-            .order_by_idempotency_key(&bob, "buy-1")
-            .await
-            .unwrap()
-            .is_none()
     );
     let mine = store.orders_of_buyer(&ann, &page(10, None)).await.unwrap();
     assert_eq!(mine.items.len(), 1);

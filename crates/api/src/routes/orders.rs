@@ -3,6 +3,7 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use std::collections::BTreeMap;
+use std::sync::{Arc, LazyLock};
 
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
@@ -11,7 +12,9 @@ use domain::ids::{OrderId, RoomId, SaleId, VariantId};
 use domain::order::{Order, OrderStatus};
 use domain::sale::BuyQuantity;
 use serde::Deserialize;
-use store::{OrderFilter, RegularLine, StoreError};
+use store::{
+    OrderFilter, OrderKey, OrderOutcome, Refusal, RefusalAnswer, RegularLine, RegularOrder,
+};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -136,72 +139,77 @@ async fn create_order(
             })
         })
         .collect::<Result<Vec<_>, ValidationError>>()?;
-    let buyer = current.user.id.clone();
-    idempotency::run(
-        &state,
-        &buyer,
-        &key,
-        &hash,
-        async || {
-            let order = state.store().order_by_idempotency_key(&buyer, &key).await?;
-            Ok(order.map(|o| serde_json::to_value(o).unwrap_or_default()))
-        },
-        async || {
-            // The room must be the shop's: checked before anything is reserved.
-            let room = match &request.room_id {
-                Some(id) => {
-                    let room = state
-                        .store()
-                        .room(&RoomId::from_string(id))
-                        .await?
-                        .ok_or_else(|| ValidationError::new("room_id", "no such room"))?;
-                    let shop = state
-                        .store()
-                        .variant(&lines[0].variant)
-                        .await?
-                        .map(|(_, shop)| shop);
-                    if shop.is_some_and(|s| s != room.shop_id) {
-                        return Err(ValidationError::new(
-                            "room_id",
-                            "the room belongs to another shop",
-                        )
-                        .into());
-                    }
-                    Some(room)
-                }
-                None => None,
-            };
-            let order = state
+    // The room must be the shop's: checked before anything is reserved.
+    let room = match &request.room_id {
+        Some(id) => {
+            let room = state
                 .store()
-                .reserve_order(
-                    &buyer,
-                    room.as_ref().map(|r| &r.id),
-                    &lines,
-                    state.config().reservation_window,
-                    Some(&key),
-                )
-                .await
-                .map_err(|e| match e {
-                    StoreError::NotFound => {
-                        ValidationError::new("lines.variant_id", "no such variant for sale").into()
-                    }
-                    StoreError::WrongState => {
-                        ValidationError::new("lines", "all lines must come from one shop").into()
-                    }
-                    StoreError::InsufficientStock { on_hand } => ApiError::new(
-                        Code::SoldOut,
-                        format!("Only {on_hand} left of one of the variants."),
-                    ),
-                    other => ApiError::from(other),
-                })?;
-            Ok((
-                StatusCode::CREATED,
-                serde_json::to_value(&order).map_err(|_| Code::Internal)?,
-            ))
-        },
-    )
-    .await
+                .room(&RoomId::from_string(id))
+                .await?
+                .ok_or_else(|| ValidationError::new("room_id", "no such room"))?;
+            let shop = state
+                .store()
+                .variant(&lines[0].variant)
+                .await?
+                .map(|(_, shop)| shop);
+            if shop.is_some_and(|s| s != room.shop_id) {
+                return Err(
+                    ValidationError::new("room_id", "the room belongs to another shop").into(),
+                );
+            }
+            Some(room.id)
+        }
+        None => None,
+    };
+    // The key is taken, a retry answered, and the answer recorded, all in the
+    // transaction of the variant's batch, as for a flash-sale tap.
+    let order = RegularOrder {
+        buyer: current.user.id.clone(),
+        room,
+        lines,
+        idempotency: Some(OrderKey {
+            key,
+            request_hash: hash,
+            answer: REFUSAL_ANSWER.clone(),
+        }),
+    };
+    match state.inventory().order(order).await? {
+        OrderOutcome::Reserved(order) => {
+            let body = serde_json::to_string(&order).map_err(|_| Code::Internal)?;
+            Ok(idempotency::json_response(StatusCode::CREATED, body, false))
+        }
+        OrderOutcome::Refused(refusal) => Err(refused(&refusal)),
+        OrderOutcome::Earlier(found) => idempotency::earlier(found),
+    }
 }
+
+/// The error that answers a refused order.
+fn refused(refusal: &Refusal) -> ApiError {
+    match refusal {
+        Refusal::OutOfStock { on_hand, .. } => ApiError::new(
+            Code::SoldOut,
+            format!("Only {on_hand} left of one of the variants."),
+        ),
+        Refusal::UnknownVariant(_) => {
+            ValidationError::new("lines.variant_id", "no such variant for sale").into()
+        }
+        Refusal::MixedShops => {
+            ValidationError::new("lines", "all lines must come from one shop").into()
+        }
+    }
+}
+
+/// How a refusal is recorded under the order's Idempotency-Key: as it is
+/// answered.
+static REFUSAL_ANSWER: LazyLock<RefusalAnswer> = LazyLock::new(|| {
+    Arc::new(|refusal: &Refusal| {
+        let e = refused(refusal);
+        (
+            e.code.status().as_u16(),
+            serde_json::to_string(&e.body()).unwrap_or_default(),
+        )
+    })
+});
 
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]

@@ -336,11 +336,6 @@ async fn buy(
         ClaimOutcome::SoldOut => Err(Code::SoldOut.into()),
         ClaimOutcome::LimitReached => Err(Code::LimitReached.into()),
         ClaimOutcome::NotLive => Err(Code::SaleNotLive.into()),
-        ClaimOutcome::Duplicate => Err(Code::IdempotencyKeyInUse.into()),
-        ClaimOutcome::KeyReused => Err(Code::IdempotencyKeyReused.into()),
-        ClaimOutcome::Replay { status, body } => {
-            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            Ok(idempotency::json_response(status, body, true))
-        }
+        ClaimOutcome::Earlier(found) => idempotency::earlier(found),
     }
 }
