@@ -134,10 +134,13 @@ struct FlashSale {
     /// Requests in flight at once
     #[arg(long, default_value_t = 256)]
     concurrency: usize,
-    /// Taps on a warm-up sale of its own (100 units) before the measured
-    /// storm, over the same connections, so that the storm does not pay for
-    /// the server's first statements on each database connection; 0 for none
-    #[arg(long, default_value_t = 1024)]
+    /// Taps on a warm-up sale of its own before the measured storm, over the
+    /// same connections, each of which buys a unit (the sale has as many and
+    /// its per-buyer limit lets every buyer's taps through): the selling path
+    /// runs on the server's database connections, so that the storm measures
+    /// a server that has sold before, not its first statements on each
+    /// connection; 0 for none
+    #[arg(long, default_value_t = 4096)]
     warmup_taps: usize,
     /// Print only the JSON line
     #[arg(long)]
@@ -336,11 +339,11 @@ async fn flash_sale(args: FlashSale) -> anyhow::Result<()> {
         "handle": handle, "name": "Loadgen", "currency": "EUR"}),
     )
     .await?;
-    const WARMUP_UNITS: i64 = 100;
+    let warmup_units = args.warmup_taps.max(1) as i64;
     let product = created(&client, format!("{base}/api/v1/shops/{handle}/products"), Some(&token), json!({
         "title": "Storm tee", "status": "active",
         "variants": [{"sku": "STORM", "price": {"amount": 2000, "currency": "EUR"}, "stock": args.quantity},
-                     {"sku": "WARMUP", "price": {"amount": 2000, "currency": "EUR"}, "stock": WARMUP_UNITS}]})).await?;
+                     {"sku": "WARMUP", "price": {"amount": 2000, "currency": "EUR"}, "stock": warmup_units}]})).await?;
     let room = created(
         &client,
         format!("{base}/api/v1/shops/{handle}/rooms"),
@@ -349,7 +352,7 @@ async fn flash_sale(args: FlashSale) -> anyhow::Result<()> {
     )
     .await?;
     let room = room["room"]["id"].as_str().unwrap_or_default().to_owned();
-    let open_sale = |variant: Value, quantity: i64| {
+    let open_sale = |variant: Value, quantity: i64, per_buyer_limit: i64| {
         let (client, url, token) = (
             client.clone(),
             format!("{base}/api/v1/rooms/{room}/sales"),
@@ -362,7 +365,7 @@ async fn flash_sale(args: FlashSale) -> anyhow::Result<()> {
                 Some(&token),
                 json!({
                 "variant_id": variant, "price": {"amount": 999, "currency": "EUR"},
-                "quantity": quantity, "per_buyer_limit": 1, "duration_seconds": 3600}),
+                "quantity": quantity, "per_buyer_limit": per_buyer_limit, "duration_seconds": 3600}),
             )
             .await?;
             anyhow::Ok(sale["id"].as_str().unwrap_or_default().to_owned())
@@ -421,7 +424,13 @@ async fn flash_sale(args: FlashSale) -> anyhow::Result<()> {
     }
     let buyers = Arc::new(buyers);
     if args.warmup_taps > 0 {
-        let warm = open_sale(product["variants"][1]["id"].clone(), WARMUP_UNITS).await?;
+        let per_buyer = args.warmup_taps.div_ceil(args.buyers.max(1)) as i64;
+        let warm = open_sale(
+            product["variants"][1]["id"].clone(),
+            warmup_units,
+            per_buyer,
+        )
+        .await?;
         say(format!(
             "warm-up: {} taps on a sale of its own",
             args.warmup_taps
@@ -444,7 +453,7 @@ async fn flash_sale(args: FlashSale) -> anyhow::Result<()> {
             connections.push(done??.1);
         }
     }
-    let sale = open_sale(product["variants"][0]["id"].clone(), args.quantity).await?;
+    let sale = open_sale(product["variants"][0]["id"].clone(), args.quantity, 1).await?;
     say(format!(
         "storm: {} taps, {} in flight",
         args.attempts, args.concurrency

@@ -22,8 +22,8 @@ use crate::Store;
 use crate::db::{Exec, Execute, Params, execute, fetch_all};
 use crate::error::{Result, StoreError};
 use crate::inventory::{
-    Earlier, Item, Keyed, NewOrder, Writes, answers, column, draft_order, item, take_keys,
-    write_batch,
+    Earlier, Item, Keyed, NewOrder, Writes, again_on_key_race, answers, column, draft_order, item,
+    take_keys, write_batch,
 };
 use crate::row::{Get, corrupt};
 
@@ -220,6 +220,14 @@ impl Store {
         orders: &[RegularOrder],
         reservation: Duration,
     ) -> Result<Vec<OrderOutcome>> {
+        again_on_key_race(|| self.reserve_batch_once(orders, reservation)).await
+    }
+
+    async fn reserve_batch_once(
+        &self,
+        orders: &[RegularOrder],
+        reservation: Duration,
+    ) -> Result<Vec<OrderOutcome>> {
         let now = Timestamp::now();
         let expires_at = now.plus_millis(reservation.as_millis() as i64);
         let mut tx = self.write().await?;
@@ -298,6 +306,7 @@ impl Store {
         let writes = Writes {
             orders: &drafts,
             answers: answers(orders, &outcomes, &answered_before, record)?,
+            at: now,
         };
         write_batch(&mut tx, &writes).await?;
         tx.commit().await?;

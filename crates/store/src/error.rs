@@ -28,6 +28,10 @@ pub enum StoreError {
     Shared(std::sync::Arc<StoreError>),
     #[error("the inventory batcher stopped before answering")]
     Interrupted,
+    /// Another request wrote one of a batch's Idempotency-Keys after the batch
+    /// found it free; the batch is rolled back and served again.
+    #[error("an idempotency key was taken by another request meanwhile")]
+    KeyRace,
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
 }

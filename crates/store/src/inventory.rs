@@ -26,7 +26,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::Store;
 use crate::checkout::{OrderOutcome, RegularOrder};
-use crate::db::{Exec, Execute, Params, execute, fetch_all, fetch_one, fetch_optional};
+use crate::db::{Exec, Execute, Params, execute, fetch_all, fetch_optional};
 use crate::error::{Result, StoreError};
 use crate::row::{Get, corrupt};
 
@@ -118,11 +118,9 @@ impl ClaimOutcome {
     }
 }
 
-fn user_and_key<R: Get>(r: &R) -> Result<(String, String)> {
-    Ok((r.text("user_id")?, r.text("key")?))
-}
-
 struct StoredKey {
+    user: String,
+    key: String,
     hash: String,
     status: Option<i64>,
     body: Option<String>,
@@ -130,16 +128,24 @@ struct StoredKey {
 
 fn stored_key<R: Get>(r: &R) -> Result<StoredKey> {
     Ok(StoredKey {
+        user: r.text("user_id")?,
+        key: r.text("key")?,
         hash: r.text("request_hash")?,
         status: r.opt_int("status")?,
         body: r.opt_text("body")?,
     })
 }
 
-/// Takes the keys of a batch's taps in one statement (a key older than its
-/// lifetime is taken over). A tap whose key another request holds, or another
-/// tap of the batch, gets what that request decides; the others get `None` (and
-/// a tap with a key then holds it until the batch records its answer).
+/// Looks up the keys of a batch's taps in one statement. A tap whose key an
+/// earlier request holds (within the key's lifetime), or another tap of the
+/// batch, gets what that request decides; the others get `None`, and the batch
+/// writes their keys with their answers ([`write_batch`]), once.
+///
+/// A key is written only with its answer, in the transaction that made it. Two
+/// batches that race on one key (two nodes, or a sale's tap and an order with
+/// the same key) both find it free; the second to write it learns so from
+/// [`write_batch`] (`StoreError::KeyRace`) and is served again, when this
+/// lookup finds the first one's answer.
 pub(crate) async fn take_keys<T: Keyed>(
     e: &mut impl Execute,
     taps: &[T],
@@ -149,9 +155,9 @@ pub(crate) async fn take_keys<T: Keyed>(
     let mut seen = std::collections::HashSet::new();
     let mut rows = Vec::new();
     for (i, tap) in taps.iter().enumerate() {
-        if let Some((key, hash)) = tap.key() {
+        if let Some((key, _)) = tap.key() {
             if seen.insert((tap.buyer().as_str(), key)) {
-                rows.push((tap.buyer().as_str(), key, hash));
+                rows.push((tap.buyer().as_str(), key));
             } else {
                 decided[i] = Some(Earlier::InUse);
             }
@@ -160,52 +166,67 @@ pub(crate) async fn take_keys<T: Keyed>(
     if rows.is_empty() {
         return Ok(decided);
     }
-    let cutoff = now.plus_millis(-(crate::idempotency::KEY_LIFETIME.as_millis() as i64));
-    let taken = match e.exec() {
+    let cutoff = key_cutoff(now);
+    let found = match e.exec() {
         Exec::Postgres(c) => {
             // Arrays: one statement text for every batch, prepared once.
-            sqlx::query_as::<_, (String, String)>(
-                "INSERT INTO idempotency_keys (user_id, key, request_hash, created_at)
-                 SELECT user_id, key, hash, $4 FROM UNNEST($1::text[], $2::text[], $3::text[])
-                     AS v (user_id, key, hash)
-                 ON CONFLICT (user_id, key) DO UPDATE SET request_hash = excluded.request_hash,
-                     status = NULL, body = NULL, created_at = excluded.created_at
-                 WHERE idempotency_keys.created_at < $5
-                 RETURNING user_id, key",
+            sqlx::query(
+                "SELECT k.user_id, k.key, k.request_hash, k.status, k.body
+                 FROM idempotency_keys k
+                 JOIN UNNEST($1::text[], $2::text[]) AS v (user_id, key)
+                     ON k.user_id = v.user_id AND k.key = v.key
+                 WHERE k.created_at >= $3",
             )
             .bind(column(&rows, |r| r.0))
             .bind(column(&rows, |r| r.1))
-            .bind(column(&rows, |r| r.2))
-            .bind(now.as_millis())
             .bind(cutoff.as_millis())
             .fetch_all(c)
             .await?
+            .iter()
+            .map(stored_key)
+            .collect::<Result<Vec<_>>>()?
         }
-        Exec::Sqlite(_) => take_keys_sqlite(e, &rows, now, cutoff).await?,
+        Exec::Sqlite(_) => {
+            let mut p = Params::new(e);
+            let sql = format!(
+                "SELECT user_id, key, request_hash, status, body FROM idempotency_keys
+                 WHERE created_at >= {} AND (user_id, key) IN (VALUES {})",
+                p.next(),
+                p.rows(rows.len(), 2)
+            );
+            fetch_all!(
+                e,
+                {
+                    let mut q = sqlx::query(&sql).bind(cutoff.as_millis());
+                    for &(user, key) in &rows {
+                        q = q.bind(user).bind(key);
+                    }
+                    q
+                },
+                stored_key
+            )?
+        }
     };
-    let taken: std::collections::HashSet<(String, String)> = taken.into_iter().collect();
+    let found: HashMap<(String, String), StoredKey> = found
+        .into_iter()
+        .map(|k| ((k.user.clone(), k.key.clone()), k))
+        .collect();
     for (i, tap) in taps.iter().enumerate() {
         let Some((key, hash)) = tap.key() else {
             continue;
         };
-        if decided[i].is_some()
-            || taken.contains(&(tap.buyer().as_str().to_owned(), key.to_owned()))
-        {
+        if decided[i].is_some() {
             continue;
         }
-        let earlier = fetch_one!(
-            e,
-            sqlx::query("SELECT request_hash, status, body FROM idempotency_keys WHERE user_id = $1 AND key = $2")
-                .bind(tap.buyer().as_str())
-                .bind(key),
-            stored_key
-        )?;
+        let Some(earlier) = found.get(&(tap.buyer().as_str().to_owned(), key.to_owned())) else {
+            continue;
+        };
         decided[i] = Some(if earlier.hash != hash {
             Earlier::Reused
         } else if let Some(status) = earlier.status {
             Earlier::Replay {
                 status: u16::try_from(status).unwrap_or(500),
-                body: earlier.body.unwrap_or_default(),
+                body: earlier.body.clone().unwrap_or_default(),
             }
         } else {
             Earlier::InUse
@@ -214,55 +235,62 @@ pub(crate) async fn take_keys<T: Keyed>(
     Ok(decided)
 }
 
-/// [`take_keys`]' statement on SQLite: one multi-row insert.
-async fn take_keys_sqlite(
-    e: &mut impl Execute,
-    rows: &[(&str, &str, &str)],
-    now: Timestamp,
-    cutoff: Timestamp,
-) -> Result<Vec<(String, String)>> {
-    let mut p = Params::new(e);
-    let sql = format!(
-        "INSERT INTO idempotency_keys (user_id, key, request_hash, created_at) VALUES {}
-         ON CONFLICT (user_id, key) DO UPDATE SET request_hash = excluded.request_hash,
-             status = NULL, body = NULL, created_at = excluded.created_at
-         WHERE idempotency_keys.created_at < {}
-         RETURNING user_id, key",
-        p.rows(rows.len(), 4),
-        p.next()
-    );
-    let taken = fetch_all!(
-        e,
-        {
-            let mut q = sqlx::query(&sql);
-            for &(user, key, hash) in rows {
-                q = q.bind(user).bind(key).bind(hash).bind(now.as_millis());
-            }
-            q.bind(cutoff.as_millis())
-        },
-        user_and_key
-    )?;
-    Ok(taken)
+/// Keys created before this are free again.
+fn key_cutoff(now: Timestamp) -> Timestamp {
+    now.plus_millis(-(crate::idempotency::KEY_LIFETIME.as_millis() as i64))
 }
 
-/// The answers of the taps whose keys this batch took (those `take_keys` left
-/// undecided), to record with its orders: user, key, status, body. `record`
-/// gives a tap's status and body.
+/// An answer to record under an Idempotency-Key.
+pub(crate) struct Answer<'a> {
+    user: &'a str,
+    key: &'a str,
+    hash: &'a str,
+    status: i64,
+    body: String,
+}
+
+/// The answers of the taps whose keys are this batch's to write (those
+/// `take_keys` left undecided), sorted by user and key so that two batches
+/// writing the same keys take them in the same order. `record` gives a tap's
+/// status and body.
 pub(crate) fn answers<'a, T: Keyed, O>(
     taps: &'a [T],
     outcomes: &[O],
     earlier: &[bool],
     record: impl Fn(&'a T, &O) -> Result<Option<(i64, String)>>,
-) -> Result<Vec<(&'a str, &'a str, i64, String)>> {
+) -> Result<Vec<Answer<'a>>> {
     let mut rows = Vec::new();
     for ((tap, outcome), &earlier) in taps.iter().zip(outcomes).zip(earlier) {
-        if let (Some((key, _)), false) = (tap.key(), earlier)
+        if let (Some((key, hash)), false) = (tap.key(), earlier)
             && let Some((status, body)) = record(tap, outcome)?
         {
-            rows.push((tap.buyer().as_str(), key, status, body));
+            rows.push(Answer {
+                user: tap.buyer().as_str(),
+                key,
+                hash,
+                status,
+                body,
+            });
         }
     }
+    rows.sort_by(|a, b| (a.user, a.key).cmp(&(b.user, b.key)));
     Ok(rows)
+}
+
+/// Serves a batch again when it lost a race for an Idempotency-Key
+/// (`StoreError::KeyRace`): the next time, [`take_keys`] finds the winner's
+/// answer. A few times at most; the races need two requests with one key at
+/// the same moment.
+pub(crate) async fn again_on_key_race<T, F: Future<Output = Result<T>>>(
+    mut serve: impl FnMut() -> F,
+) -> Result<T> {
+    let mut lost = 0;
+    loop {
+        match serve().await {
+            Err(StoreError::KeyRace) if lost < 3 => lost += 1,
+            done => return done,
+        }
+    }
 }
 
 /// What a successful claim update tells about the sale.
@@ -435,12 +463,18 @@ macro_rules! bind_events {
 
 /// Binds the parameters of [`answers_sql`].
 macro_rules! bind_answers {
-    ($q:expr, $answers:expr) => {{
+    ($q:expr, $answers:expr, $now:expr, $cutoff:expr) => {{
         let mut q = $q;
-        for (user, key, status, body) in $answers {
-            q = q.bind(*user).bind(*key).bind(*status).bind(body.as_str());
+        for a in $answers {
+            q = q
+                .bind(a.user)
+                .bind(a.key)
+                .bind(a.hash)
+                .bind(a.status)
+                .bind(a.body.as_str())
+                .bind($now);
         }
-        q
+        q.bind($cutoff)
     }};
 }
 
@@ -473,37 +507,67 @@ fn events_sql(p: &mut Params, orders: usize) -> String {
 
 fn answers_sql(p: &mut Params, answers: usize) -> String {
     format!(
-        "UPDATE idempotency_keys SET status = v.column3, body = v.column4
-         FROM (VALUES {}) AS v
-         WHERE idempotency_keys.user_id = v.column1 AND idempotency_keys.key = v.column2",
-        p.rows(answers, 4)
+        "INSERT INTO idempotency_keys (user_id, key, request_hash, status, body, created_at)
+         VALUES {}
+         ON CONFLICT (user_id, key) DO UPDATE SET request_hash = excluded.request_hash,
+             status = excluded.status, body = excluded.body, created_at = excluded.created_at
+         WHERE idempotency_keys.created_at < {}
+         RETURNING 1 AS taken",
+        p.rows(answers, 6),
+        p.next()
     )
+}
+
+fn taken<R: Get>(r: &R) -> Result<i64> {
+    r.int("taken")
 }
 
 /// What a batch writes once every tap is decided.
 pub(crate) struct Writes<'a> {
     pub(crate) orders: &'a [(Order, Option<String>)],
-    /// The answers to record under the keys the batch took: user, key,
-    /// status, body.
-    pub(crate) answers: Vec<(&'a str, &'a str, i64, String)>,
+    /// The answers to record under the keys that were free.
+    pub(crate) answers: Vec<Answer<'a>>,
+    /// When the batch ran: its keys' creation time.
+    pub(crate) at: Timestamp,
 }
 
 /// Writes reserved orders with their lines and first history entries, and the
-/// answers recorded under Idempotency-Keys. On PostgreSQL that is one statement
-/// of the same text for every batch (each part a data-modifying `WITH` over
-/// arrays): one round trip however many orders, prepared once per connection,
-/// where a multi-row `VALUES` would be a new statement to parse and plan for
-/// every batch size. SQLite, which has neither arrays nor round trips to save,
-/// runs the parts one after the other.
+/// answers under Idempotency-Keys. On PostgreSQL that is one statement of the
+/// same text for every batch (each part a data-modifying `WITH` over arrays):
+/// one round trip however many orders, prepared once per connection, where a
+/// multi-row `VALUES` would be a new statement to parse and plan for every
+/// batch size. SQLite, which has neither arrays nor round trips to save, runs
+/// the parts one after the other.
+///
+/// `StoreError::KeyRace` when another request wrote one of the keys since
+/// [`take_keys`] found it free: the caller rolls back and serves the batch
+/// again.
 pub(crate) async fn write_batch(e: &mut impl Execute, writes: &Writes<'_>) -> Result<()> {
     let orders = writes.orders;
     let answers = &writes.answers;
     if orders.is_empty() && answers.is_empty() {
         return Ok(());
     }
-    if let Exec::Postgres(c) = e.exec() {
-        return write_batch_postgres(c, writes).await;
+    let taken = match e.exec() {
+        Exec::Postgres(c) => write_batch_postgres(c, writes).await,
+        Exec::Sqlite(_) => write_batch_sqlite(e, writes).await,
     }
+    .map_err(|e| match e {
+        // The orders' own (buyer, key) is unique too.
+        StoreError::Database(sqlx::Error::Database(db)) if db.is_unique_violation() => {
+            StoreError::KeyRace
+        }
+        other => other,
+    })?;
+    if taken != answers.len() {
+        return Err(StoreError::KeyRace);
+    }
+    Ok(())
+}
+
+/// [`write_batch`] on SQLite; returns how many keys it wrote.
+async fn write_batch_sqlite(e: &mut impl Execute, writes: &Writes<'_>) -> Result<usize> {
+    let (orders, answers) = (writes.orders, &writes.answers);
     let lines: usize = orders.iter().map(|(o, _)| o.lines.len()).sum();
     let mut p = Params::new(e);
     if !orders.is_empty() {
@@ -514,11 +578,17 @@ pub(crate) async fn write_batch(e: &mut impl Execute, writes: &Writes<'_>) -> Re
         let sql = events_sql(&mut p, orders.len());
         execute!(e, bind_events!(sqlx::query(&sql), orders))?;
     }
-    if !answers.is_empty() {
-        let sql = answers_sql(&mut p, answers.len());
-        execute!(e, bind_answers!(sqlx::query(&sql), answers))?;
+    if answers.is_empty() {
+        return Ok(0);
     }
-    Ok(())
+    let sql = answers_sql(&mut p, answers.len());
+    let (now, cutoff) = (writes.at.as_millis(), key_cutoff(writes.at).as_millis());
+    let taken = fetch_all!(
+        e,
+        bind_answers!(sqlx::query(&sql), answers, now, cutoff),
+        taken
+    )?;
+    Ok(taken.len())
 }
 
 /// One column of `rows`, as the array a PostgreSQL parameter binds.
@@ -527,8 +597,9 @@ pub(crate) fn column<'a, T, U>(rows: &'a [T], cell: impl Fn(&'a T) -> U) -> Vec<
 }
 
 /// [`write_batch`] on PostgreSQL: one column array per parameter (the history
-/// entries' order ids are the orders' own, `$1`).
-async fn write_batch_postgres(c: &mut sqlx::PgConnection, writes: &Writes<'_>) -> Result<()> {
+/// entries' order ids are the orders' own, `$1`); returns how many keys it
+/// wrote.
+async fn write_batch_postgres(c: &mut sqlx::PgConnection, writes: &Writes<'_>) -> Result<usize> {
     let orders: Vec<&Order> = writes.orders.iter().map(|(o, _)| o).collect();
     let lines: Vec<(&Order, i64, &OrderLine)> = orders
         .iter()
@@ -541,7 +612,7 @@ async fn write_batch_postgres(c: &mut sqlx::PgConnection, writes: &Writes<'_>) -
         .collect();
     let first: Vec<&OrderHistoryEntry> = orders.iter().map(|o| &o.history[0]).collect();
     let answers = &writes.answers;
-    sqlx::query(
+    let (taken,): (i64,) = sqlx::query_as(
         "WITH o AS (
              INSERT INTO orders (id, buyer_id, shop_id, room_id, sale_id, status, currency,
                  total_amount, paid_amount, refunded_amount, expires_at, created_at, updated_at,
@@ -562,12 +633,17 @@ async fn write_batch_postgres(c: &mut sqlx::PgConnection, writes: &Writes<'_>) -
              FROM UNNEST($19::text[], $1::text[], $20::text[], $21::text[], $22::bigint[])
                  AS v (id, order_id, actor, reason, at)
          ), k AS (
-             UPDATE idempotency_keys SET status = v.status, body = v.body
-             FROM UNNEST($23::text[], $24::text[], $25::bigint[], $26::text[])
-                 AS v (user_id, key, status, body)
-             WHERE idempotency_keys.user_id = v.user_id AND idempotency_keys.key = v.key
+             INSERT INTO idempotency_keys (user_id, key, request_hash, status, body, created_at)
+             SELECT user_id, key, hash, status, body, $28
+             FROM UNNEST($23::text[], $24::text[], $25::text[], $26::bigint[], $27::text[])
+                 AS v (user_id, key, hash, status, body)
+             ON CONFLICT (user_id, key) DO UPDATE SET request_hash = excluded.request_hash,
+                 status = excluded.status, body = excluded.body,
+                 created_at = excluded.created_at
+             WHERE idempotency_keys.created_at < $29
+             RETURNING 1
          )
-         SELECT 1",
+         SELECT CAST(count(*) AS BIGINT) FROM k",
     )
     .bind(column(&orders, |o| o.id.as_str()))
     .bind(column(&orders, |o| o.buyer_id.as_str()))
@@ -591,13 +667,16 @@ async fn write_batch_postgres(c: &mut sqlx::PgConnection, writes: &Writes<'_>) -
     .bind(column(&first, |h| h.actor_id.as_ref().map(UserId::as_str)))
     .bind(column(&first, |h| h.reason.as_str()))
     .bind(column(&first, |h| h.at.as_millis()))
-    .bind(column(answers, |a| a.0))
-    .bind(column(answers, |a| a.1))
-    .bind(column(answers, |a| a.2))
-    .bind(column(answers, |a| a.3.as_str()))
-    .execute(c)
+    .bind(column(answers, |a| a.user))
+    .bind(column(answers, |a| a.key))
+    .bind(column(answers, |a| a.hash))
+    .bind(column(answers, |a| a.status))
+    .bind(column(answers, |a| a.body.as_str()))
+    .bind(writes.at.as_millis())
+    .bind(key_cutoff(writes.at).as_millis())
+    .fetch_one(c)
     .await?;
-    Ok(())
+    Ok(usize::try_from(taken).unwrap_or_default())
 }
 
 impl Store {
@@ -607,6 +686,15 @@ impl Store {
     /// storm of distinct buyers is one round), every step is one statement for
     /// the whole batch.
     pub async fn claim_batch(
+        &self,
+        sale: &SaleId,
+        claims: &[Claim],
+        reservation: Duration,
+    ) -> Result<Vec<ClaimOutcome>> {
+        again_on_key_race(|| self.claim_batch_once(sale, claims, reservation)).await
+    }
+
+    async fn claim_batch_once(
         &self,
         sale: &SaleId,
         claims: &[Claim],
@@ -695,6 +783,7 @@ impl Store {
                     .as_ref()
                     .map_or(Ok(None), |key| outcome.record(key))
             })?,
+            at: now,
         };
         write_batch(&mut tx, &writes).await?;
         tx.commit().await?;

@@ -1904,3 +1904,60 @@ async fn moderation_is_kept(store: &Store) {
     assert!(!store.delete_chat(&room, message.id.as_str()).await.unwrap());
     assert!(store.recent_chat(&room, 10).await.unwrap().is_empty());
 }
+
+/// Two requests with one key at the same moment, on PostgreSQL: the batch that
+/// found the key free but could not write it (the other request's transaction
+/// wrote it first) is rolled back and served again, and then answers with the
+/// first request's answer: no second order, no units taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_that_loses_a_race_for_a_key_is_served_again() {
+    use sqlx::Connection;
+    let db = TestDatabase::postgres().await;
+    let store = &db.store;
+    let (seller, _, sale) = sale_setup(store, 10, 5, 2).await;
+    store.start_sale(&sale, &seller).await.unwrap();
+    let ann = user(store, "ann@example.com").await;
+    let mut other = sqlx::PgConnection::connect(db.url.as_deref().unwrap())
+        .await
+        .unwrap();
+    let mut first = other.begin().await.unwrap();
+    sqlx::query(
+        "INSERT INTO idempotency_keys (user_id, key, request_hash, status, body, created_at)
+         VALUES ($1, 'race', 'h', 201, '{\"first\":true}', $2)",
+    )
+    .bind(ann.as_str())
+    .bind(Timestamp::now().as_millis())
+    .execute(&mut *first)
+    .await
+    .unwrap();
+    let mut claim = tap(&ann, 1);
+    claim.idempotency = Some(store::ClaimKey {
+        key: "race".into(),
+        request_hash: "h".into(),
+        refusals: std::sync::Arc::new(store::Refusals {
+            sold_out: "{}".into(),
+            limit_reached: "{}".into(),
+            not_live: "{}".into(),
+        }),
+    });
+    let batch = {
+        let (store, sale) = (store.clone(), sale.clone());
+        tokio::spawn(async move { store.claim_batch(&sale, &[claim], WINDOW).await })
+    };
+    // The batch finds the key free and waits on the uncommitted row.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !batch.is_finished(),
+        "the batch waits for the first request"
+    );
+    first.commit().await.unwrap();
+    let got = batch.await.unwrap().unwrap();
+    match &got[0] {
+        ClaimOutcome::Earlier(Earlier::Replay { status, body }) => {
+            assert_eq!((*status, body.as_str()), (201, "{\"first\":true}"))
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(store.sale_tally(&sale).await.unwrap().orders, 0);
+    assert_eq!(store.sale(&sale).await.unwrap().unwrap().available, 5);
+}
