@@ -76,6 +76,11 @@ const POSTGRES_MIGRATIONS: Migrations = &[
         "reversals",
         include_str!("../migrations/postgres/0006_reversals.sql"),
     ),
+    (
+        7,
+        "purchase path",
+        include_str!("../migrations/postgres/0007_purchase_path.sql"),
+    ),
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

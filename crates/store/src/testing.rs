@@ -93,3 +93,41 @@ impl Drop for TestDatabase {
         .join();
     }
 }
+
+/// References on the purchase path that lead nowhere: orders, lines, history
+/// entries, Idempotency-Keys and per-buyer counts whose buyer, shop, room,
+/// sale or variant does not exist. PostgreSQL does not check these with
+/// foreign keys (migration 0007 says why); tests that write orders check that
+/// this stays 0.
+pub async fn orphans(store: &Store) -> crate::error::Result<i64> {
+    use crate::db::fetch_one;
+    let mut c = store.read().await?;
+    fetch_one!(
+        &mut c,
+        sqlx::query(
+            "SELECT CAST(
+                 (SELECT COUNT(*) FROM orders o WHERE
+                     NOT EXISTS (SELECT 1 FROM users u WHERE u.id = o.buyer_id)
+                     OR NOT EXISTS (SELECT 1 FROM shops s WHERE s.id = o.shop_id)
+                     OR (o.room_id IS NOT NULL
+                         AND NOT EXISTS (SELECT 1 FROM rooms r WHERE r.id = o.room_id))
+                     OR (o.sale_id IS NOT NULL
+                         AND NOT EXISTS (SELECT 1 FROM sales s WHERE s.id = o.sale_id)))
+                 + (SELECT COUNT(*) FROM order_lines l
+                     WHERE NOT EXISTS (SELECT 1 FROM variants v WHERE v.id = l.variant_id))
+                 + (SELECT COUNT(*) FROM order_events e WHERE e.actor_id IS NOT NULL
+                     AND NOT EXISTS (SELECT 1 FROM users u WHERE u.id = e.actor_id))
+                 + (SELECT COUNT(*) FROM idempotency_keys k
+                     WHERE NOT EXISTS (SELECT 1 FROM users u WHERE u.id = k.user_id))
+                 + (SELECT COUNT(*) FROM sale_buyers b
+                     WHERE NOT EXISTS (SELECT 1 FROM users u WHERE u.id = b.buyer_id)
+                     OR NOT EXISTS (SELECT 1 FROM sales s WHERE s.id = b.sale_id))
+             AS BIGINT) AS orphans"
+        ),
+        orphan_count
+    )
+}
+
+fn orphan_count<R: crate::row::Get>(r: &R) -> crate::error::Result<i64> {
+    r.int("orphans")
+}

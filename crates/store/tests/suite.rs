@@ -902,6 +902,7 @@ async fn a_storm_sells_exactly_the_quantity(store: &Store) {
         }
     }
     assert_eq!((reserved, sold_out), (100, 1400));
+    assert_eq!(store::testing::orphans(store).await.unwrap(), 0);
     let s = store.sale(&sale).await.unwrap().unwrap();
     assert_eq!((s.available, s.status), (0, SaleStatus::SoldOut));
     assert_eq!(
@@ -1153,6 +1154,7 @@ async fn a_storm_of_regular_orders_takes_exactly_the_shelf(store: &Store) {
         0,
         "60 in, 60 out"
     );
+    assert_eq!(store::testing::orphans(store).await.unwrap(), 0);
 }
 
 async fn parallel_taps_cannot_pass_the_per_buyer_limit(store: &Store) {
@@ -1960,4 +1962,15 @@ async fn a_batch_that_loses_a_race_for_a_key_is_served_again() {
     }
     assert_eq!(store.sale_tally(&sale).await.unwrap().orders, 0);
     assert_eq!(store.sale(&sale).await.unwrap().unwrap().available, 5);
+    // Without foreign keys on the purchase path, the orphan check sees a key
+    // whose user does not exist.
+    assert_eq!(store::testing::orphans(store).await.unwrap(), 0);
+    sqlx::query(
+        "INSERT INTO idempotency_keys (user_id, key, request_hash, created_at)
+         VALUES ('usr_gone', 'k', 'h', 0)",
+    )
+    .execute(&mut other)
+    .await
+    .unwrap();
+    assert_eq!(store::testing::orphans(store).await.unwrap(), 1);
 }
