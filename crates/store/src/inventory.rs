@@ -171,11 +171,15 @@ pub(crate) async fn take_keys<T: Keyed>(
         Exec::Postgres(c) => {
             // Arrays: one statement text for every batch, prepared once.
             sqlx::query(
+                // LATERAL: one probe of the primary key per tap, whatever the
+                // planner thinks of the arrays' length (a hash join scanned
+                // the whole table).
                 "SELECT k.user_id, k.key, k.request_hash, k.status, k.body
-                 FROM idempotency_keys k
-                 JOIN UNNEST($1::text[], $2::text[]) AS v (user_id, key)
-                     ON k.user_id = v.user_id AND k.key = v.key
-                 WHERE k.created_at >= $3",
+                 FROM UNNEST($1::text[], $2::text[]) AS v (user_id, key)
+                 CROSS JOIN LATERAL (
+                     SELECT * FROM idempotency_keys i
+                     WHERE i.user_id = v.user_id AND i.key = v.key AND i.created_at >= $3
+                 ) AS k",
             )
             .bind(column(&rows, |r| r.0))
             .bind(column(&rows, |r| r.1))
