@@ -191,21 +191,26 @@ pub(crate) async fn take_keys<T: Keyed>(
             .collect::<Result<Vec<_>>>()?
         }
         Exec::Sqlite(_) => {
+            // The keys drive the join (CROSS JOIN keeps SQLite's order): one
+            // probe of the primary key each. `(user_id, key) IN (VALUES ..)`
+            // was planned as a scan of every key.
             let mut p = Params::new(e);
             let sql = format!(
-                "SELECT user_id, key, request_hash, status, body FROM idempotency_keys
-                 WHERE created_at >= {} AND (user_id, key) IN (VALUES {})",
-                p.next(),
-                p.rows(rows.len(), 2)
+                "SELECT k.user_id, k.key, k.request_hash, k.status, k.body
+                 FROM (VALUES {}) AS v
+                 CROSS JOIN idempotency_keys k ON k.user_id = v.column1 AND k.key = v.column2
+                 WHERE k.created_at >= {}",
+                p.rows(rows.len(), 2),
+                p.next()
             );
             fetch_all!(
                 e,
                 {
-                    let mut q = sqlx::query(&sql).bind(cutoff.as_millis());
+                    let mut q = sqlx::query(&sql);
                     for &(user, key) in &rows {
                         q = q.bind(user).bind(key);
                     }
-                    q
+                    q.bind(cutoff.as_millis())
                 },
                 stored_key
             )?
