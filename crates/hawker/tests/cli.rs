@@ -693,9 +693,25 @@ fn two_nodes_on_one_postgres_never_oversell() {
 /// buyer was told about exists, and sold plus available equals the quantity.
 #[test]
 fn a_purchase_storm_survives_sigkill() {
+    purchase_storm_survives_sigkill(false);
+}
+
+/// The same on PostgreSQL.
+#[test]
+fn a_purchase_storm_survives_sigkill_on_postgres() {
+    purchase_storm_survives_sigkill(true);
+}
+
+fn purchase_storm_survives_sigkill(postgres: bool) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let server = Running::start("serve", dir.path(), &[]);
+    let database = postgres.then(|| rt.block_on(store::testing::TestDatabase::postgres()));
+    let url = database.as_ref().and_then(|db| db.url.clone());
+    let args: Vec<&str> = match &url {
+        Some(url) => vec!["--database-url", url],
+        None => vec![],
+    };
+    let server = Running::start("serve", dir.path(), &args);
     let base = server.url("");
     let client = reqwest::Client::new();
     let (buy, crowd) = rt.block_on(async {
@@ -756,7 +772,7 @@ fn a_purchase_storm_survives_sigkill() {
         "some purchases were answered before the kill"
     );
 
-    let restarted = Running::start("serve", dir.path(), &[]);
+    let restarted = Running::start("serve", dir.path(), &args);
     let base = restarted.url("");
     rt.block_on(async {
         for (token, order) in &answered {
@@ -772,7 +788,7 @@ fn a_purchase_storm_survives_sigkill() {
                 "order {order} was answered but is gone"
             );
         }
-        let store = store::Store::open(None, dir.path(), &store::StoreOptions::default())
+        let store = store::Store::open(url.as_deref(), dir.path(), &store::StoreOptions::default())
             .await
             .unwrap();
         let sale_id = domain::ids::SaleId::from_string(buy.split('/').nth(6).unwrap());
@@ -790,7 +806,11 @@ fn a_purchase_storm_survives_sigkill() {
         let sale = store.sale(&sale_id).await.unwrap().unwrap();
         assert_eq!(sale.available, 500);
         assert_eq!(store.sale_tally(&sale_id).await.unwrap().units, 0);
+        assert_eq!(store::testing::orphans(&store).await.unwrap(), 0);
         store.close().await;
     });
     assert_eq!(restarted.stop().0, 0);
+    if let Some(db) = database {
+        rt.block_on(db.store.close());
+    }
 }
