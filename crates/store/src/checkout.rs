@@ -22,8 +22,8 @@ use crate::Store;
 use crate::db::{Exec, Execute, Params, execute, fetch_all};
 use crate::error::{Result, StoreError};
 use crate::inventory::{
-    Earlier, Item, Keyed, NewOrder, Writes, again_on_key_race, answers, column, draft_order, item,
-    take_keys, write_batch,
+    Earlier, Item, Keyed, NewOrder, again_on_key_race, column, draft_order, finish_batch, item,
+    take_keys,
 };
 use crate::row::{Get, corrupt};
 
@@ -232,7 +232,6 @@ impl Store {
         let expires_at = now.plus_millis(reservation.as_millis() as i64);
         let mut tx = self.write().await?;
         let earlier = take_keys(&mut tx, orders, now).await?;
-        let answered_before: Vec<bool> = earlier.iter().map(Option::is_some).collect();
         let mut decided: Vec<Option<OrderOutcome>> = earlier
             .into_iter()
             .map(|e| e.map(OrderOutcome::Earlier))
@@ -299,18 +298,7 @@ impl Store {
             drafts.push(drafted);
         }
         take_stock(&mut tx, &takes, now).await?;
-        let outcomes: Vec<OrderOutcome> = decided
-            .into_iter()
-            .map(|d| d.ok_or_else(|| StoreError::Corrupt("an order without an answer".into())))
-            .collect::<Result<_>>()?;
-        let writes = Writes {
-            orders: &drafts,
-            answers: answers(orders, &outcomes, &answered_before, record)?,
-            at: now,
-        };
-        write_batch(&mut tx, &writes).await?;
-        tx.commit().await?;
-        Ok(outcomes)
+        finish_batch(tx, orders, decided, &drafts, now, record).await
     }
 }
 

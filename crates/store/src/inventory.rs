@@ -26,7 +26,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::Store;
 use crate::checkout::{OrderOutcome, RegularOrder};
-use crate::db::{Exec, Execute, Params, execute, fetch_all, fetch_optional};
+use crate::db::{Exec, Execute, Params, Tx, execute, fetch_all, fetch_optional};
 use crate::error::{Result, StoreError};
 use crate::row::{Get, corrupt};
 
@@ -216,9 +216,9 @@ pub(crate) async fn take_keys<T: Keyed>(
             )?
         }
     };
-    let found: HashMap<(String, String), StoredKey> = found
-        .into_iter()
-        .map(|k| ((k.user.clone(), k.key.clone()), k))
+    let found: HashMap<(&str, &str), &StoredKey> = found
+        .iter()
+        .map(|k| ((k.user.as_str(), k.key.as_str()), k))
         .collect();
     for (i, tap) in taps.iter().enumerate() {
         let Some((key, hash)) = tap.key() else {
@@ -227,7 +227,7 @@ pub(crate) async fn take_keys<T: Keyed>(
         if decided[i].is_some() {
             continue;
         }
-        let Some(earlier) = found.get(&(tap.buyer().as_str().to_owned(), key.to_owned())) else {
+        let Some(earlier) = found.get(&(tap.buyer().as_str(), key)) else {
             continue;
         };
         decided[i] = Some(if earlier.hash != hash {
@@ -250,7 +250,7 @@ fn key_cutoff(now: Timestamp) -> Timestamp {
 }
 
 /// An answer to record under an Idempotency-Key.
-pub(crate) struct Answer<'a> {
+struct Answer<'a> {
     user: &'a str,
     key: &'a str,
     hash: &'a str,
@@ -258,19 +258,18 @@ pub(crate) struct Answer<'a> {
     body: String,
 }
 
-/// The answers of the taps whose keys are this batch's to write (those
-/// `take_keys` left undecided), sorted by user and key so that two batches
-/// writing the same keys take them in the same order. `record` gives a tap's
-/// status and body.
-pub(crate) fn answers<'a, T: Keyed, O>(
+/// The answers to write under the taps' keys, sorted by user and key so that
+/// two batches writing the same keys take them in the same order. `record`
+/// gives a tap's status and body, or `None` for a tap whose key belonged to an
+/// earlier request (nothing of this batch to record).
+fn answers<'a, T: Keyed, O>(
     taps: &'a [T],
     outcomes: &[O],
-    earlier: &[bool],
     record: impl Fn(&'a T, &O) -> Result<Option<(i64, String)>>,
 ) -> Result<Vec<Answer<'a>>> {
     let mut rows = Vec::new();
-    for ((tap, outcome), &earlier) in taps.iter().zip(outcomes).zip(earlier) {
-        if let (Some((key, hash)), false) = (tap.key(), earlier)
+    for (tap, outcome) in taps.iter().zip(outcomes) {
+        if let Some((key, hash)) = tap.key()
             && let Some((status, body)) = record(tap, outcome)?
         {
             rows.push(Answer {
@@ -284,6 +283,31 @@ pub(crate) fn answers<'a, T: Keyed, O>(
     }
     rows.sort_by(|a, b| (a.user, a.key).cmp(&(b.user, b.key)));
     Ok(rows)
+}
+
+/// Ends a batch whose every tap is decided: writes its orders and the answers
+/// under the taps' keys ([`write_batch`]), commits, and returns the answers in
+/// the order of the taps.
+pub(crate) async fn finish_batch<'a, T: Keyed, O>(
+    mut tx: Tx,
+    taps: &'a [T],
+    decided: Vec<Option<O>>,
+    orders: &[(Order, Option<String>)],
+    at: Timestamp,
+    record: impl Fn(&'a T, &O) -> Result<Option<(i64, String)>>,
+) -> Result<Vec<O>> {
+    let outcomes: Vec<O> = decided
+        .into_iter()
+        .map(|d| d.ok_or_else(|| StoreError::Corrupt("a tap without an answer".into())))
+        .collect::<Result<_>>()?;
+    let writes = Writes {
+        orders,
+        answers: answers(taps, &outcomes, record)?,
+        at,
+    };
+    write_batch(&mut tx, &writes).await?;
+    tx.commit().await?;
+    Ok(outcomes)
 }
 
 /// Serves a batch again when it lost a race for an Idempotency-Key
@@ -532,12 +556,12 @@ fn taken<R: Get>(r: &R) -> Result<i64> {
 }
 
 /// What a batch writes once every tap is decided.
-pub(crate) struct Writes<'a> {
-    pub(crate) orders: &'a [(Order, Option<String>)],
+struct Writes<'a> {
+    orders: &'a [(Order, Option<String>)],
     /// The answers to record under the keys that were free.
-    pub(crate) answers: Vec<Answer<'a>>,
+    answers: Vec<Answer<'a>>,
     /// When the batch ran: its keys' creation time.
-    pub(crate) at: Timestamp,
+    at: Timestamp,
 }
 
 /// Writes reserved orders with their lines and first history entries, and the
@@ -551,7 +575,7 @@ pub(crate) struct Writes<'a> {
 /// `StoreError::KeyRace` when another request wrote one of the keys since
 /// [`take_keys`] found it free: the caller rolls back and serves the batch
 /// again.
-pub(crate) async fn write_batch(e: &mut impl Execute, writes: &Writes<'_>) -> Result<()> {
+async fn write_batch(e: &mut impl Execute, writes: &Writes<'_>) -> Result<()> {
     let orders = writes.orders;
     let answers = &writes.answers;
     if orders.is_empty() && answers.is_empty() {
@@ -712,7 +736,6 @@ impl Store {
         let now = Timestamp::now();
         let mut tx = self.write().await?;
         let earlier = take_keys(&mut tx, claims, now).await?;
-        let answered_before: Vec<bool> = earlier.iter().map(Option::is_some).collect();
         let mut decided: Vec<Option<ClaimOutcome>> = earlier
             .into_iter()
             .map(|e| e.map(ClaimOutcome::Earlier))
@@ -780,23 +803,13 @@ impl Store {
                 }
             }
         }
-        let outcomes: Vec<ClaimOutcome> = decided
-            .into_iter()
-            .map(|d| d.ok_or_else(|| StoreError::Corrupt("a tap without an answer".into())))
-            .collect::<Result<_>>()?;
-        let writes = Writes {
-            orders: &drafts,
-            answers: answers(claims, &outcomes, &answered_before, |claim, outcome| {
-                claim
-                    .idempotency
-                    .as_ref()
-                    .map_or(Ok(None), |key| outcome.record(key))
-            })?,
-            at: now,
-        };
-        write_batch(&mut tx, &writes).await?;
-        tx.commit().await?;
-        Ok(outcomes)
+        finish_batch(tx, claims, decided, &drafts, now, |claim, outcome| {
+            claim
+                .idempotency
+                .as_ref()
+                .map_or(Ok(None), |key| outcome.record(key))
+        })
+        .await
     }
 }
 
