@@ -171,6 +171,18 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl From<live::JoinError> for ApiError {
+    fn from(e: live::JoinError) -> Self {
+        match e {
+            live::JoinError::Store(e) => e.into(),
+            live::JoinError::Bus(e) => {
+                tracing::warn!(error = %e, "bus unavailable");
+                Code::Unavailable.into()
+            }
+        }
+    }
+}
+
 impl From<JsonRejection> for ApiError {
     fn from(r: JsonRejection) -> Self {
         let code = match &r {

@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use domain::event::RoomEvent;
 use store::Store;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -30,7 +31,7 @@ pub use auth::{hash_secret, stream_key_matches};
 pub use error::{ApiError, Code};
 pub use routes::accounts::create_account;
 pub use routes::images::save_image;
-pub use sale_events::TICK as SALE_EVENT_TICK;
+pub use sale_events::{SaleEvents, TICK as SALE_EVENT_TICK};
 
 /// Settings the API needs; the binary fills them from flags, env and TOML.
 #[derive(Debug, Clone)]
@@ -101,7 +102,7 @@ struct Inner {
     bus: bus::Bus,
     hub: live::Hub,
     media: media::Media,
-    sale_events: sale_events::SaleEvents,
+    sale_events: SaleEvents,
     inventory: store::Inventory,
     payments: payments::TestProvider,
     config: ApiConfig,
@@ -110,48 +111,39 @@ struct Inner {
     metrics: metrics_exporter_prometheus::PrometheusHandle,
 }
 
+/// The parts the API serves from, built by the composition root (`hawker-node`).
+pub struct Parts {
+    pub store: Store,
+    pub bus: bus::Bus,
+    pub hub: live::Hub,
+    pub media: media::Media,
+    pub sale_events: SaleEvents,
+    pub inventory: store::Inventory,
+    pub payments: payments::TestProvider,
+    pub config: ApiConfig,
+}
+
 /// Shared by every request. Cheap to clone.
 #[derive(Clone)]
 pub struct AppState(Arc<Inner>);
 
 impl AppState {
-    pub fn new(store: Store, config: ApiConfig) -> Self {
+    pub fn new(parts: Parts) -> Self {
         const WINDOW: Duration = Duration::from_secs(15 * 60);
-        let bus = bus::Bus::in_process();
-        let sale_events = sale_events::SaleEvents::new(bus.clone());
-        let observer: store::StockObserver = {
-            let events = sale_events.clone();
-            Arc::new(move |sale| events.stock_changed(sale))
-        };
+        let config = parts.config;
         Self(Arc::new(Inner {
             credentials: extract::CredentialCache::default(),
             sale_rooms: std::sync::Mutex::default(),
-            hub: live::Hub::new(store.clone(), bus.clone(), config.live.clone()),
-            media: media::Media::new(store.clone(), bus.clone(), config.media.clone()),
-            bus,
-            sale_events,
+            hub: parts.hub,
+            media: parts.media,
+            bus: parts.bus,
+            sale_events: parts.sale_events,
             sign_in_by_account: auth::Throttle::new(config.sign_in_attempts_per_account, WINDOW),
             sign_in_by_address: auth::Throttle::new(config.sign_in_attempts_per_address, WINDOW),
             metrics: middleware::metrics_handle(),
-            inventory: {
-                let inventory = store::Inventory::new(store.clone(), config.reservation_window)
-                    .observed_by(observer);
-                if config.inventory_batching {
-                    inventory
-                } else {
-                    inventory.without_batching()
-                }
-            },
-            payments: payments::TestProvider::new(
-                match &config.payment_webhook_secret {
-                    Some(secret) => secret.as_bytes().to_vec(),
-                    None => auth::random_bytes::<32>()
-                        .map(|b| b.to_vec())
-                        .unwrap_or_default(),
-                },
-                config.payment_async_delay,
-            ),
-            store,
+            inventory: parts.inventory,
+            payments: parts.payments,
+            store: parts.store,
             config,
         }))
     }
@@ -204,19 +196,12 @@ impl AppState {
         &self.0.bus
     }
 
-    /// Publishes a room event, stamped now.
-    pub(crate) fn announce(
-        &self,
-        room: &domain::ids::RoomId,
-        kind: &'static str,
-        data: serde_json::Value,
-    ) {
-        self.bus().publish(bus::RoomEvent {
-            room: room.clone(),
-            kind,
-            data,
-            at: domain::Timestamp::now(),
-        });
+    /// Publishes a room event. The change it tells of is already kept, so a
+    /// bus that fails costs the viewers that event, not the request.
+    pub(crate) async fn announce(&self, room: &domain::ids::RoomId, event: RoomEvent) {
+        if let Err(e) = self.bus().publish_room(room, &event).await {
+            tracing::warn!(%room, error = %e, kind = event.kind().as_str(), "a room event was not published");
+        }
     }
 
     /// The live rooms of this node.
@@ -229,8 +214,22 @@ impl AppState {
         &self.0.media
     }
 
-    pub(crate) fn sale_events(&self) -> &sale_events::SaleEvents {
+    pub(crate) fn sale_events(&self) -> &SaleEvents {
         &self.0.sale_events
+    }
+
+    /// Units of a sale came back (a reservation lapsed, an order was
+    /// cancelled): while the sale is open, its room hears the new stock, and a
+    /// sold-out sale that is live again says so.
+    pub(crate) async fn units_returned(&self, sale: &domain::ids::SaleId) {
+        use domain::sale::SaleStatus;
+        match self.store().sale(sale).await {
+            Ok(Some(sale)) if matches!(sale.status, SaleStatus::Live | SaleStatus::SoldOut) => {
+                self.sale_events().stock_changed(&sale);
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(%sale, error = %e, "cannot read a sale whose units came back"),
+        }
     }
 
     /// The flash-sale batchers.
@@ -328,6 +327,19 @@ pub async fn run_selling_clock(state: AppState, shutdown: CancellationToken) {
         match store.expire_reservations(now, 500).await {
             Ok(expired) if !expired.is_empty() => {
                 tracing::info!(orders = expired.len(), "reservations expired");
+                let mut sales = std::collections::HashSet::new();
+                for id in &expired {
+                    match store.order(id).await {
+                        Ok(Some(order)) => sales.extend(order.sale_id),
+                        Ok(None) => {}
+                        Err(e) => {
+                            tracing::warn!(order = %id, error = %e, "selling clock: cannot read an expired order")
+                        }
+                    }
+                }
+                for sale in sales {
+                    state.units_returned(&sale).await;
+                }
             }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "selling clock: cannot expire reservations"),
@@ -357,12 +369,7 @@ pub async fn run_selling_clock(state: AppState, shutdown: CancellationToken) {
             match result {
                 Ok(s) => {
                     tracing::info!(sale = %s.id, status = s.status.as_str(), "selling clock");
-                    let kind = if s.status == SaleStatus::Live {
-                        "sale.started"
-                    } else {
-                        "sale.ended"
-                    };
-                    state.sale_events().announce(kind, &s);
+                    state.sale_events().started_or_ended(&s).await;
                 }
                 // Another node or the seller got there first.
                 Err(store::StoreError::WrongState) => {}

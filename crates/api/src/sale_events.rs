@@ -8,8 +8,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bus::{Bus, RoomEvent};
-use domain::Timestamp;
+use bus::Bus;
+use domain::event::{RoomEvent, SaleState};
 use domain::ids::SaleId;
 use domain::sale::{FlashSale, SaleStatus};
 use tokio::sync::watch;
@@ -33,14 +33,27 @@ impl SaleEvents {
         }
     }
 
-    /// Publishes a one-off event about a sale at once (started, ended, ...).
-    pub fn announce(&self, kind: &'static str, sale: &FlashSale) {
-        self.bus.publish(RoomEvent {
-            room: sale.room_id.clone(),
-            kind,
-            data: live::sale_data(sale),
-            at: Timestamp::now(),
-        });
+    /// What the inventory batchers tell when a sale's stock changed.
+    pub fn observer(&self) -> store::StockObserver {
+        let events = self.clone();
+        std::sync::Arc::new(move |sale| events.stock_changed(sale))
+    }
+
+    /// Publishes that a sale started (it is live now) or ended (any other status).
+    pub async fn started_or_ended(&self, sale: &FlashSale) {
+        let state = SaleState::new(sale);
+        let event = if sale.status == SaleStatus::Live {
+            RoomEvent::SaleStarted(state)
+        } else {
+            RoomEvent::SaleEnded(state)
+        };
+        self.announce(sale, event).await;
+    }
+
+    async fn announce(&self, sale: &FlashSale, event: RoomEvent) {
+        if let Err(e) = self.bus.publish_room(&sale.room_id, &event).await {
+            tracing::warn!(sale = %sale.id, error = %e, kind = event.kind().as_str(), "a sale event was not published");
+        }
     }
 
     /// A sale's stock changed: its ticker publishes the latest state soon.
@@ -62,9 +75,13 @@ async fn run_ticker(events: SaleEvents, mut latest: watch::Receiver<FlashSale>) 
     let mut announced_sold_out = false;
     loop {
         let sale = latest.borrow_and_update().clone();
-        events.announce("sale.stock", &sale);
+        events
+            .announce(&sale, RoomEvent::SaleStock(SaleState::new(&sale)))
+            .await;
         if sale.status == SaleStatus::SoldOut && !announced_sold_out {
-            events.announce("sale.sold_out", &sale);
+            events
+                .announce(&sale, RoomEvent::SaleSoldOut(SaleState::new(&sale)))
+                .await;
             announced_sold_out = true;
         }
         if sale.status != SaleStatus::SoldOut {

@@ -170,6 +170,13 @@ impl Sku {
     }
 }
 
+impl<'de> serde::Deserialize<'de> for Sku {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Self::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
 /// A variant's option values, such as `{"size": "M", "colour": "red"}`.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, utoipa::ToSchema)]
 #[serde(transparent)]
@@ -198,6 +205,13 @@ impl OptionValues {
 
     pub fn as_map(&self) -> &BTreeMap<String, String> {
         &self.0
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for OptionValues {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let map = BTreeMap::<String, String>::deserialize(d)?;
+        Self::parse(&map).map_err(serde::de::Error::custom)
     }
 }
 

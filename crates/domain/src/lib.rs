@@ -1,4 +1,5 @@
-//! Hawker's rules as pure code: money, accounts, the catalog, stock and rooms.
+//! Hawker's rules as pure code: money, accounts, the catalog, stock, rooms and
+//! the room protocol ([`event`]).
 //!
 //! Every value type here is parsed, not validated: once an `Email`, a `Money` or a
 //! `Handle` exists, it is valid. This crate performs no I/O (no clock reads besides
@@ -6,6 +7,7 @@
 
 pub mod account;
 pub mod catalog;
+pub mod event;
 pub mod ids;
 pub mod money;
 pub mod order;

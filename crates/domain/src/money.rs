@@ -1,6 +1,6 @@
 //! Money is an integer count of minor units with an ISO-4217 currency. No floats.
 
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::ValidationError;
 
@@ -38,6 +38,13 @@ impl Serialize for Currency {
     }
 }
 
+impl<'de> Deserialize<'de> for Currency {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let code = String::deserialize(d)?;
+        Self::parse(&code).map_err(serde::de::Error::custom)
+    }
+}
+
 impl std::fmt::Display for Currency {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.code())
@@ -61,6 +68,18 @@ pub struct Money {
     /// Integer count of the currency's minor units (cents for EUR).
     pub amount: i64,
     pub currency: Currency,
+}
+
+impl<'de> Deserialize<'de> for Money {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        struct Carried {
+            amount: i64,
+            currency: Currency,
+        }
+        let c = Carried::deserialize(d)?;
+        Self::new(c.amount, c.currency).map_err(serde::de::Error::custom)
+    }
 }
 
 impl Money {

@@ -15,9 +15,9 @@ pub enum RoomStatus {
     Ended,
 }
 
-/// What happens to a room.
+/// What happens to a room: the input of its status machine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RoomEvent {
+pub enum RoomChange {
     /// The seller's encoder started publishing.
     StreamStarted,
     /// The encoder stopped; the room may go live again (a reconnect or a break).
@@ -30,7 +30,7 @@ pub enum RoomEvent {
 #[error("a {from:?} room cannot take {event:?}")]
 pub struct TransitionError {
     pub from: RoomStatus,
-    pub event: RoomEvent,
+    pub event: RoomChange,
 }
 
 /// Where a room's LL-HLS playlist is served.
@@ -45,7 +45,7 @@ pub fn flv_path(room: &RoomId) -> String {
 
 /// Where a live room's stream plays and since when: the data of the
 /// `stream.live` event and the room's `stream` in a live room's snapshot.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Playback {
     pub started_at: Option<Timestamp>,
     pub hls: String,
@@ -63,8 +63,8 @@ impl Playback {
 }
 
 impl RoomStatus {
-    pub fn apply(self, event: RoomEvent) -> Result<Self, TransitionError> {
-        use RoomEvent as E;
+    pub fn apply(self, event: RoomChange) -> Result<Self, TransitionError> {
+        use RoomChange as E;
         use RoomStatus as S;
         match (self, event) {
             (S::Scheduled | S::Live, E::StreamStarted) => Ok(S::Live),
@@ -138,11 +138,11 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn event() -> impl Strategy<Value = RoomEvent> {
+    fn event() -> impl Strategy<Value = RoomChange> {
         prop_oneof![
-            Just(RoomEvent::StreamStarted),
-            Just(RoomEvent::StreamStopped),
-            Just(RoomEvent::Ended),
+            Just(RoomChange::StreamStarted),
+            Just(RoomChange::StreamStopped),
+            Just(RoomChange::Ended),
         ]
     }
 
@@ -156,7 +156,7 @@ mod tests {
                 if let Ok(next) = status.apply(e) {
                     prop_assert!(before != RoomStatus::Ended);
                     if next == RoomStatus::Live {
-                        prop_assert_eq!(e, RoomEvent::StreamStarted);
+                        prop_assert_eq!(e, RoomChange::StreamStarted);
                     }
                     status = next;
                 }
@@ -201,7 +201,7 @@ impl SanctionKind {
 }
 
 /// A user muted or banned in a room.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Sanction {
     pub room_id: RoomId,
     pub user_id: crate::ids::UserId,
@@ -241,6 +241,13 @@ impl ChatText {
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for ChatText {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Self::parse(&s).map_err(serde::de::Error::custom)
     }
 }
 

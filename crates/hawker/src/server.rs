@@ -1,5 +1,5 @@
-//! Start-up and shutdown: every long-running task starts here and stops on one
-//! cancellation token.
+//! Start-up and shutdown: the store opened and migrated, the node
+//! (`hawker-node`, which starts every long-running task) run until a signal.
 
 use std::time::Instant;
 
@@ -97,44 +97,33 @@ pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
     let rtmp_addr = rtmp.local_addr()?;
 
     let shutdown = CancellationToken::new();
-    let mut tasks = tokio::task::JoinSet::new();
-    let mut api_config = config.api.clone();
-    api_config.rtmp_port = rtmp_addr.port();
-    let state = api::AppState::new(store.clone(), api_config);
-    tasks.spawn(api::sweep_sessions(store.clone(), shutdown.clone()));
-    tasks.spawn(api::run_selling_clock(state.clone(), shutdown.clone()));
-    state.media().recorder().recover().await;
-    tasks.spawn(media::ingest::serve(
-        rtmp,
-        state.media().clone(),
-        shutdown.clone(),
-    ));
-    if let Some(keep) = config.recording_retention {
-        tasks.spawn(sweep_recordings(
-            state.media().recorder().clone(),
-            keep,
-            shutdown.clone(),
-        ));
-    }
+    let settings = node::Settings {
+        api: config.api.clone(),
+        shutdown_grace: config.shutdown_grace,
+        recording_retention: config.recording_retention,
+    };
+    let mut node = node::Node::start(store.clone(), settings, listener, rtmp, shutdown.clone())
+        .await
+        .context("starting the node")?;
     if let Some(room) = demo_room {
-        tasks.spawn(crate::demo::broadcast(
-            state.media().clone(),
+        node.spawn(crate::demo::broadcast(
+            node.state.media().clone(),
             rtmp_addr,
             room,
             shutdown.clone(),
         ));
-        tasks.spawn(loadgen::crowd::flash_sales(
+        node.spawn(loadgen::crowd::flash_sales(
             crate::demo::crowd(addr),
             shutdown.clone(),
         ));
-        tasks.spawn(loadgen::crowd::chat(
+        node.spawn(loadgen::crowd::chat(
             crate::demo::chatter(addr),
             shutdown.clone(),
         ));
     }
     // Register the handlers before saying we are ready: a SIGTERM that arrives
     // right after must drain, not kill.
-    tasks.spawn(stop_on_signal(Signals::register()?, shutdown.clone()));
+    node.spawn(stop_on_signal(Signals::register()?, shutdown.clone()));
 
     tracing::info!(
         %addr,
@@ -144,27 +133,10 @@ pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
         ms = started.elapsed().as_millis() as u64,
         "Hawker is ready at http://{addr}"
     );
-    let served = api::serve(listener, state, shutdown.clone(), config.shutdown_grace).await;
-    shutdown.cancel();
-    while tasks.join_next().await.is_some() {}
+    let served = node.run().await;
     store.close().await;
     tracing::info!("stopped");
     served.context("serving HTTP")
-}
-
-/// Deletes recordings past their retention, hourly.
-async fn sweep_recordings(
-    recorder: media::record::Recorder,
-    keep: std::time::Duration,
-    shutdown: CancellationToken,
-) {
-    loop {
-        recorder.sweep(keep).await;
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(std::time::Duration::from_secs(3600)) => {}
-        }
-    }
 }
 
 /// SIGINT and SIGTERM, listened for from the moment they are registered.

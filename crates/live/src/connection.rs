@@ -323,14 +323,17 @@ async fn read<R, E>(
                 draining = true;
                 continue;
             }
-            Message::Text(text) => read_text(
-                &hub,
-                &room,
-                viewer.as_ref(),
-                &mut likes,
-                &limits,
-                text.as_str(),
-            ),
+            Message::Text(text) => {
+                read_text(
+                    &hub,
+                    &room,
+                    viewer.as_ref(),
+                    &mut likes,
+                    &limits,
+                    text.as_str(),
+                )
+                .await
+            }
             Message::Binary(_) => {
                 reject("binary");
                 refuse("unsupported_frame", "frames are JSON text", true)
@@ -473,7 +476,7 @@ fn refused_chat(refusal: Refusal) -> Reply {
 }
 
 /// Reads one text frame: `chat`, `like` or `ping`.
-fn read_text(
+async fn read_text(
     hub: &Hub,
     room: &Room,
     viewer: Option<&Viewer>,
@@ -521,8 +524,13 @@ fn read_text(
             {
                 return refused_chat(refusal);
             }
-            hub.chat(&room.id, viewer, &text);
-            Reply::Nothing
+            match hub.chat(&room.id, viewer, &text).await {
+                Ok(()) => Reply::Nothing,
+                Err(e) => {
+                    tracing::warn!(room = %room.id, error = %e, "a chat message could not be published");
+                    refuse("unavailable", "chat is unavailable; try again", false)
+                }
+            }
         }
         other => {
             reject("unknown_type");

@@ -1,12 +1,13 @@
 //! Live rooms: the WebSocket gateway, chat, likes, viewer counts, and the room
-//! events of the other parts (flash sales now; pins and the stream to come).
+//! events of the other parts (sales, pins, the stream, moderation).
 //!
 //! How a chat message flows: a viewer's connection validates it (signed in, rate,
 //! length) and publishes it on the bus; the room's task on this node takes it
-//! from the bus, gives it the room's next sequence number, serialises it once and
-//! sends the bytes to every connection of the room through one broadcast ring
-//! ([`room`]); the message is kept in the store in batches, off that path. Each
-//! connection ([`connection`]) writes whatever frames are waiting in one flush.
+//! from the bus, decodes it ([`domain::event::RoomEvent`]), gives it the room's
+//! next sequence number, serialises it once and sends the bytes to every
+//! connection of the room through one broadcast ring ([`room`]); the message is
+//! kept in the store in batches, off that path. Each connection ([`connection`])
+//! writes whatever frames are waiting in one flush.
 //!
 //! Sequence numbers are this node's: the in-process bus has one node. A bus that
 //! spans nodes brings its own order, and the room task will number in that order.
@@ -19,22 +20,30 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bus::{Bus, RoomEvent};
+use bus::{Bus, BusError, Subscription, Topic};
 use domain::Timestamp;
-use domain::ids::{MessageId, RoomId, UserId};
-use domain::room::{Playback, RoomStatus};
+use domain::event::{
+    ChatEntry, ChatMessage, PinCard, RoomEvent, RoomSummary, SaleState, ShopEvent, Speaker,
+    Undecodable,
+};
+use domain::ids::{MessageId, RoomId};
+use domain::room::{ChatText, Playback, RoomStatus};
 use domain::sale::SaleStatus;
-use serde_json::{Value, json};
 use store::{ChatRecord, PageRequest, RoomSample, Store, StoreError};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 pub use connection::{Limits, Viewer, serve};
 pub use room::{Frame, Rate, Refusal, Room, Seed, Start};
 
-/// The bus event that tells a room its shop's new blocked words (`data.words`,
-/// lower case). Applied to the room's rules, never shown to viewers.
-pub const BLOCKED_WORDS: &str = "moderation.blocked_words";
+/// Why a room could not be opened on this node.
+#[derive(Debug, thiserror::Error)]
+pub enum JoinError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Bus(#[from] BusError),
+}
 
 /// How often a room's new frames go out to its connections, together.
 pub const FLUSH: Duration = Duration::from_millis(20);
@@ -168,22 +177,33 @@ impl Hub {
 
     /// Takes a seat in the room, opening the room on this node if needed.
     /// `None` when there is no such room.
-    pub async fn join(&self, id: &RoomId) -> Result<Option<Seat>, StoreError> {
+    pub async fn join(&self, id: &RoomId) -> Result<Option<Seat>, JoinError> {
         if let Some(seat) = self.seat_in_open_room(id) {
             return Ok(Some(seat));
         }
-        let Some(seed) = self.seed(id).await? else {
+        // Subscribed before the room is read, so that nothing published while
+        // it is read is lost.
+        let events = self.0.bus.subscribe(&Topic::Room(id.clone())).await?;
+        let Some(room) = self.0.store.room(id).await? else {
             return Ok(None);
         };
+        let shop_events = self
+            .0
+            .bus
+            .subscribe(&Topic::Shop(room.shop_id.clone()))
+            .await?;
+        let seed = self.seed(room).await?;
         let mut rooms = self.0.rooms.lock().unwrap_or_else(|p| p.into_inner());
         let room = rooms
             .entry(id.clone())
             .or_insert_with(|| {
                 let room = Arc::new(Room::new(id.clone(), seed, self.0.limits.ring));
-                let events = self.0.bus.subscribe(id);
-                self.0
-                    .rooms_runtime
-                    .spawn(run_room(self.clone(), room.clone(), events));
+                self.0.rooms_runtime.spawn(run_room(
+                    self.clone(),
+                    room.clone(),
+                    events,
+                    shop_events,
+                ));
                 room
             })
             .clone();
@@ -205,25 +225,29 @@ impl Hub {
 
     /// Publishes a viewer's chat message to the room (through the bus, so that
     /// every node shows it).
-    pub fn chat(&self, room: &RoomId, viewer: &Viewer, text: &domain::room::ChatText) {
-        self.0.bus.publish(RoomEvent {
-            room: room.clone(),
-            kind: "chat",
-            data: json!({
-                "id": MessageId::generate(),
-                "user": {"id": viewer.id, "name": viewer.name, "moderator": viewer.moderator},
-                "text": text.as_str(),
-            }),
-            at: Timestamp::now(),
+    pub async fn chat(
+        &self,
+        room: &RoomId,
+        viewer: &Viewer,
+        text: &ChatText,
+    ) -> Result<(), BusError> {
+        let message = RoomEvent::Chat(ChatMessage {
+            id: MessageId::generate(),
+            user: Speaker {
+                id: viewer.id.clone(),
+                name: viewer.name.clone(),
+                moderator: viewer.moderator,
+            },
+            text: text.clone(),
         });
+        self.0.bus.publish_room(room, &message).await
     }
 
-    /// What a room starts from: its description, its running sale, its last chat.
-    async fn seed(&self, id: &RoomId) -> Result<Option<Seed>, StoreError> {
+    /// What a room starts from: its description, its running sale, its pin,
+    /// its last chat and its rules.
+    async fn seed(&self, room: domain::room::Room) -> Result<Seed, StoreError> {
         let store = &self.0.store;
-        let Some(room) = store.room(id).await? else {
-            return Ok(None);
-        };
+        let id = &room.id;
         let sales = store
             .sales_of_room(
                 id,
@@ -237,41 +261,53 @@ impl Hub {
             .items
             .iter()
             .find(|s| matches!(s.status, SaleStatus::Live | SaleStatus::SoldOut))
-            .map(sale_data);
+            .map(SaleState::new);
         let chat = store
             .recent_chat(id, room::SNAPSHOT_CHAT as i64)
             .await?
             .into_iter()
-            .map(|m| {
-                json!({"id": m.id, "user": {"id": m.user}, "text": m.text, "seq": m.seq, "at": m.at})
+            .filter_map(|m| {
+                Some(ChatEntry {
+                    message: ChatMessage {
+                        id: m.record.id,
+                        user: Speaker {
+                            id: m.record.user,
+                            name: m.name,
+                            moderator: m.record.moderator,
+                        },
+                        text: ChatText::parse(&m.record.text).ok()?,
+                    },
+                    seq: u64::try_from(m.record.seq).ok()?,
+                    at: m.record.at,
+                })
             })
             .collect();
         let pinned = match store.current_pin(id).await? {
-            Some((product, at)) => store.product(&product).await?.map(|p| pin_card(&p, at)),
+            Some((product, at)) => store.product(&product).await?.map(|p| PinCard::new(&p, at)),
             None => None,
         };
         let sanctions = store.sanctions(id).await?;
         let slow_mode_seconds = u64::try_from(store.slow_mode(id).await?).unwrap_or(0);
         let blocked_words = store.blocked_words(&room.shop_id).await?;
-        Ok(Some(Seed {
+        Ok(Seed {
             sanctions,
             slow_mode_seconds,
             blocked_words,
             pinned,
             // A room opened while its stream runs learns of it here, since
             // the `stream.live` event went by before anyone joined.
-            room: json!({
-                "id": room.id,
-                "shop_id": room.shop_id,
-                "title": room.title,
-                "status": room.status,
-                "started_at": room.started_at,
-                "stream": (room.status == RoomStatus::Live)
+            room: RoomSummary {
+                stream: (room.status == RoomStatus::Live)
                     .then(|| Playback::new(&room.id, room.started_at)),
-            }),
+                id: room.id,
+                shop_id: room.shop_id,
+                title: room.title,
+                status: room.status,
+                started_at: room.started_at,
+            },
             sale,
             chat,
-        }))
+        })
     }
 }
 
@@ -281,43 +317,15 @@ fn take_seat(room: Arc<Room>) -> Seat {
     Seat { room }
 }
 
-/// A pinned product as room events describe it: what the viewer's product card
-/// shows (title, first image, price, each variant with its stock).
-pub fn pin_card(product: &domain::catalog::Product, pinned_at: Timestamp) -> Value {
-    let price = product.variants.first().map(|v| v.price);
-    json!({
-        "product_id": product.id,
-        "title": product.title,
-        "image": product.images.first().map(|id| format!("/images/{id}")),
-        "price": price,
-        "variants": product.variants.iter().map(|v| json!({
-            "id": v.id,
-            "sku": v.sku,
-            "options": v.options,
-            "price": v.price,
-            "stock": v.stock_on_hand,
-        })).collect::<Vec<_>>(),
-        "pinned_at": pinned_at,
-    })
-}
-
-/// A sale as room events (`sale.*`) and snapshots describe it.
-pub fn sale_data(sale: &domain::sale::FlashSale) -> Value {
-    json!({
-        "sale_id": sale.id,
-        "variant_id": sale.variant_id,
-        "available": sale.available,
-        "quantity": sale.quantity,
-        "status": sale.status,
-        "price": sale.price,
-        "ends_at": sale.ends_at,
-    })
-}
-
-/// The room's task on this node: numbers the bus's events into the room, sends
-/// the coalesced counters every [`TICK`], and lets the room go when nobody has
-/// watched it here for [`IDLE`].
-async fn run_room(hub: Hub, room: Arc<Room>, mut events: broadcast::Receiver<Arc<RoomEvent>>) {
+/// The room's task on this node: numbers the bus's events into the room, applies
+/// its shop's rules, sends the coalesced counters every [`TICK`], and lets the
+/// room go when nobody has watched it here for [`IDLE`].
+async fn run_room(
+    hub: Hub,
+    room: Arc<Room>,
+    mut events: Subscription,
+    mut shop_events: Subscription,
+) {
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut idle_since: Option<tokio::time::Instant> = None;
@@ -327,37 +335,36 @@ async fn run_room(hub: Hub, room: Arc<Room>, mut events: broadcast::Receiver<Arc
     loop {
         tokio::select! {
             _ = flush.tick() => room.flush(),
-            event = events.recv() => match event {
-                Ok(event) if event.kind == BLOCKED_WORDS => {
+            payload = events.next() => {
+                let Some(payload) = payload else { return };
+                match RoomEvent::decode(&payload) {
+                    Ok(event) => {
+                        if let RoomEvent::Chat(message) = &event {
+                            let shown = message.user.moderator
+                                || room::take(&mut display, hub.0.limits.display, std::time::Instant::now()).is_ok();
+                            let seq = if shown {
+                                room.publish(&event)
+                            } else {
+                                // Over the display cap: kept, not shown.
+                                metrics::counter!("live_chat_not_shown_total").increment(1);
+                                room.seq()
+                            };
+                            log_chat(&hub, &room.id, seq, message);
+                        } else {
+                            room.publish(&event);
+                        }
+                    }
+                    Err(e) => skip(&room.id, &e),
+                }
+            }
+            payload = shop_events.next() => {
+                let Some(payload) = payload else { return };
+                match ShopEvent::decode(&payload) {
                     // For the room's rules only: viewers never see the list.
-                    let words = event.data["words"]
-                        .as_array()
-                        .map(|w| w.iter().filter_map(|w| w.as_str().map(str::to_owned)).collect())
-                        .unwrap_or_default();
-                    room.set_blocked_words(words);
+                    Ok(ShopEvent::BlockedWords { words }) => room.set_blocked_words(words),
+                    Err(e) => skip(&room.id, &e),
                 }
-                Ok(event) if event.kind == "chat" => {
-                    let priority = event.data["user"]["moderator"] == true;
-                    let seq = if priority
-                        || room::take(&mut display, hub.0.limits.display, std::time::Instant::now()).is_ok()
-                    {
-                        room.publish(event.kind, event.data.clone())
-                    } else {
-                        // Over the display cap: kept, not shown.
-                        metrics::counter!("live_chat_not_shown_total").increment(1);
-                        room.seq()
-                    };
-                    log_chat(&hub, &room.id, seq, &event);
-                }
-                Ok(event) => {
-                    room.publish(event.kind, event.data.clone());
-                }
-                Err(broadcast::error::RecvError::Lagged(n)) => {
-                    tracing::warn!(room = %room.id, missed = n, "a room fell behind the bus");
-                    metrics::counter!("live_bus_missed_total").increment(n);
-                }
-                Err(broadcast::error::RecvError::Closed) => return,
-            },
+            }
             _ = tick.tick() => {
                 room.tick();
                 if room.viewers.load(Ordering::Relaxed) > 0 {
@@ -376,15 +383,26 @@ async fn run_room(hub: Hub, room: Arc<Room>, mut events: broadcast::Receiver<Arc
     }
 }
 
-fn log_chat(hub: &Hub, room: &RoomId, seq: u64, event: &RoomEvent) {
-    let data = &event.data;
+/// An event this node cannot show (a newer node's, or garbled) is counted and
+/// skipped; the room goes on.
+fn skip(room: &RoomId, error: &Undecodable) {
+    let reason = match error {
+        Undecodable::Unknown(_) => "unknown_type",
+        Undecodable::Malformed(_) => "malformed",
+    };
+    tracing::debug!(%room, %error, "a bus event was skipped");
+    metrics::counter!("live_bus_events_skipped_total", "reason" => reason).increment(1);
+}
+
+fn log_chat(hub: &Hub, room: &RoomId, seq: u64, message: &ChatMessage) {
     let record = ChatRecord {
-        id: MessageId::from_string(data["id"].as_str().unwrap_or_default()),
+        id: message.id.clone(),
         room: room.clone(),
-        user: UserId::from_string(data["user"]["id"].as_str().unwrap_or_default()),
+        user: message.user.id.clone(),
+        moderator: message.user.moderator,
         seq: i64::try_from(seq).unwrap_or(i64::MAX),
-        text: data["text"].as_str().unwrap_or_default().to_owned(),
-        at: event.at,
+        text: message.text.as_str().to_owned(),
+        at: Timestamp::now(),
     };
     if hub.0.chat_log.try_send(record).is_err() {
         metrics::counter!("live_chat_unlogged_total").increment(1);

@@ -14,9 +14,12 @@ use std::time::{Duration, Instant};
 
 use axum::extract::ws::Utf8Bytes;
 use domain::Timestamp;
+use domain::event::{
+    ChatEntry, Likes, PinCard, RoomEvent, RoomSummary, RoomView, SaleState, ViewKind, Viewers,
+    view_frame,
+};
 use domain::ids::{RoomId, ShopId, UserId};
-use domain::room::{Sanction, SanctionKind};
-use serde_json::{Value, json};
+use domain::room::{RoomStatus, Sanction, SanctionKind};
 use tokio::sync::broadcast;
 
 /// Frames a room keeps for viewers who reconnect with `since`.
@@ -56,22 +59,22 @@ pub(crate) struct Bucket {
 struct State {
     seq: u64,
     history: VecDeque<Frame>,
-    chat: VecDeque<Value>,
+    chat: VecDeque<ChatEntry>,
     likes: u64,
-    viewers_shown: usize,
-    room: Value,
-    sale: Option<Value>,
-    pinned: Option<Value>,
+    viewers_shown: u64,
+    room: RoomSummary,
+    sale: Option<SaleState>,
+    pinned: Option<PinCard>,
     /// Published, not yet in the ring (see [`Room::flush`]).
     pending: Vec<Frame>,
 }
 
 /// What a new room starts from, read from the store.
 pub struct Seed {
-    pub room: Value,
-    pub sale: Option<Value>,
-    pub pinned: Option<Value>,
-    pub chat: Vec<Value>,
+    pub room: RoomSummary,
+    pub sale: Option<SaleState>,
+    pub pinned: Option<PinCard>,
+    pub chat: Vec<ChatEntry>,
     pub sanctions: Vec<Sanction>,
     pub slow_mode_seconds: u64,
     /// The shop's blocked words, lower case.
@@ -125,13 +128,13 @@ impl Room {
         // Sequence numbers start from the clock, so that after a restart they
         // continue above anything a reconnecting viewer saw before it.
         let first = u64::try_from(Timestamp::now().as_millis()).unwrap_or(0) * 1000;
-        let mut chat: VecDeque<Value> = seed.chat.into();
+        let mut chat: VecDeque<ChatEntry> = seed.chat.into();
         while chat.len() > SNAPSHOT_CHAT {
             chat.pop_front();
         }
         Self {
             id,
-            shop_id: ShopId::from_string(seed.room["shop_id"].as_str().unwrap_or_default()),
+            shop_id: seed.room.shop_id.clone(),
             state: Mutex::new(State {
                 seq: first,
                 history: VecDeque::with_capacity(HISTORY),
@@ -170,69 +173,61 @@ impl Room {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Numbers, serialises and sends one event; returns its sequence number.
-    pub fn publish(&self, kind: &str, data: Value) -> u64 {
+    /// Numbers, serialises and sends one event, stamped now; returns its
+    /// sequence number.
+    pub fn publish(&self, event: &RoomEvent) -> u64 {
+        let at = Timestamp::now();
         let mut state = self.lock();
         state.seq += 1;
         let seq = state.seq;
-        match kind {
-            "chat" => {
+        match event {
+            RoomEvent::Chat(message) => {
                 if state.chat.len() == SNAPSHOT_CHAT {
                     state.chat.pop_front();
                 }
-                state.chat.push_back(data.clone());
+                state.chat.push_back(ChatEntry {
+                    message: message.clone(),
+                    seq,
+                    at,
+                });
             }
-            "sale.started" | "sale.stock" | "sale.sold_out" => state.sale = Some(data.clone()),
-            "sale.ended" => state.sale = None,
-            "likes" => state.likes = data["count"].as_u64().unwrap_or(state.likes),
-            "viewers" => {
-                state.viewers_shown = data["count"]
-                    .as_u64()
-                    .and_then(|n| usize::try_from(n).ok())
-                    .unwrap_or(0)
+            RoomEvent::SaleStarted(sale)
+            | RoomEvent::SaleStock(sale)
+            | RoomEvent::SaleSoldOut(sale) => {
+                state.sale = Some(sale.clone());
             }
-            "room.ended" => state.room["status"] = json!("ended"),
-            "stream.live" => {
-                state.room["status"] = json!("live");
-                state.room["stream"] = data.clone();
+            RoomEvent::SaleEnded(_) => state.sale = None,
+            RoomEvent::Likes(likes) => state.likes = likes.count,
+            RoomEvent::Viewers(viewers) => state.viewers_shown = viewers.count,
+            RoomEvent::RoomEnded(_) => state.room.status = RoomStatus::Ended,
+            RoomEvent::StreamLive(playback) => {
+                state.room.status = RoomStatus::Live;
+                state.room.stream = Some(playback.clone());
             }
-            "stream.ended" => {
-                if state.room["status"] == "live" {
-                    state.room["status"] = json!("scheduled");
+            RoomEvent::StreamEnded(_) => {
+                if state.room.status == RoomStatus::Live {
+                    state.room.status = RoomStatus::Scheduled;
                 }
-                state.room["stream"] = Value::Null;
+                state.room.stream = None;
             }
-            "pin" => state.pinned = Some(data.clone()),
-            "unpin" => state.pinned = None,
-            "chat.deleted" => state.chat.retain(|m| m["id"] != data["id"]),
-            "slow_mode" => {
-                self.speakers().slow_mode =
-                    Duration::from_secs(data["seconds"].as_u64().unwrap_or(0));
+            RoomEvent::Pin(card) => state.pinned = Some(card.clone()),
+            RoomEvent::Unpin(_) => state.pinned = None,
+            RoomEvent::ChatDeleted(deleted) => state.chat.retain(|m| m.message.id != deleted.id),
+            RoomEvent::SlowMode(slow) => {
+                self.speakers().slow_mode = Duration::from_secs(slow.seconds);
             }
-            "user.muted" | "user.banned" => {
-                if let Ok(sanction) = sanction_of(&data) {
-                    self.speakers()
-                        .sanctions
-                        .insert(sanction.user_id.clone(), sanction);
-                }
+            RoomEvent::UserMuted(sanction) | RoomEvent::UserBanned(sanction) => {
+                self.speakers()
+                    .sanctions
+                    .insert(sanction.user_id.clone(), sanction.clone());
             }
-            "user.sanction_lifted" => {
-                if let Some(user) = data["user_id"].as_str() {
-                    self.speakers().sanctions.remove(&UserId::from_string(user));
-                }
+            RoomEvent::SanctionLifted(lifted) => {
+                self.speakers().sanctions.remove(&lifted.user_id);
             }
-            _ => {}
         }
-        let text = json!({
-            "type": kind,
-            "seq": seq,
-            "at": Timestamp::now(),
-            "data": data,
-        })
-        .to_string();
         let frame = Frame {
             seq,
-            text: Utf8Bytes::from(text),
+            text: Utf8Bytes::from(event.frame(seq, at)),
         };
         if state.history.len() == HISTORY {
             state.history.pop_front();
@@ -283,7 +278,7 @@ impl Room {
                 )
             }
             _ => Start::Snapshot(
-                Utf8Bytes::from(snapshot(&state, self.slow_mode(), "snapshot", true)),
+                Utf8Bytes::from(view(&state, self.slow_mode(), ViewKind::Snapshot)),
                 state.seq,
             ),
         };
@@ -294,7 +289,7 @@ impl Room {
     /// frames: it keeps the latest state even when it missed chat.
     pub fn state_frame(&self) -> Utf8Bytes {
         let state = self.lock();
-        Utf8Bytes::from(snapshot(&state, self.slow_mode(), "state", false))
+        Utf8Bytes::from(view(&state, self.slow_mode(), ViewKind::State))
     }
 
     /// A like from a viewer; shown in the next coalesced `likes` event.
@@ -317,11 +312,11 @@ impl Room {
         let added = self.likes_pending.swap(0, Ordering::Relaxed);
         if added > 0 {
             let count = self.lock().likes + added;
-            self.publish("likes", json!({"count": count, "added": added}));
+            self.publish(&RoomEvent::Likes(Likes { count, added }));
         }
-        let viewers = self.viewers.load(Ordering::Relaxed);
+        let viewers = self.viewers.load(Ordering::Relaxed) as u64;
         if viewers != self.lock().viewers_shown {
-            self.publish("viewers", json!({"count": viewers}));
+            self.publish(&RoomEvent::Viewers(Viewers { count: viewers }));
         }
     }
 
@@ -405,26 +400,6 @@ impl Room {
     }
 }
 
-/// A sanction as `user.muted` and `user.banned` events carry it.
-fn sanction_of(data: &Value) -> Result<Sanction, serde_json::Error> {
-    #[derive(serde::Deserialize)]
-    struct Carried {
-        room_id: String,
-        user_id: String,
-        kind: SanctionKind,
-        until: Option<Timestamp>,
-        created_at: Timestamp,
-    }
-    let c: Carried = serde_json::from_value(data.clone())?;
-    Ok(Sanction {
-        room_id: RoomId::from_string(c.room_id),
-        user_id: UserId::from_string(c.user_id),
-        kind: c.kind,
-        until: c.until,
-        created_at: c.created_at,
-    })
-}
-
 /// Takes one token from `bucket` at `now`, or says how long until there is one.
 pub(crate) fn take(bucket: &mut Bucket, rate: Rate, now: Instant) -> Result<(), Duration> {
     let refill = now.duration_since(bucket.at).as_secs_f64() * rate.per_second;
@@ -448,19 +423,17 @@ pub(crate) fn bucket(rate: Rate) -> Bucket {
     }
 }
 
-fn snapshot(state: &State, slow_mode_seconds: u64, kind: &str, with_chat: bool) -> String {
-    let mut data = json!({
-        "room": state.room,
-        "viewers": state.viewers_shown,
-        "likes": state.likes,
-        "sale": state.sale,
-        "pinned": state.pinned,
-        "slow_mode_seconds": slow_mode_seconds,
-    });
-    if with_chat {
-        data["chat"] = Value::Array(state.chat.iter().cloned().collect());
-    }
-    json!({"type": kind, "seq": state.seq, "at": Timestamp::now(), "data": data}).to_string()
+fn view(state: &State, slow_mode_seconds: u64, kind: ViewKind) -> String {
+    let view = RoomView {
+        room: &state.room,
+        viewers: state.viewers_shown,
+        likes: state.likes,
+        sale: state.sale.as_ref(),
+        pinned: state.pinned.as_ref(),
+        slow_mode_seconds,
+        chat: (kind == ViewKind::Snapshot).then(|| state.chat.iter().collect()),
+    };
+    view_frame(kind, state.seq, Timestamp::now(), &view)
 }
 
 #[cfg(test)]
@@ -468,12 +441,36 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+    use domain::catalog::Title;
+    use domain::event::{ChatMessage, Speaker};
+    use domain::ids::MessageId;
+    use domain::room::ChatText;
+    use serde_json::Value;
+
+    fn chat(text: impl std::fmt::Display) -> RoomEvent {
+        RoomEvent::Chat(ChatMessage {
+            id: MessageId::generate(),
+            user: Speaker {
+                id: UserId::generate(),
+                name: "Ann".into(),
+                moderator: false,
+            },
+            text: ChatText::parse(&text.to_string()).unwrap(),
+        })
+    }
 
     fn room() -> Room {
         Room::new(
             RoomId::generate(),
             Seed {
-                room: json!({"title": "Live"}),
+                room: RoomSummary {
+                    id: RoomId::generate(),
+                    shop_id: ShopId::generate(),
+                    title: Title::parse("Live").unwrap(),
+                    status: RoomStatus::Scheduled,
+                    started_at: None,
+                    stream: None,
+                },
                 sale: None,
                 pinned: None,
                 chat: vec![],
@@ -497,8 +494,8 @@ mod tests {
             panic!("a new viewer starts from a snapshot")
         };
         let first = parse(&snap)["seq"].as_u64().unwrap();
-        let a = room.publish("chat", json!({"text": "a"}));
-        let b = room.publish("chat", json!({"text": "b"}));
+        let a = room.publish(&chat("a"));
+        let b = room.publish(&chat("b"));
         assert_eq!((a, b), (first + 1, first + 2));
         assert!(rx.try_recv().is_err(), "nothing before the flush");
         room.flush();
@@ -507,7 +504,7 @@ mod tests {
         assert_eq!(parse(&got.text)["data"]["text"], "a");
         // Both receivers share the same bytes.
         let (_, mut other) = room.join(None);
-        room.publish("chat", json!({"text": "c"}));
+        room.publish(&chat("c"));
         room.flush();
         rx.try_recv().unwrap();
         let mine = rx.try_recv().unwrap();
@@ -518,9 +515,9 @@ mod tests {
     #[test]
     fn a_reconnect_replays_what_was_missed_or_gets_a_snapshot() {
         let room = room();
-        let s1 = room.publish("chat", json!({"text": "1"}));
-        let s2 = room.publish("chat", json!({"text": "2"}));
-        let s3 = room.publish("chat", json!({"text": "3"}));
+        let s1 = room.publish(&chat("1"));
+        let s2 = room.publish(&chat("2"));
+        let s3 = room.publish(&chat("3"));
         let (Start::Replay(missed), _) = room.join(Some(s1)) else {
             panic!("the history covers it")
         };
@@ -531,7 +528,7 @@ mod tests {
         assert!(none.is_empty());
         assert!(matches!(room.join(Some(s3 + 10)).0, Start::Snapshot(..)));
         for i in 0..HISTORY {
-            room.publish("chat", json!({"text": i}));
+            room.publish(&chat(i));
         }
         let (Start::Snapshot(snap, _), _) = room.join(Some(s1)) else {
             panic!("fell out of the history")

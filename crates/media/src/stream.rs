@@ -8,13 +8,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use bus::{Bus, RoomEvent as BusEvent};
+use bus::Bus;
 use bytes::{Bytes, BytesMut};
 use domain::Timestamp;
+use domain::event::{Ended, RoomEvent};
 use domain::ids::RoomId;
-use domain::room::{Playback, Room, RoomEvent, RoomStatus};
+use domain::room::{Playback, Room, RoomChange, RoomStatus};
 use serde::Serialize;
-use serde_json::json;
 use store::Store;
 use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
@@ -173,9 +173,9 @@ impl Media {
             self.set_live(&room.id, true).await;
             self.announce(
                 &room.id,
-                "stream.live",
-                json!(Playback::new(&room.id, Some(started))),
-            );
+                RoomEvent::StreamLive(Playback::new(&room.id, Some(started))),
+            )
+            .await;
         }
         Publisher {
             media: self.clone(),
@@ -190,12 +190,12 @@ impl Media {
         let Ok(Some(current)) = store.room(room).await else {
             return;
         };
-        let event = if live {
-            RoomEvent::StreamStarted
+        let change = if live {
+            RoomChange::StreamStarted
         } else {
-            RoomEvent::StreamStopped
+            RoomChange::StreamStopped
         };
-        if let Ok(to) = current.status.apply(event)
+        if let Ok(to) = current.status.apply(change)
             && to != current.status
             && let Err(e) = store.set_room_status(room, current.status, to).await
         {
@@ -203,13 +203,10 @@ impl Media {
         }
     }
 
-    fn announce(&self, room: &RoomId, kind: &'static str, data: serde_json::Value) {
-        self.0.bus.publish(BusEvent {
-            room: room.clone(),
-            kind,
-            data,
-            at: Timestamp::now(),
-        });
+    async fn announce(&self, room: &RoomId, event: RoomEvent) {
+        if let Err(e) = self.0.bus.publish_room(room, &event).await {
+            tracing::warn!(%room, error = %e, kind = event.kind().as_str(), "a stream event was not published");
+        }
     }
 
     /// Ends every stream (on shutdown), writing out what the recorder holds.
@@ -240,9 +237,11 @@ impl Media {
         self.set_live(&stream.room, false).await;
         self.announce(
             &stream.room,
-            "stream.ended",
-            json!({"ended_at": Timestamp::now()}),
-        );
+            RoomEvent::StreamEnded(Ended {
+                ended_at: Some(Timestamp::now()),
+            }),
+        )
+        .await;
         // Closed after the room has left `live`: a complete recording means
         // the live it recorded is over.
         if let Some(recording) = recording {

@@ -44,6 +44,11 @@ const SQLITE_MIGRATIONS: Migrations = &[
         "reversals",
         include_str!("../migrations/sqlite/0006_reversals.sql"),
     ),
+    (
+        8,
+        "chat authors",
+        include_str!("../migrations/sqlite/0008_chat_authors.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: Migrations = &[
     (
@@ -80,6 +85,11 @@ const POSTGRES_MIGRATIONS: Migrations = &[
         7,
         "purchase path",
         include_str!("../migrations/postgres/0007_purchase_path.sql"),
+    ),
+    (
+        8,
+        "chat authors",
+        include_str!("../migrations/postgres/0008_chat_authors.sql"),
     ),
 ];
 

@@ -28,7 +28,7 @@ pub mod testing;
 
 pub use accounts::NewUser;
 pub use catalog::{NewProduct, NewShop, NewVariant, ProductPatch, ShopPatch, VariantPatch};
-pub use chat::ChatRecord;
+pub use chat::{AuthoredChat, ChatRecord};
 pub use checkout::{OrderKey, OrderOutcome, Refusal, RefusalAnswer, RegularLine, RegularOrder};
 pub use db::{Backend, PoolStats, Store, StoreOptions};
 pub use error::{Conflict, StoreError};

@@ -1726,6 +1726,7 @@ async fn chat_is_kept_in_batches(store: &Store) {
             id: domain::ids::MessageId::generate(),
             room: room.clone(),
             user: seller.clone(),
+            moderator: i == 2,
             seq: 10 + i,
             text: format!("hello {i}"),
             at,
@@ -1734,7 +1735,13 @@ async fn chat_is_kept_in_batches(store: &Store) {
     store.save_chat(&batch).await.unwrap();
     store.save_chat(&[]).await.unwrap();
     let recent = store.recent_chat(&room, 2).await.unwrap();
-    assert_eq!(recent, batch[1..]);
+    let records: Vec<_> = recent.iter().map(|c| c.record.clone()).collect();
+    assert_eq!(records, batch[1..]);
+    let name = store.user(&seller).await.unwrap().unwrap().display_name;
+    assert!(
+        recent.iter().all(|c| c.name == name.as_str()),
+        "each message comes with its author's name"
+    );
 }
 
 async fn room_stats_add_up_the_nodes_samples_and_the_chat(store: &Store) {
@@ -1765,6 +1772,7 @@ async fn room_stats_add_up_the_nodes_samples_and_the_chat(store: &Store) {
             id: domain::ids::MessageId::generate(),
             room: room.clone(),
             user: seller.clone(),
+            moderator: false,
             seq: i as i64,
             text: format!("hello {i}"),
             at: Timestamp::from_millis(at),
@@ -1894,6 +1902,7 @@ async fn moderation_is_kept(store: &Store) {
         id: domain::ids::MessageId::generate(),
         room: room.clone(),
         user: bob.clone(),
+        moderator: false,
         seq: 1,
         text: "hello".into(),
         at: Timestamp::now(),

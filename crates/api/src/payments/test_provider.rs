@@ -58,6 +58,18 @@ impl TestProvider {
         }
     }
 
+    /// A provider that signs with `secret`, the same on every node of a
+    /// deployment; without one, with a key of this process's own.
+    pub fn configured(secret: Option<&str>, delay: Duration) -> Self {
+        let secret = match secret {
+            Some(secret) => secret.as_bytes().to_vec(),
+            None => crate::auth::random_bytes::<32>()
+                .map(|b| b.to_vec())
+                .unwrap_or_default(),
+        };
+        Self::new(secret, delay)
+    }
+
     /// Where webhooks go: this server's own address.
     pub fn deliver_to(&self, addr: std::net::SocketAddr) {
         let host = if addr.ip().is_unspecified() {

@@ -7,10 +7,10 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use domain::catalog::ProductStatus;
+use domain::event::{PinCard, RoomEvent, Unpin};
 use domain::ids::{ProductId, RoomId};
 use domain::room::RoomStatus;
 use serde::Deserialize;
-use serde_json::{Value, json};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -99,7 +99,7 @@ pub(crate) struct Pin {
     params(("room" = String, Path, description = "Room id")),
     security(("bearer" = []), ("cookie" = [])),
     responses(
-        (status = 200, description = "The product card, as the `pin` event carries it", body = Object),
+        (status = 200, description = "The product card, as the `pin` event carries it", body = PinCard),
         (status = 403, description = "`forbidden`", body = ErrorBody),
         (status = 404, description = "`not_found`", body = ErrorBody),
         (status = 409, description = "`invalid_transition`: the room has ended", body = ErrorBody),
@@ -110,7 +110,7 @@ async fn pin(
     current: CurrentUser,
     Path(room): Path<String>,
     JsonBody(body): JsonBody<Pin>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<PinCard>> {
     let room = super::rooms::owned_room(&state, &current, &room).await?;
     if room.status == RoomStatus::Ended {
         return Err(Code::InvalidTransition.into());
@@ -127,13 +127,8 @@ async fn pin(
         .store()
         .pin_product(&room.id, &product.id, &current.user.id)
         .await?;
-    let card = live::pin_card(&product, at);
-    state.bus().publish(bus::RoomEvent {
-        room: room.id.clone(),
-        kind: "pin",
-        data: card.clone(),
-        at,
-    });
+    let card = PinCard::new(&product, at);
+    state.announce(&room.id, RoomEvent::Pin(card.clone())).await;
     tracing::info!(room = %room.id, product = %product.id, "product pinned");
     Ok(Json(card))
 }
@@ -155,7 +150,7 @@ async fn unpin(
 ) -> ApiResult<StatusCode> {
     let room = super::rooms::owned_room(&state, &current, &room).await?;
     if state.store().unpin(&room.id).await? {
-        state.announce(&room.id, "unpin", json!({}));
+        state.announce(&room.id, RoomEvent::Unpin(Unpin {})).await;
     }
     Ok(StatusCode::NO_CONTENT)
 }

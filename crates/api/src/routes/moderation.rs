@@ -8,21 +8,20 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use domain::Timestamp;
 use domain::catalog::Shop;
-use domain::ids::{RoomId, UserId};
+use domain::event::{self, ChatDeleted, RoomEvent, SanctionLifted, ShopEvent};
+use domain::ids::{MessageId, RoomId, UserId};
 use domain::room::{
     MAX_BLOCKED_WORD_CHARS, MAX_BLOCKED_WORDS, MAX_MUTE_SECONDS, MAX_SLOW_MODE_SECONDS, Room,
-    RoomStatus, Sanction, SanctionKind,
+    Sanction, SanctionKind,
 };
 use serde::{Deserialize, Serialize};
-use serde_json::json;
-use store::{PageRequest, RoomFilter};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::catalog::owned_shop;
 use crate::AppState;
-use crate::error::{ApiError, ApiResult, Code, ErrorBody};
+use crate::error::{ApiResult, Code, ErrorBody};
 use crate::extract::{CurrentUser, JsonBody};
 
 pub(crate) fn router() -> OpenApiRouter<AppState> {
@@ -206,23 +205,12 @@ async fn set_blocked_words(
     words.sort();
     words.dedup();
     state.store().set_blocked_words(&shop.id, &words).await?;
-    for status in [RoomStatus::Live, RoomStatus::Scheduled] {
-        let rooms = state
-            .store()
-            .rooms(
-                &RoomFilter {
-                    shop: Some(shop.id.clone()),
-                    status: Some(status),
-                },
-                &PageRequest {
-                    after: None,
-                    limit: PageRequest::MAX_LIMIT,
-                },
-            )
-            .await?;
-        for room in rooms.items {
-            state.announce(&room.id, live::BLOCKED_WORDS, json!({"words": words}));
-        }
+    // Every room of the shop open on any node listens to the shop's topic.
+    let event = ShopEvent::BlockedWords {
+        words: words.clone(),
+    };
+    if let Err(e) = state.bus().publish_shop(&shop.id, &event).await {
+        tracing::warn!(shop = %shop.id, error = %e, "the blocked words were kept but not published");
     }
     Ok(Json(BlockedWords { words }))
 }
@@ -246,7 +234,14 @@ async fn delete_message(
     if !state.store().delete_chat(&room.id, &message).await? {
         return Err(Code::NotFound.into());
     }
-    state.announce(&room.id, "chat.deleted", json!({"id": message}));
+    state
+        .announce(
+            &room.id,
+            RoomEvent::ChatDeleted(ChatDeleted {
+                id: MessageId::from_string(message),
+            }),
+        )
+        .await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -334,12 +329,11 @@ async fn sanction_user(
         .store()
         .sanction(&room.id, &target.id, body.kind, until, &current.user.id)
         .await?;
-    let kind = match sanction.kind {
-        SanctionKind::Mute => "user.muted",
-        SanctionKind::Ban => "user.banned",
+    let event = match sanction.kind {
+        SanctionKind::Mute => RoomEvent::UserMuted(sanction.clone()),
+        SanctionKind::Ban => RoomEvent::UserBanned(sanction.clone()),
     };
-    let data = serde_json::to_value(&sanction).map_err(|_| ApiError::from(Code::Internal))?;
-    state.announce(&room.id, kind, data);
+    state.announce(&room.id, event).await;
     tracing::info!(room = %room.id, user = %target.id, kind = sanction.kind.as_str(), "chatter sanctioned");
     Ok(Json(sanction))
 }
@@ -363,7 +357,12 @@ async fn lift_sanction(
     if !state.store().lift_sanction(&room.id, &user).await? {
         return Err(Code::NotFound.into());
     }
-    state.announce(&room.id, "user.sanction_lifted", json!({"user_id": user}));
+    state
+        .announce(
+            &room.id,
+            RoomEvent::SanctionLifted(SanctionLifted { user_id: user }),
+        )
+        .await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -401,6 +400,13 @@ async fn set_slow_mode(
         .into());
     }
     state.store().set_slow_mode(&room.id, body.seconds).await?;
-    state.announce(&room.id, "slow_mode", json!({"seconds": body.seconds}));
+    state
+        .announce(
+            &room.id,
+            RoomEvent::SlowMode(event::SlowMode {
+                seconds: u64::try_from(body.seconds).unwrap_or(0),
+            }),
+        )
+        .await;
     Ok(Json(body))
 }

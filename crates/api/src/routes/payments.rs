@@ -197,6 +197,9 @@ async fn cancel(
             },
         )
         .await?;
+    if let Some(sale) = &changed.sale_id {
+        state.units_returned(sale).await;
+    }
     Ok(Json(changed))
 }
 

@@ -6,8 +6,9 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use domain::Timestamp;
 use domain::catalog::{Description, Title};
+use domain::event::{Ended, RoomEvent};
 use domain::ids::{RoomId, ShopId};
-use domain::room::{Room, RoomEvent, RoomStatus, StreamKey};
+use domain::room::{Room, RoomChange, RoomStatus, StreamKey};
 use serde::{Deserialize, Serialize};
 use store::{NewRoom, RoomFilter, RoomPatch, StoreError};
 use utoipa::{IntoParams, ToSchema};
@@ -265,7 +266,7 @@ async fn update_room(
     let room = owned_room(&state, &current, &id).await?;
     let event = match body.status {
         None => None,
-        Some(RoomStatus::Ended) => Some(RoomEvent::Ended),
+        Some(RoomStatus::Ended) => Some(RoomChange::Ended),
         Some(other) => {
             return Err(domain::ValidationError::new(
                 "status",
@@ -310,11 +311,14 @@ async fn update_room(
             Err(e) => return Err(e.into()),
         };
         tracing::info!(room = %room.id, "room ended");
-        state.announce(
-            &room.id,
-            "room.ended",
-            serde_json::json!({"ended_at": room.ended_at}),
-        );
+        state
+            .announce(
+                &room.id,
+                RoomEvent::RoomEnded(Ended {
+                    ended_at: room.ended_at,
+                }),
+            )
+            .await;
     }
     Ok(Json(room))
 }

@@ -165,7 +165,7 @@ async fn create_sale(
     match store.start_sale(&sale.id, &current.user.id).await {
         Ok(live) => {
             tracing::info!(sale = %live.id, "flash sale started");
-            state.sale_events().announce("sale.started", &live);
+            state.sale_events().started_or_ended(&live).await;
             Ok((StatusCode::CREATED, Json(live)))
         }
         Err(e) => {
@@ -246,12 +246,7 @@ async fn update_sale(
         }
     };
     tracing::info!(sale = %updated.id, status = updated.status.as_str(), "flash sale changed");
-    let kind = if updated.status == SaleStatus::Live {
-        "sale.started"
-    } else {
-        "sale.ended"
-    };
-    state.sale_events().announce(kind, &updated);
+    state.sale_events().started_or_ended(&updated).await;
     Ok(Json(updated))
 }
 

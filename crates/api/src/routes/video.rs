@@ -13,6 +13,7 @@ use axum::response::Response;
 use axum::routing::get;
 use bytes::Bytes;
 use domain::Timestamp;
+use domain::event::Kind;
 use domain::ids::{RecordingId, RoomId};
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast::error::RecvError;
@@ -303,7 +304,8 @@ pub(crate) struct TimelineEntry {
     at_ms: i64,
     /// `pin`, `unpin`, `sale.started`, `sale.ended` or `chat`.
     #[serde(rename = "type")]
-    kind: &'static str,
+    #[schema(value_type = String)]
+    kind: Kind,
     #[schema(value_type = Object)]
     data: serde_json::Value,
 }
@@ -336,7 +338,7 @@ async fn recording_view(state: &AppState, recording: store::Recording) -> ApiRes
         let product = store.product(&pin.product_id).await?;
         timeline.push(TimelineEntry {
             at_ms: offset(pin.pinned_at),
-            kind: "pin",
+            kind: Kind::Pin,
             data: serde_json::json!({
                 "product_id": pin.product_id,
                 "title": product.as_ref().map(|p| p.title.as_str().to_owned()),
@@ -345,7 +347,7 @@ async fn recording_view(state: &AppState, recording: store::Recording) -> ApiRes
         if let Some(unpinned) = pin.unpinned_at.filter(|u| *u <= end) {
             timeline.push(TimelineEntry {
                 at_ms: offset(unpinned),
-                kind: "unpin",
+                kind: Kind::Unpin,
                 data: serde_json::json!({"product_id": pin.product_id}),
             });
         }
@@ -370,14 +372,14 @@ async fn recording_view(state: &AppState, recording: store::Recording) -> ApiRes
             if sale.starts_at >= start {
                 timeline.push(TimelineEntry {
                     at_ms: offset(sale.starts_at),
-                    kind: "sale.started",
+                    kind: Kind::SaleStarted,
                     data: data.clone(),
                 });
             }
             if sale.ends_at <= end {
                 timeline.push(TimelineEntry {
                     at_ms: offset(sale.ends_at),
-                    kind: "sale.ended",
+                    kind: Kind::SaleEnded,
                     data,
                 });
             }
@@ -389,7 +391,7 @@ async fn recording_view(state: &AppState, recording: store::Recording) -> ApiRes
     {
         timeline.push(TimelineEntry {
             at_ms: offset(line.at),
-            kind: "chat",
+            kind: Kind::Chat,
             data: serde_json::json!({
                 "user": {"id": line.user_id, "display_name": line.display_name},
                 "text": line.text,

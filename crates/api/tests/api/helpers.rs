@@ -1,4 +1,5 @@
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use api::{ApiConfig, AppState};
@@ -14,13 +15,24 @@ pub struct TestApp {
     /// The server's shared state, for what only the inside shows (the bus).
     pub state: AppState,
     pub client: reqwest::Client,
-    pub db: TestDatabase,
+    pub db: Arc<TestDatabase>,
+    config: ApiConfig,
     shutdown: CancellationToken,
 }
 
 impl Drop for TestApp {
     fn drop(&mut self) {
         self.shutdown.cancel();
+    }
+}
+
+/// A room's events on the bus, each `{"type", "data"}`.
+pub struct BusEvents(bus::Subscription);
+
+impl BusEvents {
+    pub async fn next(&mut self) -> Value {
+        let payload = self.0.next().await.expect("the bus is open");
+        serde_json::from_slice(&payload).unwrap()
     }
 }
 
@@ -46,31 +58,59 @@ impl TestApp {
     async fn start(db: TestDatabase, configure: impl FnOnce(&mut ApiConfig)) -> Self {
         let mut config = ApiConfig::new(db.dir().to_path_buf());
         configure(&mut config);
+        Self::on(Arc::new(db), config).await
+    }
+
+    /// A node as the binary builds it (`hawker-node`), on `db`.
+    async fn on(db: Arc<TestDatabase>, config: ApiConfig) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let shutdown = CancellationToken::new();
-        let state = AppState::new(db.store.clone(), config);
         let rtmp_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let rtmp = rtmp_listener.local_addr().unwrap();
-        tokio::spawn(media::ingest::serve(
-            rtmp_listener,
-            state.media().clone(),
-            shutdown.clone(),
-        ));
-        tokio::spawn(api::serve(
+        let shutdown = CancellationToken::new();
+        let settings = node::Settings {
+            api: config.clone(),
+            shutdown_grace: Duration::from_secs(1),
+            recording_retention: None,
+        };
+        let node = node::Node::start(
+            db.store.clone(),
+            settings,
             listener,
-            state.clone(),
+            rtmp_listener,
             shutdown.clone(),
-            Duration::from_secs(1),
-        ));
+        )
+        .await
+        .unwrap();
+        let (addr, rtmp, state) = (node.http_addr, node.rtmp_addr, node.state.clone());
+        tokio::spawn(node.run());
         Self {
             addr,
             rtmp,
             state,
+            config,
             client: reqwest::Client::new(),
             db,
             shutdown,
         }
+    }
+
+    /// A second node on the same database, with a bus of its own: what
+    /// another node sees of what this one kept.
+    pub async fn node_beside(&self) -> Self {
+        let mut config = self.config.clone();
+        config.data_dir = self.db.dir().join("beside");
+        config.media = media::Settings::new(&config.data_dir);
+        Self::on(self.db.clone(), config).await
+    }
+
+    /// Listens in on a room's events as the bus carries them.
+    pub async fn listen(&self, room: &domain::ids::RoomId) -> BusEvents {
+        BusEvents(
+            self.state
+                .bus()
+                .subscribe(&bus::Topic::Room(room.clone()))
+                .await
+                .unwrap(),
+        )
     }
 
     /// Starts the graceful shutdown, as SIGTERM does in the binary.

@@ -12,6 +12,19 @@ use tokio_tungstenite::tungstenite::{Bytes, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::helpers::TestApp;
+
+/// A chat message from `user` (named Ann) as the room's bus carries it.
+fn chat_event(id: &str, user: &str, moderator: bool, text: &str) -> domain::event::RoomEvent {
+    domain::event::RoomEvent::Chat(domain::event::ChatMessage {
+        id: domain::ids::MessageId::from_string(id),
+        user: domain::event::Speaker {
+            id: domain::ids::UserId::from_string(user),
+            name: "Ann".into(),
+            moderator,
+        },
+        text: domain::room::ChatText::parse(text).unwrap(),
+    })
+}
 use crate::selling::{buy, live_sale};
 
 pub(crate) type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -417,12 +430,14 @@ async fn a_reader_that_stops_is_cut_off_and_the_others_keep_their_pace() {
     // behind however fast this machine is.
     let text = "x".repeat(300);
     for i in 0..SENT {
-        app.state.bus().publish(bus::RoomEvent {
-            room: room_id.clone(),
-            kind: "chat",
-            data: json!({"id": format!("msg_{i}"), "user": {"id": seller.id, "name": "Ann"}, "text": text}),
-            at: domain::Timestamp::now(),
-        });
+        app.state
+            .bus()
+            .publish_room(
+                &room_id,
+                &chat_event(&format!("msg_{i}"), &seller.id, false, &text),
+            )
+            .await
+            .unwrap();
         if i % 100 == 99 {
             let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
             while received.load(std::sync::atomic::Ordering::SeqCst) <= i {
@@ -762,16 +777,26 @@ async fn a_room_busier_than_people_read_shows_a_sample_and_keeps_everything() {
     let room_id = domain::ids::RoomId::from_string(&room);
     let mut viewer = open(&app, &room, None, None).await;
     next(&mut viewer).await;
-    let chat = |i: usize, moderator: bool| bus::RoomEvent {
-        room: room_id.clone(),
-        kind: "chat",
-        data: json!({"id": domain::ids::MessageId::generate(), "user": {"id": seller.id, "name": "Ann", "moderator": moderator}, "text": format!("m{i}")}),
-        at: domain::Timestamp::now(),
+    let chat = |i: usize, moderator: bool| {
+        chat_event(
+            domain::ids::MessageId::generate().as_str(),
+            &seller.id,
+            moderator,
+            &format!("m{i}"),
+        )
     };
     for i in 0..200 {
-        app.state.bus().publish(chat(i, false));
+        app.state
+            .bus()
+            .publish_room(&room_id, &chat(i, false))
+            .await
+            .unwrap();
     }
-    app.state.bus().publish(chat(200, true));
+    app.state
+        .bus()
+        .publish_room(&room_id, &chat(200, true))
+        .await
+        .unwrap();
     let mut shown = 0;
     loop {
         let frame = next_of(&mut viewer, "chat").await;
@@ -865,4 +890,100 @@ async fn the_dashboard_counts_viewers_likes_chat_orders_and_revenue() {
     assert_eq!(status, StatusCode::FORBIDDEN);
     let (status, _) = app.get(&path, None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn a_cancelled_order_gives_its_units_back_to_the_room() {
+    let app = TestApp::spawn().await;
+    let (_, room, sale) = live_sale(&app, 5, 1, 1).await;
+    let room_id = room["id"].as_str().unwrap();
+    let mut viewer = open(&app, room_id, None, None).await;
+    next(&mut viewer).await;
+    let buyer = app.sign_up("late@example.com").await;
+    let (status, order, _) = buy(&app, &buyer.token, &room, &sale, Some("k"), json!({})).await;
+    assert_eq!(status, StatusCode::CREATED, "{order}");
+    let sold_out = next_of(&mut viewer, "sale.sold_out").await;
+    assert_eq!(sold_out["data"]["available"], 0);
+    let (status, _) = app
+        .post(
+            &format!("/api/v1/orders/{}/cancel", order["id"].as_str().unwrap()),
+            Some(&buyer.token),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    loop {
+        let stock = next_of(&mut viewer, "sale.stock").await;
+        if stock["data"]["available"] == 1 {
+            assert_eq!(stock["data"]["status"], "live", "on sale again: {stock}");
+            break;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_room_opened_on_another_node_shows_who_said_its_chat() {
+    let app = TestApp::spawn().await;
+    let (seller, room) = room_of(&app).await;
+    let mut speaker = open(&app, &room, Some(&seller.token), None).await;
+    next(&mut speaker).await;
+    speaker
+        .send(Message::Text(
+            json!({"type": "chat", "text": "welcome"})
+                .to_string()
+                .into(),
+        ))
+        .await
+        .unwrap();
+    let shown = next_of(&mut speaker, "chat").await;
+    let room_id = domain::ids::RoomId::from_string(&room);
+    // Kept in the store (in batches, off the room's path) ...
+    while app
+        .db
+        .store
+        .recent_chat(&room_id, 10)
+        .await
+        .unwrap()
+        .is_empty()
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // ... so that a node that opens the room later shows it as it was shown.
+    let other = app.node_beside().await;
+    let mut viewer = open(&other, &room, None, None).await;
+    let snapshot = next(&mut viewer).await;
+    let chat = &snapshot["data"]["chat"][0];
+    assert_eq!(chat["text"], "welcome");
+    assert_eq!(chat["user"], shown["data"]["user"], "{snapshot}");
+    assert_eq!(
+        chat["user"]["moderator"], true,
+        "the seller speaks as the owner"
+    );
+}
+
+#[tokio::test]
+async fn a_lapsed_reservation_gives_its_units_back_to_the_room() {
+    let app = TestApp::spawn_with(|c| c.reservation_window = Duration::from_millis(300)).await;
+    let (_, room, sale) = live_sale(&app, 5, 1, 1).await;
+    let mut viewer = open(&app, room["id"].as_str().unwrap(), None, None).await;
+    next(&mut viewer).await;
+    let buyer = app.sign_up("slow@example.com").await;
+    let (status, order, _) = buy(&app, &buyer.token, &room, &sale, Some("k"), json!({})).await;
+    assert_eq!(status, StatusCode::CREATED, "{order}");
+    next_of(&mut viewer, "sale.sold_out").await;
+    // Not paid in time: the selling clock expires it.
+    loop {
+        let stock = next_of(&mut viewer, "sale.stock").await;
+        if stock["data"]["available"] == 1 {
+            assert_eq!(stock["data"]["status"], "live", "on sale again: {stock}");
+            break;
+        }
+    }
+    let (_, order) = app
+        .get(
+            &format!("/api/v1/orders/{}", order["id"].as_str().unwrap()),
+            Some(&buyer.token),
+        )
+        .await;
+    assert_eq!(order["status"], "expired");
 }

@@ -531,7 +531,7 @@ async fn the_room_hears_the_sale_coalesced() {
         .await;
     let room = room["room"].clone();
     let room_id = domain::ids::RoomId::from_string(room["id"].as_str().unwrap());
-    let mut events = app.state.bus().subscribe(&room_id);
+    let mut events = app.listen(&room_id).await;
     let (_, sale) = app
         .post(
             &format!("/api/v1/rooms/{}/sales", room["id"].as_str().unwrap()),
@@ -566,28 +566,40 @@ async fn the_room_hears_the_sale_coalesced() {
     let mut seen = Vec::new();
     let (mut final_stock, mut sold_out) = (false, false);
     while !(final_stock && sold_out) {
-        let event = tokio::time::timeout(std::time::Duration::from_secs(10), events.recv())
+        let event = tokio::time::timeout(std::time::Duration::from_secs(10), events.next())
             .await
-            .expect("the final stock and the sell-out arrive")
-            .unwrap();
-        final_stock |= event.kind == "sale.stock" && event.data["available"] == 0;
-        sold_out |= event.kind == "sale.sold_out";
-        seen.push(event);
+            .expect("the final stock and the sell-out arrive");
+        final_stock |= event["type"] == "sale.stock" && event["data"]["available"] == 0;
+        sold_out |= event["type"] == "sale.sold_out";
+        seen.push((std::time::Instant::now(), event));
     }
-    assert_eq!(seen[0].kind, "sale.started");
-    let stock: Vec<_> = seen.iter().filter(|e| e.kind == "sale.stock").collect();
+    assert_eq!(seen[0].1["type"], "sale.started");
+    let stock: Vec<_> = seen
+        .iter()
+        .filter(|(_, e)| e["type"] == "sale.stock")
+        .collect();
     let counts: Vec<i64> = stock
         .iter()
-        .map(|e| e.data["available"].as_i64().unwrap())
+        .map(|(_, e)| e["data"]["available"].as_i64().unwrap())
         .collect();
     assert!(
         counts.windows(2).all(|w| w[0] >= w[1]),
         "stock only falls: {counts:?}"
     );
     assert_eq!(counts.last(), Some(&0));
-    assert_eq!(seen.iter().filter(|e| e.kind == "sale.sold_out").count(), 1);
+    assert_eq!(
+        seen.iter()
+            .filter(|(_, e)| e["type"] == "sale.sold_out")
+            .count(),
+        1
+    );
     // Coalesced: no more than one per tick over the time the events spanned.
-    let span_ms = stock.last().unwrap().at.as_millis() - stock[0].at.as_millis();
+    let span_ms = stock
+        .last()
+        .unwrap()
+        .0
+        .duration_since(stock[0].0)
+        .as_millis() as i64;
     let allowed = span_ms / api::SALE_EVENT_TICK.as_millis() as i64 + 2;
     assert!(
         (stock.len() as i64) <= allowed,

@@ -143,9 +143,8 @@ async fn a_published_stream_plays_over_ll_hls_and_http_flv_and_becomes_a_shoppab
     let (seller, room, key) = room_with_key(&app).await;
     let product = app.product(&seller, "vids", "TEE", 5).await;
     let mut events = app
-        .state
-        .bus()
-        .subscribe(&domain::ids::RoomId::from_string(room.clone()));
+        .listen(&domain::ids::RoomId::from_string(room.clone()))
+        .await;
     let mut viewer = crate::live::open(&app, &room, None, None).await;
     let snapshot = crate::live::next(&mut viewer).await;
     assert_eq!(
@@ -161,8 +160,8 @@ async fn a_published_stream_plays_over_ll_hls_and_http_flv_and_becomes_a_shoppab
         (status == StatusCode::OK && body.matches("#EXTINF").count() >= 2).then_some(body)
     })
     .await;
-    let live = events.recv().await.unwrap();
-    assert_eq!(live.kind, "stream.live");
+    let live = events.next().await;
+    assert_eq!(live["type"], "stream.live");
     // Viewers in the room hear of it.
     let frame = crate::live::next_of(&mut viewer, "stream.live").await;
     assert_eq!(frame["data"]["hls"], format!("/live/{room}/index.m3u8"));

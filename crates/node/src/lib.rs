@@ -1,0 +1,153 @@
+//! The composition root: one node of Hawker, every part built and every
+//! long-running task started in one place, under one cancellation token. The
+//! binary runs it and the integration tests start the same thing, so what is
+//! tested is what runs.
+//!
+//! It owns no behaviour of its own: it wires the store, the bus, the live
+//! rooms, the video streams, the inventory and the payment provider into the
+//! API, and starts the HTTP server, the RTMP listener, the selling clock and
+//! the sweepers.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use api::{ApiConfig, AppState, Parts, SaleEvents};
+use store::Store;
+use tokio::net::TcpListener;
+use tokio::task::{JoinHandle, JoinSet};
+use tokio_util::sync::CancellationToken;
+
+/// What a node is told, beyond the API's own settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub api: ApiConfig,
+    /// How long requests in flight may finish after the shutdown begins.
+    pub shutdown_grace: Duration,
+    /// Recordings older than this are deleted (hourly); kept for ever when `None`.
+    pub recording_retention: Option<Duration>,
+}
+
+/// A running node.
+pub struct Node {
+    pub state: AppState,
+    /// Where the HTTP API is served.
+    pub http_addr: SocketAddr,
+    /// Where encoders publish: `rtmp://{rtmp_addr}/live/{stream_key}`.
+    pub rtmp_addr: SocketAddr,
+    shutdown: CancellationToken,
+    http: JoinHandle<std::io::Result<()>>,
+    tasks: JoinSet<()>,
+}
+
+/// Builds the API's parts on `store`.
+pub fn assemble(store: Store, config: ApiConfig) -> AppState {
+    let bus = bus::Bus::in_process();
+    let sale_events = SaleEvents::new(bus.clone());
+    let inventory = store::Inventory::new(store.clone(), config.reservation_window)
+        .observed_by(sale_events.observer());
+    let inventory = if config.inventory_batching {
+        inventory
+    } else {
+        inventory.without_batching()
+    };
+    AppState::new(Parts {
+        hub: live::Hub::new(store.clone(), bus.clone(), config.live.clone()),
+        media: media::Media::new(store.clone(), bus.clone(), config.media.clone()),
+        payments: api::payments::TestProvider::configured(
+            config.payment_webhook_secret.as_deref(),
+            config.payment_async_delay,
+        ),
+        bus,
+        sale_events,
+        inventory,
+        store,
+        config,
+    })
+}
+
+impl Node {
+    /// Builds the node on a migrated `store` and starts it: HTTP on `http`,
+    /// RTMP on `rtmp`, the selling clock, the session and recording sweepers.
+    /// Everything stops once `shutdown` is cancelled (see [`Node::run`]).
+    pub async fn start(
+        store: Store,
+        mut settings: Settings,
+        http: TcpListener,
+        rtmp: TcpListener,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<Self> {
+        let http_addr = http.local_addr()?;
+        let rtmp_addr = rtmp.local_addr()?;
+        settings.api.rtmp_port = rtmp_addr.port();
+        let state = assemble(store.clone(), settings.api);
+        let mut tasks = JoinSet::new();
+        tasks.spawn(api::sweep_sessions(store, shutdown.clone()));
+        tasks.spawn(api::run_selling_clock(state.clone(), shutdown.clone()));
+        // Recordings a crash left open are closed before any encoder comes.
+        state.media().recorder().recover().await;
+        tasks.spawn(media::ingest::serve(
+            rtmp,
+            state.media().clone(),
+            shutdown.clone(),
+        ));
+        if let Some(keep) = settings.recording_retention {
+            tasks.spawn(sweep_recordings(
+                state.media().recorder().clone(),
+                keep,
+                shutdown.clone(),
+            ));
+        }
+        let http = tokio::spawn(api::serve(
+            http,
+            state.clone(),
+            shutdown.clone(),
+            settings.shutdown_grace,
+        ));
+        Ok(Self {
+            state,
+            http_addr,
+            rtmp_addr,
+            shutdown,
+            http,
+            tasks,
+        })
+    }
+
+    /// Runs another long-running task of this node (the demo's encoder and
+    /// crowd, the signal listener); it must end once the token is cancelled.
+    pub fn spawn(&mut self, task: impl Future<Output = ()> + Send + 'static) {
+        self.tasks.spawn(task);
+    }
+
+    /// The token that stops the node.
+    pub fn shutdown(&self) -> &CancellationToken {
+        &self.shutdown
+    }
+
+    /// Waits until the HTTP server has drained (after the token is
+    /// cancelled, or if it fails), then for every other task.
+    pub async fn run(mut self) -> std::io::Result<()> {
+        let served = (&mut self.http)
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        self.shutdown.cancel();
+        while self.tasks.join_next().await.is_some() {}
+        served
+    }
+}
+
+/// Deletes recordings past their retention, hourly.
+async fn sweep_recordings(
+    recorder: media::record::Recorder,
+    keep: Duration,
+    shutdown: CancellationToken,
+) {
+    loop {
+        recorder.sweep(keep).await;
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_secs(3600)) => {}
+        }
+    }
+}
