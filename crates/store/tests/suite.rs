@@ -1955,8 +1955,28 @@ async fn a_batch_that_loses_a_race_for_a_key_is_served_again() {
         let (store, sale) = (store.clone(), sale.clone());
         tokio::spawn(async move { store.claim_batch(&sale, &[claim], WINDOW).await })
     };
-    // The batch finds the key free and waits on the uncommitted row.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The batch finds the key free and waits on the uncommitted row: its
+    // connection shows up in PostgreSQL as waiting for a lock.
+    let mut watcher = sqlx::PgConnection::connect(db.url.as_deref().unwrap())
+        .await
+        .unwrap();
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(&mut watcher)
+        .await
+        .unwrap();
+        if waiting > 0 {
+            break;
+        }
+        assert!(
+            !batch.is_finished(),
+            "the batch waits for the first request"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     assert!(
         !batch.is_finished(),
         "the batch waits for the first request"
