@@ -481,6 +481,7 @@ impl<'s> MigrationSource<'s> for Embedded {
 
 impl Store {
     /// Runs one statement outside a transaction (`CREATE DATABASE` cannot run in one).
+    #[cfg(feature = "testing")]
     pub(crate) async fn execute_admin(&self, sql: &str) -> Result<()> {
         match &self.db {
             Db::Sqlite { writer, .. } => {

@@ -9,6 +9,7 @@
 //! bodies: it stores and returns domain types.
 
 mod accounts;
+mod batcher;
 mod catalog;
 mod chat;
 mod checkout;
@@ -24,6 +25,7 @@ mod rooms;
 mod row;
 mod sales;
 mod stats;
+#[cfg(feature = "testing")]
 pub mod testing;
 
 pub use accounts::NewUser;
