@@ -22,7 +22,6 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use domain::event::RoomEvent;
 use store::Store;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -196,14 +195,6 @@ impl AppState {
         &self.0.bus
     }
 
-    /// Publishes a room event. The change it tells of is already kept, so a
-    /// bus that fails costs the viewers that event, not the request.
-    pub(crate) async fn announce(&self, room: &domain::ids::RoomId, event: RoomEvent) {
-        if let Err(e) = self.bus().publish_room(room, &event).await {
-            tracing::warn!(%room, error = %e, kind = event.kind().as_str(), "a room event was not published");
-        }
-    }
-
     /// The live rooms of this node.
     pub fn hub(&self) -> &live::Hub {
         &self.0.hub
@@ -327,16 +318,8 @@ pub async fn run_selling_clock(state: AppState, shutdown: CancellationToken) {
         match store.expire_reservations(now, 500).await {
             Ok(expired) if !expired.is_empty() => {
                 tracing::info!(orders = expired.len(), "reservations expired");
-                let mut sales = std::collections::HashSet::new();
-                for id in &expired {
-                    match store.order(id).await {
-                        Ok(Some(order)) => sales.extend(order.sale_id),
-                        Ok(None) => {}
-                        Err(e) => {
-                            tracing::warn!(order = %id, error = %e, "selling clock: cannot read an expired order")
-                        }
-                    }
-                }
+                let sales: std::collections::HashSet<_> =
+                    expired.into_iter().filter_map(|e| e.sale).collect();
                 for sale in sales {
                     state.units_returned(&sale).await;
                 }

@@ -47,13 +47,7 @@ impl SaleEvents {
         } else {
             RoomEvent::SaleEnded(state)
         };
-        self.announce(sale, event).await;
-    }
-
-    async fn announce(&self, sale: &FlashSale, event: RoomEvent) {
-        if let Err(e) = self.bus.publish_room(&sale.room_id, &event).await {
-            tracing::warn!(sale = %sale.id, error = %e, kind = event.kind().as_str(), "a sale event was not published");
-        }
+        self.bus.announce_room(&sale.room_id, &event).await;
     }
 
     /// A sale's stock changed: its ticker publishes the latest state soon.
@@ -75,12 +69,12 @@ async fn run_ticker(events: SaleEvents, mut latest: watch::Receiver<FlashSale>) 
     let mut announced_sold_out = false;
     loop {
         let sale = latest.borrow_and_update().clone();
-        events
-            .announce(&sale, RoomEvent::SaleStock(SaleState::new(&sale)))
+        let room = &sale.room_id;
+        let bus = &events.bus;
+        bus.announce_room(room, &RoomEvent::SaleStock(SaleState::new(&sale)))
             .await;
         if sale.status == SaleStatus::SoldOut && !announced_sold_out {
-            events
-                .announce(&sale, RoomEvent::SaleSoldOut(SaleState::new(&sale)))
+            bus.announce_room(room, &RoomEvent::SaleSoldOut(SaleState::new(&sale)))
                 .await;
             announced_sold_out = true;
         }

@@ -79,6 +79,22 @@ impl Bus {
         self.publish(&Topic::Shop(shop.clone()), payload).await
     }
 
+    /// Publishes a room event that tells of a change already kept: a failure
+    /// costs the viewers that event, not the caller's answer, so it is logged
+    /// and counted (`bus_announce_failed_total`) instead of returned.
+    pub async fn announce_room(&self, room: &RoomId, event: &RoomEvent) {
+        if let Err(e) = self.publish_room(room, event).await {
+            not_announced(&Topic::Room(room.clone()), event.kind().as_str(), &e);
+        }
+    }
+
+    /// [`Bus::announce_room`] for a shop's event.
+    pub async fn announce_shop(&self, shop: &ShopId, event: &ShopEvent) {
+        if let Err(e) = self.publish_shop(shop, event).await {
+            not_announced(&Topic::Shop(shop.clone()), "shop", &e);
+        }
+    }
+
     /// Payloads published on `topic` from now on.
     pub async fn subscribe(&self, topic: &Topic) -> Result<Subscription, BusError> {
         let mut topics = self.topics.lock().unwrap_or_else(|p| p.into_inner());
@@ -91,6 +107,11 @@ impl Bus {
             receiver,
         })
     }
+}
+
+fn not_announced(topic: &Topic, kind: &str, error: &BusError) {
+    tracing::warn!(topic = %topic.subject(), kind, %error, "an event was kept but not published");
+    metrics::counter!("bus_announce_failed_total").increment(1);
 }
 
 /// A subscriber's own stream of payloads.

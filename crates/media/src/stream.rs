@@ -171,11 +171,8 @@ impl Media {
             let started = Timestamp::now();
             stream.lock().recording = self.0.recorder.start(&room.id, started).await;
             self.set_live(&room.id, true).await;
-            self.announce(
-                &room.id,
-                RoomEvent::StreamLive(Playback::new(&room.id, Some(started))),
-            )
-            .await;
+            let live = RoomEvent::StreamLive(Playback::new(&room.id, Some(started)));
+            self.0.bus.announce_room(&room.id, &live).await;
         }
         Publisher {
             media: self.clone(),
@@ -200,12 +197,6 @@ impl Media {
             && let Err(e) = store.set_room_status(room, current.status, to).await
         {
             tracing::warn!(%room, error = %e, "could not record the stream's state on the room");
-        }
-    }
-
-    async fn announce(&self, room: &RoomId, event: RoomEvent) {
-        if let Err(e) = self.0.bus.publish_room(room, &event).await {
-            tracing::warn!(%room, error = %e, kind = event.kind().as_str(), "a stream event was not published");
         }
     }
 
@@ -235,13 +226,10 @@ impl Media {
         stream.changed.send_modify(|n| *n += 1);
         tracing::info!(room = %stream.room, "stream ended");
         self.set_live(&stream.room, false).await;
-        self.announce(
-            &stream.room,
-            RoomEvent::StreamEnded(Ended {
-                ended_at: Some(Timestamp::now()),
-            }),
-        )
-        .await;
+        let ended = RoomEvent::StreamEnded(Ended {
+            ended_at: Some(Timestamp::now()),
+        });
+        self.0.bus.announce_room(&stream.room, &ended).await;
         // Closed after the room has left `live`: a complete recording means
         // the live it recorded is over.
         if let Some(recording) = recording {

@@ -41,7 +41,7 @@ pub struct Node {
 }
 
 /// Builds the API's parts on `store`.
-pub fn assemble(store: Store, config: ApiConfig) -> AppState {
+fn assemble(store: Store, config: ApiConfig) -> AppState {
     let bus = bus::Bus::in_process();
     let sale_events = SaleEvents::new(bus.clone());
     let inventory = store::Inventory::new(store.clone(), config.reservation_window)

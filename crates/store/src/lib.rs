@@ -36,7 +36,7 @@ pub use db::{Backend, PoolStats, Store, StoreOptions};
 pub use error::{Conflict, StoreError};
 pub use idempotency::{KEY_LIFETIME, KeyState};
 pub use inventory::{Claim, ClaimKey, ClaimOutcome, Earlier, Inventory, Refusals, StockObserver};
-pub use orders::{OrderChange, OrderFilter, PAYMENT_HOLD_MS};
+pub use orders::{Expired, OrderChange, OrderFilter, PAYMENT_HOLD_MS};
 pub use payments::{NewPayment, Settled};
 pub use recordings::{ChatLine, PinSpan, Recording, RecordingProgress};
 pub use rooms::{NewRoom, RoomFilter, RoomPatch};

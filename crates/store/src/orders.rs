@@ -289,6 +289,13 @@ impl Store {
     }
 }
 
+/// A reservation that expired, and the sale its units went back to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expired {
+    pub order: OrderId,
+    pub sale: Option<SaleId>,
+}
+
 /// What an expiring order gives back.
 struct Lapsed {
     sale: Option<SaleId>,
@@ -405,11 +412,11 @@ const EXPIRABLE: &str = "expires_at <= $1 AND status = 'reserved'
 impl Store {
     /// Expires reservations whose window has passed (and whose payment, if one
     /// is in progress, has been waited for long enough: [`PAYMENT_HOLD_MS`]), at
-    /// most `limit` of them, and returns their ids. Their units go back to their sale while it is
+    /// most `limit` of them, and returns them. Their units go back to their sale while it is
     /// open, or to the variant's stock once it has closed. Runs from the store's
     /// own rows, so it is right after a restart; each order's change is
     /// conditional on it still being reserved, so several nodes may run it.
-    pub async fn expire_reservations(&self, now: Timestamp, limit: i64) -> Result<Vec<OrderId>> {
+    pub async fn expire_reservations(&self, now: Timestamp, limit: i64) -> Result<Vec<Expired>> {
         let due = {
             let mut c = self.read().await?;
             fetch_all!(
@@ -425,9 +432,7 @@ impl Store {
         };
         let mut expired = Vec::with_capacity(due.len());
         for id in due {
-            if self.expire_one(&id, now).await? {
-                expired.push(id);
-            }
+            expired.extend(self.expire_one(&id, now).await?);
         }
         Ok(expired)
     }
@@ -444,7 +449,8 @@ impl Store {
         Ok(changed)
     }
 
-    async fn expire_one(&self, id: &OrderId, now: Timestamp) -> Result<bool> {
+    /// `Some` when the order expired now.
+    async fn expire_one(&self, id: &OrderId, now: Timestamp) -> Result<Option<Expired>> {
         let mut tx = self.write().await?;
         let Some(order) = fetch_optional!(
             &mut tx,
@@ -462,7 +468,7 @@ impl Store {
         else {
             // Paid, cancelled, expired by another node, or a payment started
             // in the meantime.
-            return Ok(false);
+            return Ok(None);
         };
         execute!(
             &mut tx,
@@ -484,6 +490,9 @@ impl Store {
         )
         .await?;
         tx.commit().await?;
-        Ok(true)
+        Ok(Some(Expired {
+            order: id.clone(),
+            sale: order.sale,
+        }))
     }
 }

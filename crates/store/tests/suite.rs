@@ -1397,7 +1397,10 @@ async fn a_reservation_waits_for_a_payment_in_progress(store: &Store) {
             .expire_reservations(due.plus_millis(1000), 100)
             .await
             .unwrap(),
-        vec![bobs.id.clone()]
+        vec![store::Expired {
+            order: bobs.id.clone(),
+            sale: Some(sale.clone())
+        }]
     );
     // Ann's answer does not come in time: her reservation goes once the hold
     // is over.
@@ -1406,7 +1409,10 @@ async fn a_reservation_waits_for_a_payment_in_progress(store: &Store) {
             .expire_reservations(due.plus_millis(store::PAYMENT_HOLD_MS + 1), 100)
             .await
             .unwrap(),
-        vec![anns.id.clone()]
+        vec![store::Expired {
+            order: anns.id.clone(),
+            sale: Some(sale.clone())
+        }]
     );
     // Then it comes, a success: the order stays expired, says so in its
     // history, and the money is due back, once.
@@ -1634,7 +1640,8 @@ async fn orders_pay_ship_refund_and_cancel(store: &Store) {
             .expire_reservations(Timestamp::now().plus_millis(3_600_000), 10)
             .await
             .unwrap()
-            .contains(&second.id)
+            .iter()
+            .any(|e| e.order == second.id)
     );
 
     let mut ship = change(OrderEvent::Fulfill, &seller, "shipped");

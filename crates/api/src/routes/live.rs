@@ -128,7 +128,10 @@ async fn pin(
         .pin_product(&room.id, &product.id, &current.user.id)
         .await?;
     let card = PinCard::new(&product, at);
-    state.announce(&room.id, RoomEvent::Pin(card.clone())).await;
+    state
+        .bus()
+        .announce_room(&room.id, &RoomEvent::Pin(card.clone()))
+        .await;
     tracing::info!(room = %room.id, product = %product.id, "product pinned");
     Ok(Json(card))
 }
@@ -150,7 +153,10 @@ async fn unpin(
 ) -> ApiResult<StatusCode> {
     let room = super::rooms::owned_room(&state, &current, &room).await?;
     if state.store().unpin(&room.id).await? {
-        state.announce(&room.id, RoomEvent::Unpin(Unpin {})).await;
+        state
+            .bus()
+            .announce_room(&room.id, &RoomEvent::Unpin(Unpin {}))
+            .await;
     }
     Ok(StatusCode::NO_CONTENT)
 }

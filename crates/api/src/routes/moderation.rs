@@ -209,9 +209,7 @@ async fn set_blocked_words(
     let event = ShopEvent::BlockedWords {
         words: words.clone(),
     };
-    if let Err(e) = state.bus().publish_shop(&shop.id, &event).await {
-        tracing::warn!(shop = %shop.id, error = %e, "the blocked words were kept but not published");
-    }
+    state.bus().announce_shop(&shop.id, &event).await;
     Ok(Json(BlockedWords { words }))
 }
 
@@ -235,9 +233,10 @@ async fn delete_message(
         return Err(Code::NotFound.into());
     }
     state
-        .announce(
+        .bus()
+        .announce_room(
             &room.id,
-            RoomEvent::ChatDeleted(ChatDeleted {
+            &RoomEvent::ChatDeleted(ChatDeleted {
                 id: MessageId::from_string(message),
             }),
         )
@@ -333,7 +332,7 @@ async fn sanction_user(
         SanctionKind::Mute => RoomEvent::UserMuted(sanction.clone()),
         SanctionKind::Ban => RoomEvent::UserBanned(sanction.clone()),
     };
-    state.announce(&room.id, event).await;
+    state.bus().announce_room(&room.id, &event).await;
     tracing::info!(room = %room.id, user = %target.id, kind = sanction.kind.as_str(), "chatter sanctioned");
     Ok(Json(sanction))
 }
@@ -358,9 +357,10 @@ async fn lift_sanction(
         return Err(Code::NotFound.into());
     }
     state
-        .announce(
+        .bus()
+        .announce_room(
             &room.id,
-            RoomEvent::SanctionLifted(SanctionLifted { user_id: user }),
+            &RoomEvent::SanctionLifted(SanctionLifted { user_id: user }),
         )
         .await;
     Ok(StatusCode::NO_CONTENT)
@@ -401,9 +401,10 @@ async fn set_slow_mode(
     }
     state.store().set_slow_mode(&room.id, body.seconds).await?;
     state
-        .announce(
+        .bus()
+        .announce_room(
             &room.id,
-            RoomEvent::SlowMode(event::SlowMode {
+            &RoomEvent::SlowMode(event::SlowMode {
                 seconds: u64::try_from(body.seconds).unwrap_or(0),
             }),
         )

@@ -312,9 +312,10 @@ async fn update_room(
         };
         tracing::info!(room = %room.id, "room ended");
         state
-            .announce(
+            .bus()
+            .announce_room(
                 &room.id,
-                RoomEvent::RoomEnded(Ended {
+                &RoomEvent::RoomEnded(Ended {
                     ended_at: room.ended_at,
                 }),
             )

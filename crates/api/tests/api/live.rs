@@ -892,6 +892,17 @@ async fn the_dashboard_counts_viewers_likes_chat_orders_and_revenue() {
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 }
 
+/// Waits for the `sale.stock` that shows the one unit back, on sale again.
+async fn back_on_sale(viewer: &mut Socket) {
+    loop {
+        let stock = next_of(viewer, "sale.stock").await;
+        if stock["data"]["available"] == 1 {
+            assert_eq!(stock["data"]["status"], "live", "on sale again: {stock}");
+            return;
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_cancelled_order_gives_its_units_back_to_the_room() {
     let app = TestApp::spawn().await;
@@ -912,13 +923,7 @@ async fn a_cancelled_order_gives_its_units_back_to_the_room() {
         )
         .await;
     assert_eq!(status, StatusCode::OK);
-    loop {
-        let stock = next_of(&mut viewer, "sale.stock").await;
-        if stock["data"]["available"] == 1 {
-            assert_eq!(stock["data"]["status"], "live", "on sale again: {stock}");
-            break;
-        }
-    }
+    back_on_sale(&mut viewer).await;
 }
 
 #[tokio::test]
@@ -938,6 +943,7 @@ async fn a_room_opened_on_another_node_shows_who_said_its_chat() {
     let shown = next_of(&mut speaker, "chat").await;
     let room_id = domain::ids::RoomId::from_string(&room);
     // Kept in the store (in batches, off the room's path) ...
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while app
         .db
         .store
@@ -946,6 +952,10 @@ async fn a_room_opened_on_another_node_shows_who_said_its_chat() {
         .unwrap()
         .is_empty()
     {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the message is kept"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // ... so that a node that opens the room later shows it as it was shown.
@@ -972,13 +982,7 @@ async fn a_lapsed_reservation_gives_its_units_back_to_the_room() {
     assert_eq!(status, StatusCode::CREATED, "{order}");
     next_of(&mut viewer, "sale.sold_out").await;
     // Not paid in time: the selling clock expires it.
-    loop {
-        let stock = next_of(&mut viewer, "sale.stock").await;
-        if stock["data"]["available"] == 1 {
-            assert_eq!(stock["data"]["status"], "live", "on sale again: {stock}");
-            break;
-        }
-    }
+    back_on_sale(&mut viewer).await;
     let (_, order) = app
         .get(
             &format!("/api/v1/orders/{}", order["id"].as_str().unwrap()),
