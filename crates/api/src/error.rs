@@ -29,6 +29,10 @@ macro_rules! error_codes {
                 match self { $(Code::$variant => $code,)* }
             }
 
+            pub fn parse(code: &str) -> Option<Self> {
+                match code { $($code => Some(Code::$variant),)* _ => None }
+            }
+
             pub fn default_message(self) -> &'static str {
                 match self { $(Code::$variant => $message,)* }
             }
@@ -166,6 +170,28 @@ impl From<StoreError> for ApiError {
             e => {
                 tracing::error!(error = %e, "store error");
                 Code::Internal.into()
+            }
+        }
+    }
+}
+
+/// A purchase the store refused, in the API's words.
+impl From<&store::Refusal> for ApiError {
+    fn from(refusal: &store::Refusal) -> Self {
+        use store::Refusal;
+        match refusal {
+            Refusal::SoldOut => Code::SoldOut.into(),
+            Refusal::LimitReached => Code::LimitReached.into(),
+            Refusal::NotLive => Code::SaleNotLive.into(),
+            Refusal::OutOfStock { on_hand, .. } => ApiError::new(
+                Code::SoldOut,
+                format!("Only {on_hand} left of one of the variants."),
+            ),
+            Refusal::UnknownVariant { .. } => {
+                domain::ValidationError::new("lines.variant_id", "no such variant for sale").into()
+            }
+            Refusal::MixedShops => {
+                domain::ValidationError::new("lines", "all lines must come from one shop").into()
             }
         }
     }

@@ -10,10 +10,10 @@ use axum::response::{IntoResponse, Response};
 use domain::ids::UserId;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use store::{Earlier, KeyState};
+use store::{Answer, Earlier, KeyState};
 
 use crate::AppState;
-use crate::error::{ApiResult, Code};
+use crate::error::{ApiError, ApiResult, Code};
 
 pub const HEADER: &str = "idempotency-key";
 
@@ -81,17 +81,60 @@ pub fn json_response(status: StatusCode, body: String, replayed: bool) -> Respon
     response
 }
 
+/// The response an answer kept under a key makes, the same for the first
+/// answer and every replay.
+pub fn respond(answer: Answer, replayed: bool) -> Response {
+    match answer {
+        Answer::Made(body) => json_response(StatusCode::CREATED, body, replayed),
+        Answer::Started(body) => json_response(StatusCode::ACCEPTED, body, replayed),
+        Answer::Refused(refusal) => {
+            let error = ApiError::from(&refusal);
+            let body = serde_json::to_string(&error.body()).unwrap_or_default();
+            json_response(error.code.status(), body, replayed)
+        }
+        Answer::Failed(body) => json_response(failed_status(&body), body, replayed),
+    }
+}
+
+/// The status of a kept error document: its code's.
+fn failed_status(body: &str) -> StatusCode {
+    #[derive(serde::Deserialize)]
+    struct Document {
+        error: Detail,
+    }
+    #[derive(serde::Deserialize)]
+    struct Detail {
+        code: String,
+    }
+    serde_json::from_str::<Document>(body)
+        .ok()
+        .and_then(|d| Code::parse(&d.error.code))
+        .map_or(StatusCode::INTERNAL_SERVER_ERROR, Code::status)
+}
+
+/// The answer to a purchase that reserved `order`: what its key recorded
+/// (the order's JSON), so a replay is the same bytes.
+pub fn reserved(order: &domain::order::Order) -> ApiResult<Response> {
+    let body = serde_json::to_string(order).map_err(|_| Code::Internal)?;
+    Ok(json_response(StatusCode::CREATED, body, false))
+}
+
 /// The answer to a request whose key belongs to an earlier request (decided
 /// inside an inventory batch).
 pub fn earlier(found: Earlier) -> ApiResult<Response> {
     match found {
         Earlier::InUse => Err(Code::IdempotencyKeyInUse.into()),
         Earlier::Reused => Err(Code::IdempotencyKeyReused.into()),
-        Earlier::Replay { status, body } => {
-            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            Ok(json_response(status, body, true))
-        }
+        Earlier::Replay(answer) => Ok(respond(answer, true)),
     }
+}
+
+/// What a request under [`run`] did.
+pub enum Done {
+    /// Made something: `201 Created`.
+    Created(Value),
+    /// Started something still in progress: `202 Accepted`.
+    Accepted(Value),
 }
 
 /// Runs `work` once per key. `recover` finds the effect of an earlier request
@@ -102,7 +145,7 @@ pub async fn run(
     key: &str,
     hash: &str,
     recover: impl AsyncFnOnce() -> ApiResult<Option<Value>>,
-    work: impl AsyncFnOnce() -> ApiResult<(StatusCode, Value)>,
+    work: impl AsyncFnOnce() -> ApiResult<Done>,
 ) -> ApiResult<Response> {
     let store = state.store();
     let abandoned_after = state.config().request_timeout * 2;
@@ -111,25 +154,22 @@ pub async fn run(
         .await?
     {
         KeyState::Fresh => {}
-        KeyState::Replay { status, body } => {
-            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            return Ok(json_response(status, body, true));
-        }
+        KeyState::Replay(answer) => return Ok(respond(answer, true)),
         KeyState::InUse => return Err(Code::IdempotencyKeyInUse.into()),
         KeyState::Reused => return Err(Code::IdempotencyKeyReused.into()),
         KeyState::Abandoned => {
             if let Some(found) = recover().await? {
-                let body = found.to_string();
-                store.finish_idempotent(user, key, 201, &body).await?;
-                return Ok(json_response(StatusCode::CREATED, body, false));
+                let answer = Answer::Made(found.to_string());
+                store.finish_idempotent(user, key, &answer).await?;
+                return Ok(respond(answer, false));
             }
         }
     }
-    let (status, body) = match work().await {
-        Ok((status, value)) => (status, value.to_string()),
+    let answer = match work().await {
+        Ok(Done::Created(value)) => Answer::Made(value.to_string()),
+        Ok(Done::Accepted(value)) => Answer::Started(value.to_string()),
         Err(e) if e.code.status().is_client_error() => {
-            let body = serde_json::to_string(&e.body()).unwrap_or_default();
-            (e.code.status(), body)
+            Answer::Failed(serde_json::to_string(&e.body()).unwrap_or_default())
         }
         Err(e) => {
             if let Err(forget) = store.forget_idempotent(user, key).await {
@@ -140,13 +180,10 @@ pub async fn run(
     };
     // The work is committed; if recording the answer fails, a retry finds the
     // key abandoned and `recover` finds the work.
-    if let Err(e) = store
-        .finish_idempotent(user, key, status.as_u16(), &body)
-        .await
-    {
+    if let Err(e) = store.finish_idempotent(user, key, &answer).await {
         tracing::warn!(error = %e, "could not record an idempotent answer");
     }
-    Ok(json_response(status, body, false))
+    Ok(respond(answer, false))
 }
 
 #[cfg(test)]

@@ -8,7 +8,6 @@
 //! Idempotency-Keys are written in the same transaction (group commit).
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::Arc;
 use std::time::Duration;
 
 use domain::Timestamp;
@@ -19,11 +18,12 @@ use domain::sale::BuyQuantity;
 use domain::stock::AdjustmentReason;
 
 use crate::Store;
+use crate::answer::{Answer, Refusal};
 use crate::db::{Exec, Execute, Params, execute, fetch_all};
 use crate::error::{Result, StoreError};
 use crate::inventory::{
     Earlier, Item, Keyed, NewOrder, again_on_key_race, column, draft_order, finish_batch, item,
-    take_keys,
+    made, take_keys,
 };
 use crate::row::{Get, corrupt};
 
@@ -58,36 +58,11 @@ impl Keyed for RegularOrder {
     }
 }
 
-/// Words a refusal as the API answers it: status and body, to record under
-/// the order's Idempotency-Key.
-pub type RefusalAnswer = Arc<dyn Fn(&Refusal) -> (u16, String) + Send + Sync>;
-
-/// An Idempotency-Key and how to word the refusals recorded under it.
-#[derive(Clone)]
+/// An order's Idempotency-Key and the hash of its request.
+#[derive(Debug, Clone)]
 pub struct OrderKey {
     pub key: String,
     pub request_hash: String,
-    pub answer: RefusalAnswer,
-}
-
-impl std::fmt::Debug for OrderKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OrderKey")
-            .field("key", &self.key)
-            .field("request_hash", &self.request_hash)
-            .finish_non_exhaustive()
-    }
-}
-
-/// Why an order was refused; nothing was taken.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Refusal {
-    /// A line asks for more than its variant has left.
-    OutOfStock { variant: VariantId, on_hand: i64 },
-    /// A line's variant does not exist or its product is not for sale.
-    UnknownVariant(VariantId),
-    /// The lines come from more than one shop.
-    MixedShops,
 }
 
 /// The answer to one order.
@@ -191,7 +166,9 @@ fn check(
     let mut shop: Option<&ShopId> = None;
     for line in &order.lines {
         let Some(found) = shelf.get(line.variant.as_str()) else {
-            return Err(Refusal::UnknownVariant(line.variant.clone()));
+            return Err(Refusal::UnknownVariant {
+                variant: line.variant.clone(),
+            });
         };
         if shop.is_some_and(|s| *s != found.shop) {
             return Err(Refusal::MixedShops);
@@ -298,23 +275,20 @@ impl Store {
             drafts.push(drafted);
         }
         take_stock(&mut tx, &takes, now).await?;
-        finish_batch(tx, orders, decided, &drafts, now, record).await
+        finish_batch(tx, orders, decided, &drafts, now, OrderOutcome::record).await
     }
 }
 
-/// The status and body recorded under an order's key.
-fn record(order: &RegularOrder, outcome: &OrderOutcome) -> Result<Option<(i64, String)>> {
-    Ok(match (outcome, &order.idempotency) {
-        (OrderOutcome::Reserved(o), _) => Some((
-            201,
-            serde_json::to_string(o).map_err(|e| StoreError::Corrupt(e.to_string()))?,
-        )),
-        (OrderOutcome::Refused(refusal), Some(key)) => {
-            let (status, body) = (key.answer)(refusal);
-            Some((i64::from(status), body))
-        }
-        _ => None,
-    })
+impl OrderOutcome {
+    /// The answer recorded under the order's key; `None` when the key belongs
+    /// to an earlier request.
+    fn record(&self) -> Result<Option<Answer>> {
+        Ok(match self {
+            Self::Reserved(order) => Some(made(order)?),
+            Self::Refused(refusal) => Some(Answer::Refused(refusal.clone())),
+            Self::Earlier(_) => None,
+        })
+    }
 }
 
 /// Takes the batch's units off the shelf: one conditional update per variant
@@ -460,7 +434,9 @@ mod tests {
         );
         assert_eq!(
             check(&order(&[("var_a", 1), ("var_x", 1)]), &shelf, &left),
-            Err(Refusal::UnknownVariant(VariantId::from_string("var_x")))
+            Err(Refusal::UnknownVariant {
+                variant: VariantId::from_string("var_x")
+            })
         );
     }
 }

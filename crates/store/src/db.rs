@@ -49,6 +49,11 @@ const SQLITE_MIGRATIONS: Migrations = &[
         "chat authors",
         include_str!("../migrations/sqlite/0008_chat_authors.sql"),
     ),
+    (
+        9,
+        "key answers",
+        include_str!("../migrations/sqlite/0009_key_answers.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: Migrations = &[
     (
@@ -90,6 +95,11 @@ const POSTGRES_MIGRATIONS: Migrations = &[
         8,
         "chat authors",
         include_str!("../migrations/postgres/0008_chat_authors.sql"),
+    ),
+    (
+        9,
+        "key answers",
+        include_str!("../migrations/postgres/0009_key_answers.sql"),
     ),
 ];
 

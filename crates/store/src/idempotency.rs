@@ -8,6 +8,7 @@ use domain::Timestamp;
 use domain::ids::UserId;
 
 use crate::Store;
+use crate::answer::Answer;
 use crate::db::{execute, fetch_optional};
 use crate::error::Result;
 use crate::row::Get;
@@ -18,7 +19,7 @@ pub enum KeyState {
     /// First use: go ahead, then record the answer with [`Store::finish_idempotent`].
     Fresh,
     /// Answered before: send this again.
-    Replay { status: u16, body: String },
+    Replay(Answer),
     /// The first request with this key is still running.
     InUse,
     /// The key was used for a different request.
@@ -30,16 +31,14 @@ pub enum KeyState {
 
 struct KeyRow {
     hash: String,
-    status: Option<i64>,
-    body: Option<String>,
+    answer: Option<Answer>,
     created_at: i64,
 }
 
 fn key_row<R: Get>(r: &R) -> Result<KeyRow> {
     Ok(KeyRow {
         hash: r.text("request_hash")?,
-        status: r.opt_int("status")?,
-        body: r.opt_text("body")?,
+        answer: Answer::from_columns(r.opt_text("outcome")?, r.opt_text("body")?)?,
         created_at: r.int("created_at")?,
     })
 }
@@ -63,7 +62,7 @@ impl Store {
         let existing = fetch_optional!(
             &mut tx,
             sqlx::query(
-                "SELECT request_hash, status, body, created_at FROM idempotency_keys
+                "SELECT request_hash, outcome, body, created_at FROM idempotency_keys
                  WHERE user_id = $1 AND key = $2"
             )
             .bind(user.as_str())
@@ -94,7 +93,7 @@ impl Store {
                 execute!(
                     &mut tx,
                     sqlx::query(
-                        "UPDATE idempotency_keys SET request_hash = $3, status = NULL, body = NULL,
+                        "UPDATE idempotency_keys SET request_hash = $3, outcome = NULL, body = NULL,
                              created_at = $4
                          WHERE user_id = $1 AND key = $2 AND created_at = $5"
                     )
@@ -108,20 +107,16 @@ impl Store {
             }
             Some(row) if row.hash != request_hash => KeyState::Reused,
             Some(KeyRow {
-                status: Some(status),
-                body,
+                answer: Some(answer),
                 ..
-            }) => KeyState::Replay {
-                status: u16::try_from(status).unwrap_or(500),
-                body: body.unwrap_or_default(),
-            },
+            }) => KeyState::Replay(answer),
             Some(row) if now.as_millis() - row.created_at > abandoned_after.as_millis() as i64 => {
                 // Take it over, once: the conditional update lets one taker win.
                 let taken = execute!(
                     &mut tx,
                     sqlx::query(
                         "UPDATE idempotency_keys SET created_at = $3
-                         WHERE user_id = $1 AND key = $2 AND created_at = $4 AND status IS NULL"
+                         WHERE user_id = $1 AND key = $2 AND created_at = $4 AND outcome IS NULL"
                     )
                     .bind(user.as_str())
                     .bind(key)
@@ -141,22 +136,17 @@ impl Store {
     }
 
     /// Records the answer to replay for `key`.
-    pub async fn finish_idempotent(
-        &self,
-        user: &UserId,
-        key: &str,
-        status: u16,
-        body: &str,
-    ) -> Result<()> {
+    pub async fn finish_idempotent(&self, user: &UserId, key: &str, answer: &Answer) -> Result<()> {
+        let (outcome, body) = answer.columns()?;
         let mut tx = self.write().await?;
         execute!(
             &mut tx,
             sqlx::query(
-                "UPDATE idempotency_keys SET status = $3, body = $4 WHERE user_id = $1 AND key = $2"
+                "UPDATE idempotency_keys SET outcome = $3, body = $4 WHERE user_id = $1 AND key = $2"
             )
             .bind(user.as_str())
             .bind(key)
-            .bind(i64::from(status))
+            .bind(outcome)
             .bind(body)
         )?;
         tx.commit().await

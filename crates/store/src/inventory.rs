@@ -25,6 +25,7 @@ use domain::sale::{BuyQuantity, FlashSale};
 use tokio::sync::watch;
 
 use crate::Store;
+use crate::answer::{Answer, Refusal};
 use crate::batcher::{Batchers, Serve};
 use crate::checkout::{OrderOutcome, RegularOrder};
 use crate::db::{Exec, Execute, Params, Tx, execute, fetch_all, fetch_optional};
@@ -41,21 +42,11 @@ pub struct Claim {
     pub idempotency: Option<ClaimKey>,
 }
 
-/// An Idempotency-Key and what to record for each possible refusal.
+/// A tap's Idempotency-Key and the hash of its request.
 #[derive(Debug, Clone)]
 pub struct ClaimKey {
     pub key: String,
     pub request_hash: String,
-    pub refusals: Arc<Refusals>,
-}
-
-/// The bodies of the refusals (status 409), as the API words them; the same for
-/// every tap.
-#[derive(Debug)]
-pub struct Refusals {
-    pub sold_out: String,
-    pub limit_reached: String,
-    pub not_live: String,
 }
 
 /// The answer to one tap.
@@ -63,11 +54,8 @@ pub struct Refusals {
 pub enum ClaimOutcome {
     /// The order holding the reservation, committed.
     Reserved(Box<Order>),
-    SoldOut,
-    /// The buyer would hold more than the sale's per-buyer limit.
-    LimitReached,
-    /// The sale has not started, has ended or was cancelled.
-    NotLive,
+    /// Sold out, over the per-buyer limit, or the sale is not live.
+    Refused(Refusal),
     /// The tap's Idempotency-Key belongs to an earlier request.
     Earlier(Earlier),
 }
@@ -78,7 +66,7 @@ pub enum Earlier {
     /// Another request with the key is being served.
     InUse,
     /// The key's first answer, to send again unchanged.
-    Replay { status: u16, body: String },
+    Replay(Answer),
     /// The key was used for a different request.
     Reused,
 }
@@ -103,28 +91,29 @@ impl Keyed for Claim {
 }
 
 impl ClaimOutcome {
-    /// The status and body recorded for the tap's key; `None` for the outcomes
-    /// that belong to an earlier request with the key.
-    fn record(&self, key: &ClaimKey) -> Result<Option<(i64, String)>> {
+    /// The answer recorded under the tap's key; `None` for the outcomes that
+    /// belong to an earlier request with the key.
+    fn record(&self) -> Result<Option<Answer>> {
         Ok(match self {
-            ClaimOutcome::Reserved(order) => Some((
-                201,
-                serde_json::to_string(order).map_err(|e| StoreError::Corrupt(e.to_string()))?,
-            )),
-            ClaimOutcome::SoldOut => Some((409, key.refusals.sold_out.clone())),
-            ClaimOutcome::LimitReached => Some((409, key.refusals.limit_reached.clone())),
-            ClaimOutcome::NotLive => Some((409, key.refusals.not_live.clone())),
+            ClaimOutcome::Reserved(order) => Some(made(order)?),
+            ClaimOutcome::Refused(refusal) => Some(Answer::Refused(refusal.clone())),
             ClaimOutcome::Earlier(_) => None,
         })
     }
+}
+
+/// The answer that records a reserved order: the order as it was first sent.
+pub(crate) fn made(order: &Order) -> Result<Answer> {
+    serde_json::to_string(order)
+        .map(Answer::Made)
+        .map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
 struct StoredKey {
     user: String,
     key: String,
     hash: String,
-    status: Option<i64>,
-    body: Option<String>,
+    answer: Option<Answer>,
 }
 
 fn stored_key<R: Get>(r: &R) -> Result<StoredKey> {
@@ -132,8 +121,7 @@ fn stored_key<R: Get>(r: &R) -> Result<StoredKey> {
         user: r.text("user_id")?,
         key: r.text("key")?,
         hash: r.text("request_hash")?,
-        status: r.opt_int("status")?,
-        body: r.opt_text("body")?,
+        answer: Answer::from_columns(r.opt_text("outcome")?, r.opt_text("body")?)?,
     })
 }
 
@@ -175,7 +163,7 @@ pub(crate) async fn take_keys<T: Keyed>(
                 // LATERAL: one probe of the primary key per tap, whatever the
                 // planner thinks of the arrays' length (a hash join scanned
                 // the whole table).
-                "SELECT k.user_id, k.key, k.request_hash, k.status, k.body
+                "SELECT k.user_id, k.key, k.request_hash, k.outcome, k.body
                  FROM UNNEST($1::text[], $2::text[]) AS v (user_id, key)
                  CROSS JOIN LATERAL (
                      SELECT * FROM idempotency_keys i
@@ -197,7 +185,7 @@ pub(crate) async fn take_keys<T: Keyed>(
             // was planned as a scan of every key.
             let mut p = Params::new(e);
             let sql = format!(
-                "SELECT k.user_id, k.key, k.request_hash, k.status, k.body
+                "SELECT k.user_id, k.key, k.request_hash, k.outcome, k.body
                  FROM (VALUES {}) AS v
                  CROSS JOIN idempotency_keys k ON k.user_id = v.column1 AND k.key = v.column2
                  WHERE k.created_at >= {}",
@@ -233,11 +221,8 @@ pub(crate) async fn take_keys<T: Keyed>(
         };
         decided[i] = Some(if earlier.hash != hash {
             Earlier::Reused
-        } else if let Some(status) = earlier.status {
-            Earlier::Replay {
-                status: u16::try_from(status).unwrap_or(500),
-                body: earlier.body.clone().unwrap_or_default(),
-            }
+        } else if let Some(answer) = &earlier.answer {
+            Earlier::Replay(answer.clone())
         } else {
             Earlier::InUse
         });
@@ -250,34 +235,35 @@ fn key_cutoff(now: Timestamp) -> Timestamp {
     now.plus_millis(-(crate::idempotency::KEY_LIFETIME.as_millis() as i64))
 }
 
-/// An answer to record under an Idempotency-Key.
-struct Answer<'a> {
+/// An answer to record under an Idempotency-Key, as its columns.
+struct KeyAnswer<'a> {
     user: &'a str,
     key: &'a str,
     hash: &'a str,
-    status: i64,
+    outcome: &'static str,
     body: String,
 }
 
 /// The answers to write under the taps' keys, sorted by user and key so that
 /// two batches writing the same keys take them in the same order. `record`
-/// gives a tap's status and body, or `None` for a tap whose key belonged to an
-/// earlier request (nothing of this batch to record).
+/// gives a tap's answer, or `None` for a tap whose key belonged to an earlier
+/// request (nothing of this batch to record).
 fn answers<'a, T: Keyed, O>(
     taps: &'a [T],
     outcomes: &[O],
-    record: impl Fn(&'a T, &O) -> Result<Option<(i64, String)>>,
-) -> Result<Vec<Answer<'a>>> {
+    record: impl Fn(&O) -> Result<Option<Answer>>,
+) -> Result<Vec<KeyAnswer<'a>>> {
     let mut rows = Vec::new();
     for (tap, outcome) in taps.iter().zip(outcomes) {
         if let Some((key, hash)) = tap.key()
-            && let Some((status, body)) = record(tap, outcome)?
+            && let Some(answer) = record(outcome)?
         {
-            rows.push(Answer {
+            let (outcome, body) = answer.columns()?;
+            rows.push(KeyAnswer {
                 user: tap.buyer().as_str(),
                 key,
                 hash,
-                status,
+                outcome,
                 body,
             });
         }
@@ -289,13 +275,13 @@ fn answers<'a, T: Keyed, O>(
 /// Ends a batch whose every tap is decided: writes its orders and the answers
 /// under the taps' keys ([`write_batch`]), commits, and returns the answers in
 /// the order of the taps.
-pub(crate) async fn finish_batch<'a, T: Keyed, O>(
+pub(crate) async fn finish_batch<T: Keyed, O>(
     mut tx: Tx,
-    taps: &'a [T],
+    taps: &[T],
     decided: Vec<Option<O>>,
     orders: &[(Order, Option<String>)],
     at: Timestamp,
-    record: impl Fn(&'a T, &O) -> Result<Option<(i64, String)>>,
+    record: impl Fn(&O) -> Result<Option<Answer>>,
 ) -> Result<Vec<O>> {
     let outcomes: Vec<O> = decided
         .into_iter()
@@ -504,7 +490,7 @@ macro_rules! bind_answers {
                 .bind(a.user)
                 .bind(a.key)
                 .bind(a.hash)
-                .bind(a.status)
+                .bind(a.outcome)
                 .bind(a.body.as_str())
                 .bind($now);
         }
@@ -541,10 +527,10 @@ fn events_sql(p: &mut Params, orders: usize) -> String {
 
 fn answers_sql(p: &mut Params, answers: usize) -> String {
     format!(
-        "INSERT INTO idempotency_keys (user_id, key, request_hash, status, body, created_at)
+        "INSERT INTO idempotency_keys (user_id, key, request_hash, outcome, body, created_at)
          VALUES {}
          ON CONFLICT (user_id, key) DO UPDATE SET request_hash = excluded.request_hash,
-             status = excluded.status, body = excluded.body, created_at = excluded.created_at
+             outcome = excluded.outcome, body = excluded.body, created_at = excluded.created_at
          WHERE idempotency_keys.created_at < {}
          RETURNING 1 AS taken",
         p.rows(answers, 6),
@@ -560,7 +546,7 @@ fn taken<R: Get>(r: &R) -> Result<i64> {
 struct Writes<'a> {
     orders: &'a [(Order, Option<String>)],
     /// The answers to record under the keys that were free.
-    answers: Vec<Answer<'a>>,
+    answers: Vec<KeyAnswer<'a>>,
     /// When the batch ran: its keys' creation time.
     at: Timestamp,
 }
@@ -667,12 +653,12 @@ async fn write_batch_postgres(c: &mut sqlx::PgConnection, writes: &Writes<'_>) -
              FROM UNNEST($19::text[], $1::text[], $20::text[], $21::text[], $22::bigint[])
                  AS v (id, order_id, actor, reason, at)
          ), k AS (
-             INSERT INTO idempotency_keys (user_id, key, request_hash, status, body, created_at)
-             SELECT user_id, key, hash, status, body, $28
-             FROM UNNEST($23::text[], $24::text[], $25::text[], $26::bigint[], $27::text[])
-                 AS v (user_id, key, hash, status, body)
+             INSERT INTO idempotency_keys (user_id, key, request_hash, outcome, body, created_at)
+             SELECT user_id, key, hash, outcome, body, $28
+             FROM UNNEST($23::text[], $24::text[], $25::text[], $26::text[], $27::text[])
+                 AS v (user_id, key, hash, outcome, body)
              ON CONFLICT (user_id, key) DO UPDATE SET request_hash = excluded.request_hash,
-                 status = excluded.status, body = excluded.body,
+                 outcome = excluded.outcome, body = excluded.body,
                  created_at = excluded.created_at
              WHERE idempotency_keys.created_at < $29
              RETURNING 1
@@ -704,7 +690,7 @@ async fn write_batch_postgres(c: &mut sqlx::PgConnection, writes: &Writes<'_>) -
     .bind(column(answers, |a| a.user))
     .bind(column(answers, |a| a.key))
     .bind(column(answers, |a| a.hash))
-    .bind(column(answers, |a| a.status))
+    .bind(column(answers, |a| a.outcome))
     .bind(column(answers, |a| a.body.as_str()))
     .bind(writes.at.as_millis())
     .bind(key_cutoff(writes.at).as_millis())
@@ -782,9 +768,9 @@ impl Store {
                     )?
                     .ok_or(StoreError::NotFound)?;
                     let refusal = if state == "sold_out" {
-                        ClaimOutcome::SoldOut
+                        ClaimOutcome::Refused(Refusal::SoldOut)
                     } else {
-                        ClaimOutcome::NotLive
+                        ClaimOutcome::Refused(Refusal::NotLive)
                     };
                     for d in decided.iter_mut().filter(|d| d.is_none()) {
                         *d = Some(refusal.clone());
@@ -804,13 +790,7 @@ impl Store {
                 }
             }
         }
-        finish_batch(tx, claims, decided, &drafts, now, |claim, outcome| {
-            claim
-                .idempotency
-                .as_ref()
-                .map_or(Ok(None), |key| outcome.record(key))
-        })
-        .await
+        finish_batch(tx, claims, decided, &drafts, now, ClaimOutcome::record).await
     }
 }
 
@@ -839,7 +819,7 @@ async fn serve_taps(
     for (i, claim) in claims.iter().enumerate() {
         if decided[i].is_none() {
             if claim.quantity.get() > terms.limit {
-                decided[i] = Some(ClaimOutcome::LimitReached);
+                decided[i] = Some(ClaimOutcome::Refused(Refusal::LimitReached));
             } else {
                 pending.push(i);
             }
@@ -862,7 +842,7 @@ async fn serve_taps(
         if round.is_empty() {
             // Nothing left fits what remains of the claim.
             for i in later {
-                decided[i] = Some(ClaimOutcome::SoldOut);
+                decided[i] = Some(ClaimOutcome::Refused(Refusal::SoldOut));
             }
             break;
         }
@@ -872,7 +852,7 @@ async fn serve_taps(
                 left -= claims[i].quantity.get();
                 reserved.push(i);
             } else {
-                decided[i] = Some(ClaimOutcome::LimitReached);
+                decided[i] = Some(ClaimOutcome::Refused(Refusal::LimitReached));
             }
         }
         pending = later;

@@ -9,6 +9,7 @@
 //! bodies: it stores and returns domain types.
 
 mod accounts;
+mod answer;
 mod batcher;
 mod catalog;
 mod chat;
@@ -29,13 +30,14 @@ mod stats;
 pub mod testing;
 
 pub use accounts::NewUser;
+pub use answer::{Answer, Refusal};
 pub use catalog::{NewProduct, NewShop, NewVariant, ProductPatch, ShopPatch, VariantPatch};
 pub use chat::{AuthoredChat, ChatRecord};
-pub use checkout::{OrderKey, OrderOutcome, Refusal, RefusalAnswer, RegularLine, RegularOrder};
+pub use checkout::{OrderKey, OrderOutcome, RegularLine, RegularOrder};
 pub use db::{Backend, PoolStats, Store, StoreOptions};
 pub use error::{Conflict, StoreError};
 pub use idempotency::{KEY_LIFETIME, KeyState};
-pub use inventory::{Claim, ClaimKey, ClaimOutcome, Earlier, Inventory, Refusals, StockObserver};
+pub use inventory::{Claim, ClaimKey, ClaimOutcome, Earlier, Inventory, StockObserver};
 pub use orders::{Expired, OrderChange, OrderFilter, PAYMENT_HOLD_MS};
 pub use payments::{NewPayment, Settled};
 pub use recordings::{ChatLine, PinSpan, Recording, RecordingProgress};

@@ -673,7 +673,10 @@ async fn sale_lifecycle_moves_stock_through_the_ledger(store: &Store) {
         .claim_batch(&sale, &[tap(&buyer, 1)], WINDOW)
         .await
         .unwrap();
-    assert!(matches!(scheduled[0], ClaimOutcome::NotLive));
+    assert!(matches!(
+        scheduled[0],
+        ClaimOutcome::Refused(Refusal::NotLive)
+    ));
 
     let live = store.start_sale(&sale, &seller).await.unwrap();
     assert_eq!((live.status, live.available), (SaleStatus::Live, 6));
@@ -744,7 +747,7 @@ async fn sale_lifecycle_moves_stock_through_the_ledger(store: &Store) {
         .claim_batch(&sale, &[tap(&buyer, 1)], WINDOW)
         .await
         .unwrap();
-    assert!(matches!(after[0], ClaimOutcome::NotLive));
+    assert!(matches!(after[0], ClaimOutcome::Refused(Refusal::NotLive)));
 
     // A sale larger than the shelf cannot start, and nothing moves.
     let big = another_sale(store, &sale, 9, 1).await;
@@ -804,7 +807,7 @@ async fn a_batch_allocates_exactly_what_is_left(store: &Store) {
         .await
         .unwrap();
     assert!(matches!(got[0], ClaimOutcome::Reserved(_)));
-    assert!(matches!(got[1], ClaimOutcome::SoldOut));
+    assert!(matches!(got[1], ClaimOutcome::Refused(Refusal::SoldOut)));
     let s = store.sale(&sale2).await.unwrap().unwrap();
     assert_eq!((s.available, s.status), (2, SaleStatus::Live));
 }
@@ -814,9 +817,10 @@ fn kinds(outcomes: &[ClaimOutcome]) -> Vec<&'static str> {
         .iter()
         .map(|o| match o {
             ClaimOutcome::Reserved(_) => "reserved",
-            ClaimOutcome::SoldOut => "sold_out",
-            ClaimOutcome::LimitReached => "limit",
-            ClaimOutcome::NotLive => "not_live",
+            ClaimOutcome::Refused(Refusal::SoldOut) => "sold_out",
+            ClaimOutcome::Refused(Refusal::LimitReached) => "limit",
+            ClaimOutcome::Refused(Refusal::NotLive) => "not_live",
+            ClaimOutcome::Refused(other) => panic!("a tap refused as an order: {other:?}"),
             ClaimOutcome::Earlier(Earlier::InUse) => "duplicate",
             ClaimOutcome::Earlier(Earlier::Replay { .. }) => "replay",
             ClaimOutcome::Earlier(Earlier::Reused) => "reused",
@@ -897,7 +901,7 @@ async fn a_storm_sells_exactly_the_quantity(store: &Store) {
                 reserved += 1;
                 assert!(orders.insert(order.id.clone()));
             }
-            ClaimOutcome::SoldOut => sold_out += 1,
+            ClaimOutcome::Refused(Refusal::SoldOut) => sold_out += 1,
             other => panic!("unexpected {other:?}"),
         }
     }
@@ -942,7 +946,6 @@ fn keyed(mut order: RegularOrder, key: &str, hash: &str) -> RegularOrder {
     order.idempotency = Some(OrderKey {
         key: key.into(),
         request_hash: hash.into(),
-        answer: std::sync::Arc::new(|r: &Refusal| (409, format!("{r:?}"))),
     });
     order
 }
@@ -953,8 +956,9 @@ fn order_kinds(outcomes: &[OrderOutcome]) -> Vec<&'static str> {
         .map(|o| match o {
             OrderOutcome::Reserved(_) => "reserved",
             OrderOutcome::Refused(Refusal::OutOfStock { .. }) => "out_of_stock",
-            OrderOutcome::Refused(Refusal::UnknownVariant(_)) => "unknown",
+            OrderOutcome::Refused(Refusal::UnknownVariant { .. }) => "unknown",
             OrderOutcome::Refused(Refusal::MixedShops) => "mixed",
+            OrderOutcome::Refused(other) => panic!("an order refused as a tap: {other:?}"),
             OrderOutcome::Earlier(Earlier::InUse) => "duplicate",
             OrderOutcome::Earlier(Earlier::Replay { .. }) => "replay",
             OrderOutcome::Earlier(Earlier::Reused) => "reused",
@@ -1078,17 +1082,12 @@ async fn a_batch_of_regular_orders_takes_all_lines_or_none(store: &Store) {
         .await
         .unwrap();
     assert_eq!(order_kinds(&reused), ["reused"]);
-    let OrderOutcome::Earlier(Earlier::Replay { status, body }) = &again[0] else {
+    let OrderOutcome::Earlier(Earlier::Replay(answer)) = &again[0] else {
         panic!()
     };
     assert_eq!(
-        (*status, body.as_str()),
-        (
-            201,
-            serde_json::to_string(keyed_order.as_ref())
-                .unwrap()
-                .as_str()
-        )
+        answer,
+        &store::Answer::Made(serde_json::to_string(keyed_order.as_ref()).unwrap())
     );
     let refused = store
         .reserve_batch(&[keyed(regular(&buyer, &[(b, 1)]), "k2", "h")], WINDOW)
@@ -1097,7 +1096,9 @@ async fn a_batch_of_regular_orders_takes_all_lines_or_none(store: &Store) {
     assert!(
         matches!(
             &refused[0],
-            OrderOutcome::Earlier(Earlier::Replay { status: 409, .. })
+            OrderOutcome::Earlier(Earlier::Replay(store::Answer::Refused(
+                Refusal::OutOfStock { .. }
+            )))
         ),
         "{refused:?}"
     );
@@ -1172,7 +1173,7 @@ async fn parallel_taps_cannot_pass_the_per_buyer_limit(store: &Store) {
     for t in taps {
         match t.await.unwrap().unwrap() {
             ClaimOutcome::Reserved(_) => reserved += 1,
-            ClaimOutcome::LimitReached => {}
+            ClaimOutcome::Refused(Refusal::LimitReached) => {}
             other => panic!("unexpected {other:?}"),
         }
     }
@@ -1184,12 +1185,18 @@ async fn parallel_taps_cannot_pass_the_per_buyer_limit(store: &Store) {
         .await
         .unwrap();
     assert!(matches!(got[0], ClaimOutcome::Reserved(_)));
-    assert!(matches!(got[1], ClaimOutcome::LimitReached));
+    assert!(matches!(
+        got[1],
+        ClaimOutcome::Refused(Refusal::LimitReached)
+    ));
     let too_many = store
         .claim_batch(&sale, &[tap(&other, 3)], WINDOW)
         .await
         .unwrap();
-    assert!(matches!(too_many[0], ClaimOutcome::LimitReached));
+    assert!(matches!(
+        too_many[0],
+        ClaimOutcome::Refused(Refusal::LimitReached)
+    ));
     assert_eq!(
         store.sale_tally(&sale).await.unwrap(),
         SaleTally {
@@ -1234,7 +1241,7 @@ async fn idempotency_keys(store: &Store) {
         "keys are per user"
     );
     store
-        .finish_idempotent(&ann, "k1", 201, "{\"id\":1}")
+        .finish_idempotent(&ann, "k1", &store::Answer::Made("{\"id\":1}".into()))
         .await
         .unwrap();
     assert_eq!(
@@ -1242,10 +1249,7 @@ async fn idempotency_keys(store: &Store) {
             .begin_idempotent(&ann, "k1", "h1", long)
             .await
             .unwrap(),
-        KeyState::Replay {
-            status: 201,
-            body: "{\"id\":1}".into()
-        }
+        KeyState::Replay(store::Answer::Made("{\"id\":1}".into()))
     );
     // An unfinished request older than any request may run was abandoned; one
     // caller takes it over.
@@ -1274,11 +1278,6 @@ async fn idempotency_keys(store: &Store) {
     let key = store::ClaimKey {
         key: "buy-1".into(),
         request_hash: "h".into(),
-        refusals: std::sync::Arc::new(store::Refusals {
-            sold_out: "{}".into(),
-            limit_reached: "{}".into(),
-            not_live: "{}".into(),
-        }),
     };
     let mut claim = tap(&ann, 1);
     claim.idempotency = Some(key);
@@ -1298,10 +1297,9 @@ async fn idempotency_keys(store: &Store) {
         .await
         .unwrap();
     match &again[0] {
-        ClaimOutcome::Earlier(Earlier::Replay {
-            status,
-            body: replayed,
-        }) => assert_eq!((*status, replayed), (201, &body)),
+        ClaimOutcome::Earlier(Earlier::Replay(replayed)) => {
+            assert_eq!(replayed, &store::Answer::Made(body.clone()))
+        }
         other => panic!("{other:?}"),
     }
     assert_eq!(
@@ -1309,7 +1307,7 @@ async fn idempotency_keys(store: &Store) {
             .begin_idempotent(&ann, "buy-1", "h", long)
             .await
             .unwrap(),
-        KeyState::Replay { status: 201, body }
+        KeyState::Replay(store::Answer::Made(body))
     );
     let mut changed = claim;
     if let Some(k) = changed.idempotency.as_mut() {
@@ -1940,8 +1938,8 @@ async fn a_batch_that_loses_a_race_for_a_key_is_served_again() {
         .unwrap();
     let mut first = other.begin().await.unwrap();
     sqlx::query(
-        "INSERT INTO idempotency_keys (user_id, key, request_hash, status, body, created_at)
-         VALUES ($1, 'race', 'h', 201, '{\"first\":true}', $2)",
+        "INSERT INTO idempotency_keys (user_id, key, request_hash, outcome, body, created_at)
+         VALUES ($1, 'race', 'h', 'made', '{\"first\":true}', $2)",
     )
     .bind(ann.as_str())
     .bind(Timestamp::now().as_millis())
@@ -1952,11 +1950,6 @@ async fn a_batch_that_loses_a_race_for_a_key_is_served_again() {
     claim.idempotency = Some(store::ClaimKey {
         key: "race".into(),
         request_hash: "h".into(),
-        refusals: std::sync::Arc::new(store::Refusals {
-            sold_out: "{}".into(),
-            limit_reached: "{}".into(),
-            not_live: "{}".into(),
-        }),
     });
     let batch = {
         let (store, sale) = (store.clone(), sale.clone());
@@ -1991,8 +1984,8 @@ async fn a_batch_that_loses_a_race_for_a_key_is_served_again() {
     first.commit().await.unwrap();
     let got = batch.await.unwrap().unwrap();
     match &got[0] {
-        ClaimOutcome::Earlier(Earlier::Replay { status, body }) => {
-            assert_eq!((*status, body.as_str()), (201, "{\"first\":true}"))
+        ClaimOutcome::Earlier(Earlier::Replay(answer)) => {
+            assert_eq!(answer, &store::Answer::Made("{\"first\":true}".into()))
         }
         other => panic!("{other:?}"),
     }

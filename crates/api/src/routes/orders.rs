@@ -3,18 +3,15 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use std::collections::BTreeMap;
-use std::sync::{Arc, LazyLock};
 
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::Response;
 use domain::ValidationError;
 use domain::ids::{OrderId, RoomId, SaleId, VariantId};
 use domain::order::{Order, OrderStatus};
 use domain::sale::BuyQuantity;
 use serde::Deserialize;
-use store::{
-    OrderFilter, OrderKey, OrderOutcome, Refusal, RefusalAnswer, RegularLine, RegularOrder,
-};
+use store::{OrderFilter, OrderKey, OrderOutcome, RegularLine, RegularOrder};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -170,46 +167,14 @@ async fn create_order(
         idempotency: Some(OrderKey {
             key,
             request_hash: hash,
-            answer: REFUSAL_ANSWER.clone(),
         }),
     };
     match state.inventory().order(order).await? {
-        OrderOutcome::Reserved(order) => {
-            let body = serde_json::to_string(&order).map_err(|_| Code::Internal)?;
-            Ok(idempotency::json_response(StatusCode::CREATED, body, false))
-        }
-        OrderOutcome::Refused(refusal) => Err(refused(&refusal)),
+        OrderOutcome::Reserved(order) => idempotency::reserved(&order),
+        OrderOutcome::Refused(refusal) => Err(ApiError::from(&refusal)),
         OrderOutcome::Earlier(found) => idempotency::earlier(found),
     }
 }
-
-/// The error that answers a refused order.
-fn refused(refusal: &Refusal) -> ApiError {
-    match refusal {
-        Refusal::OutOfStock { on_hand, .. } => ApiError::new(
-            Code::SoldOut,
-            format!("Only {on_hand} left of one of the variants."),
-        ),
-        Refusal::UnknownVariant(_) => {
-            ValidationError::new("lines.variant_id", "no such variant for sale").into()
-        }
-        Refusal::MixedShops => {
-            ValidationError::new("lines", "all lines must come from one shop").into()
-        }
-    }
-}
-
-/// How a refusal is recorded under the order's Idempotency-Key: as it is
-/// answered.
-static REFUSAL_ANSWER: LazyLock<RefusalAnswer> = LazyLock::new(|| {
-    Arc::new(|refusal: &Refusal| {
-        let e = refused(refusal);
-        (
-            e.code.status().as_u16(),
-            serde_json::to_string(&e.body()).unwrap_or_default(),
-        )
-    })
-});
 
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]

@@ -149,14 +149,14 @@ async fn pay(
                 Some("insufficient_funds") => Err(Code::InsufficientFunds.into()),
                 Some(_) => Err(Code::CardDeclined.into()),
                 None => {
-                    let http = if payment.status == domain::order::PaymentStatus::Succeeded {
-                        StatusCode::CREATED
-                    } else {
-                        StatusCode::ACCEPTED
-                    };
+                    let complete = payment.status == domain::order::PaymentStatus::Succeeded;
                     let body = serde_json::to_value(PaymentResult { payment, order })
                         .map_err(|_| Code::Internal)?;
-                    Ok((http, body))
+                    Ok(if complete {
+                        idempotency::Done::Created(body)
+                    } else {
+                        idempotency::Done::Accepted(body)
+                    })
                 }
             }
         },
@@ -313,7 +313,7 @@ async fn refund(
                 .await?;
             let body =
                 serde_json::to_value(RefundResult { refund, order }).map_err(|_| Code::Internal)?;
-            Ok((StatusCode::CREATED, body))
+            Ok(idempotency::Done::Created(body))
         },
     )
     .await

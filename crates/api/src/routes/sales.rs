@@ -1,7 +1,5 @@
 //! Flash sales in a room, and buying in them.
 
-use std::sync::{Arc, LazyLock};
-
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -12,7 +10,7 @@ use domain::order::Order;
 use domain::room::RoomStatus;
 use domain::sale::{BuyQuantity, FlashSale, MAX_PER_BUYER, SaleQuantity, SaleStatus};
 use serde::Deserialize;
-use store::{Claim, ClaimKey, ClaimOutcome, NewSale, Refusals, StoreError};
+use store::{Claim, ClaimKey, ClaimOutcome, NewSale, StoreError};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -250,16 +248,6 @@ async fn update_sale(
     Ok(Json(updated))
 }
 
-/// What a tap's key records when the tap is refused.
-static REFUSALS: LazyLock<Arc<Refusals>> = LazyLock::new(|| {
-    let body = |code: Code| serde_json::to_string(&ApiError::from(code).body()).unwrap_or_default();
-    Arc::new(Refusals {
-        sold_out: body(Code::SoldOut),
-        limit_reached: body(Code::LimitReached),
-        not_live: body(Code::SaleNotLive),
-    })
-});
-
 /// Buys in a flash sale. Send an `Idempotency-Key`: a retry with the same key
 /// gets the same answer and never a second order. The answer is an order that
 /// holds a reservation until it is paid or expires.
@@ -312,7 +300,6 @@ async fn buy(
         idempotency: Some(ClaimKey {
             key,
             request_hash: hash,
-            refusals: REFUSALS.clone(),
         }),
     };
     let outcome = state
@@ -324,13 +311,8 @@ async fn buy(
             other => other.into(),
         })?;
     match outcome {
-        ClaimOutcome::Reserved(order) => {
-            let body = serde_json::to_string(&order).map_err(|_| Code::Internal)?;
-            Ok(idempotency::json_response(StatusCode::CREATED, body, false))
-        }
-        ClaimOutcome::SoldOut => Err(Code::SoldOut.into()),
-        ClaimOutcome::LimitReached => Err(Code::LimitReached.into()),
-        ClaimOutcome::NotLive => Err(Code::SaleNotLive.into()),
+        ClaimOutcome::Reserved(order) => idempotency::reserved(&order),
+        ClaimOutcome::Refused(refusal) => Err(ApiError::from(&refusal)),
         ClaimOutcome::Earlier(found) => idempotency::earlier(found),
     }
 }
