@@ -32,6 +32,11 @@ use crate::{Hub, Seat};
 /// Frames written in one flush at most.
 const BATCH: usize = 256;
 /// How many times a connection may lose frames within [`LAG_WINDOW`].
+/// A text frame's payload, shared by every connection that sends it (the
+/// WebSocket's own type, so that sending it copies nothing). The rest of the
+/// crate names it through here only.
+pub type FrameText = Utf8Bytes;
+
 pub const LAGS_BEFORE_CUT: usize = 3;
 pub const LAG_WINDOW: Duration = Duration::from_secs(30);
 

@@ -12,7 +12,6 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use axum::extract::ws::Utf8Bytes;
 use domain::Timestamp;
 use domain::event::{
     ChatEntry, Likes, PinCard, RoomEvent, RoomSummary, RoomView, SaleState, ViewKind, Viewers,
@@ -21,6 +20,8 @@ use domain::event::{
 use domain::ids::{RoomId, ShopId, UserId};
 use domain::room::{RoomStatus, Sanction, SanctionKind};
 use tokio::sync::broadcast;
+
+use crate::connection::FrameText;
 
 /// Frames a room keeps for viewers who reconnect with `since`.
 pub const HISTORY: usize = 1024;
@@ -31,14 +32,14 @@ pub const SNAPSHOT_CHAT: usize = 50;
 #[derive(Debug, Clone)]
 pub struct Frame {
     pub seq: u64,
-    pub text: Utf8Bytes,
+    pub text: FrameText,
 }
 
 /// Where a joining connection starts.
 pub enum Start {
     /// The room as it is now, up to the `seq` given: the viewer missed too
     /// much, or is new.
-    Snapshot(Utf8Bytes, u64),
+    Snapshot(FrameText, u64),
     /// Every frame after the `since` the viewer sent (possibly none).
     Replay(Vec<Frame>),
 }
@@ -227,7 +228,7 @@ impl Room {
         }
         let frame = Frame {
             seq,
-            text: Utf8Bytes::from(event.frame(seq, at)),
+            text: FrameText::from(event.frame(seq, at)),
         };
         if state.history.len() == HISTORY {
             state.history.pop_front();
@@ -278,7 +279,7 @@ impl Room {
                 )
             }
             _ => Start::Snapshot(
-                Utf8Bytes::from(view(&state, self.slow_mode(), ViewKind::Snapshot)),
+                FrameText::from(view(&state, self.slow_mode(), ViewKind::Snapshot)),
                 state.seq,
             ),
         };
@@ -287,9 +288,9 @@ impl Room {
 
     /// The counters, sale and pin as they are now, for a connection that lost
     /// frames: it keeps the latest state even when it missed chat.
-    pub fn state_frame(&self) -> Utf8Bytes {
+    pub fn state_frame(&self) -> FrameText {
         let state = self.lock();
-        Utf8Bytes::from(view(&state, self.slow_mode(), ViewKind::State))
+        FrameText::from(view(&state, self.slow_mode(), ViewKind::State))
     }
 
     /// A like from a viewer; shown in the next coalesced `likes` event.
@@ -482,7 +483,7 @@ mod tests {
         )
     }
 
-    fn parse(text: &Utf8Bytes) -> Value {
+    fn parse(text: &FrameText) -> Value {
         serde_json::from_str(text.as_str()).unwrap()
     }
 
