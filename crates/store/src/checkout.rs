@@ -19,12 +19,11 @@ use domain::stock::AdjustmentReason;
 
 use crate::Store;
 use crate::answer::{Answer, Refusal};
+use crate::db::column;
 use crate::db::{Exec, Execute, Params, execute, fetch_all};
 use crate::error::{Result, StoreError};
-use crate::inventory::{
-    Earlier, Item, Keyed, NewOrder, again_on_key_race, column, draft_order, finish_batch, item,
-    made, take_keys,
-};
+use crate::keys::{Earlier, Keyed, again_on_key_race, made, take_keys};
+use crate::reservations::{Item, NewOrder, draft_order, finish_batch, item};
 use crate::row::{Get, corrupt};
 
 /// One line of an order at the regular price.

@@ -504,3 +504,8 @@ impl Store {
         Ok(())
     }
 }
+
+/// One column of `rows`, as the array a PostgreSQL parameter binds.
+pub(crate) fn column<'a, T, U>(rows: &'a [T], cell: impl Fn(&'a T) -> U) -> Vec<U> {
+    rows.iter().map(cell).collect()
+}
