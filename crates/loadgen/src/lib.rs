@@ -6,6 +6,7 @@
 
 pub mod crowd;
 pub mod room;
+pub mod rtmp;
 pub mod video;
 pub mod ws;
 

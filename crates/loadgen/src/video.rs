@@ -16,9 +16,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
-use media::client::Connection;
-use media::flv::{self, FileTag};
 use tokio_util::sync::CancellationToken;
+
+use crate::rtmp::{self, Client, FileTag};
 
 /// When each video frame (by timestamp) was sent: a monotonic instant,
 /// wall-clock milliseconds and its index in the clip (for players in other
@@ -61,7 +61,7 @@ impl SendLog {
 
 pub fn read_clip(path: &std::path::Path) -> anyhow::Result<Vec<FileTag>> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    Ok(flv::read_file(&Bytes::from(bytes))?)
+    rtmp::read_flv(Bytes::from(bytes))
 }
 
 /// Publishes `tags` once at their pace (the sequence headers and metadata
@@ -73,7 +73,7 @@ pub async fn publish(
     log: Option<Arc<SendLog>>,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
-    let mut connection = Connection::publish(addr, key)
+    let mut connection = Client::publish(addr, key)
         .await
         .with_context(|| format!("publishing to {addr}"))?;
     let started = tokio::time::Instant::now();
@@ -86,9 +86,9 @@ pub async fn publish(
                 () = tokio::time::sleep_until(due) => {}
             }
         }
-        connection.tag(tag.kind, tag.timestamp, tag.body.clone());
+        connection.tag(tag.kind, tag.timestamp, &tag.body);
         // Noted as it goes onto the socket, before a player can see it.
-        if tag.kind == flv::TAG_VIDEO && tag.body.get(1) == Some(&1) {
+        if tag.kind == rtmp::VIDEO && tag.body.get(1) == Some(&1) {
             if let Some(log) = &log {
                 log.note(tag.timestamp, frames);
             }
@@ -229,7 +229,7 @@ pub async fn play(
             }
         }
         Source::Rtmp { addr, name } => {
-            let mut connection = Connection::play(addr, &name).await?;
+            let mut connection = Client::play(addr, &name).await?;
             loop {
                 let media = tokio::select! {
                     () = stop.cancelled() => break Ok(()),
@@ -239,7 +239,7 @@ pub async fn play(
                 watched
                     .bytes
                     .fetch_add(body.len() as u64 + 11, Ordering::Relaxed);
-                if kind == flv::TAG_VIDEO && body.get(1) == Some(&1) {
+                if kind == rtmp::VIDEO && body.get(1) == Some(&1) {
                     on_video(timestamp);
                 }
             }
@@ -323,7 +323,7 @@ impl TagReader {
                 | u32::from(h[4]) << 16
                 | u32::from(h[5]) << 8
                 | u32::from(h[6]);
-            if h[0] == flv::TAG_VIDEO && self.buffer.get(at + 12) == Some(&1) {
+            if h[0] == rtmp::VIDEO && self.buffer.get(at + 12) == Some(&1) {
                 on_video(timestamp);
             }
             at += 11 + size + 4;
