@@ -72,7 +72,25 @@ pub(crate) fn wrap(app: Router, state: AppState) -> Router {
     )
 }
 
+/// Counts a request in `http_requests_in_flight` while it is served, however
+/// it ends (a client that goes away drops the request's future).
+struct InFlight;
+
+impl InFlight {
+    fn start() -> Self {
+        metrics::gauge!("http_requests_in_flight").increment(1.0);
+        Self
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        metrics::gauge!("http_requests_in_flight").decrement(1.0);
+    }
+}
+
 async fn record_metrics(req: Request, next: Next) -> Response<Body> {
+    let _in_flight = InFlight::start();
     let start = Instant::now();
     let method = req.method().to_string();
     let route = req

@@ -193,6 +193,16 @@ async fn openapi_describes_every_route_body_and_error() {
     assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
 }
 
+/// `http_requests_in_flight` as `/metrics` shows it.
+async fn in_flight(app: &TestApp) -> u64 {
+    app.metrics()
+        .await
+        .lines()
+        .find_map(|l| l.strip_prefix("http_requests_in_flight "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}
+
 #[tokio::test]
 async fn a_request_in_flight_finishes_during_shutdown() {
     let app = TestApp::spawn().await;
@@ -205,15 +215,29 @@ async fn a_request_in_flight_finishes_during_shutdown() {
     );
     socket.write_all(head.as_bytes()).await.unwrap();
     socket.write_all(&body[..10]).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // In flight: the server is reading its body (the scrape counts itself).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while in_flight(&app).await < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the request is served"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     app.begin_shutdown();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The server stops taking connections at once ...
+    while tokio::net::TcpStream::connect(app.addr).await.is_ok() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the listener closes"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // ... and the request in flight still finishes.
     socket.write_all(&body[10..]).await.unwrap();
     let mut answer = Vec::new();
     socket.read_to_end(&mut answer).await.unwrap();
     let answer = String::from_utf8_lossy(&answer);
     assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
-    // New connections are refused once the server has drained.
-    tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(tokio::net::TcpStream::connect(app.addr).await.is_err());
 }
