@@ -280,8 +280,8 @@ pub async fn serve(
         done = &mut running => return done.unwrap_or_else(|e| Err(std::io::Error::other(e))),
         () = shutdown.cancelled() => {}
     }
-    // Upgraded connections are no longer the HTTP server's to drain.
-    hub.stop();
+    // Upgraded connections are no longer the HTTP server's to drain: the hub,
+    // on a child of the same token, is closing them now.
     let served = match tokio::time::timeout(grace, &mut running).await {
         Ok(done) => done.unwrap_or_else(|e| Err(std::io::Error::other(e))),
         Err(_) => {

@@ -529,7 +529,9 @@ async fn read_text(
             {
                 return refused_chat(refusal);
             }
-            match hub.chat(&room.id, viewer, &text).await {
+            // Boxed: every connection's reading half holds this future's
+            // space for as long as it lives, and few of them ever chat.
+            match Box::pin(hub.chat(&room.id, viewer, &text)).await {
                 Ok(()) => Reply::Nothing,
                 Err(e) => {
                     tracing::warn!(room = %room.id, error = %e, "a chat message could not be published");
@@ -665,7 +667,12 @@ mod tests {
             })
             .await
             .unwrap();
-        let hub = Hub::new(db.store.clone(), bus::Bus::in_process(), limits);
+        let hub = Hub::new(
+            db.store.clone(),
+            bus::Bus::in_process(),
+            limits,
+            &CancellationToken::new(),
+        );
         let viewer = Viewer {
             id: user.id,
             name: "Ann".into(),

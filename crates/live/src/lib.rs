@@ -118,11 +118,11 @@ impl Drop for Seat {
 }
 
 impl Hub {
-    /// Starts the chat log writer. [`Hub::stop`] closes every connection (1001)
-    /// and stops the rooms' tasks.
-    pub fn new(store: Store, bus: Bus, limits: Limits) -> Self {
+    /// Starts the chat log writer. Cancelling `shutdown` (or [`Hub::stop`])
+    /// closes every connection (1001) and stops the rooms' tasks.
+    pub fn new(store: Store, bus: Bus, limits: Limits, shutdown: &CancellationToken) -> Self {
         let (chat_log, queue) = mpsc::channel(CHAT_LOG_QUEUE);
-        let shutdown = CancellationToken::new();
+        let shutdown = shutdown.child_token();
         let writer = tokio::spawn(write_chat_log(store.clone(), queue, shutdown.clone()));
         let hub = Self(Arc::new(Inner {
             store,

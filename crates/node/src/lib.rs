@@ -41,7 +41,7 @@ pub struct Node {
 }
 
 /// Builds the API's parts on `store`.
-fn assemble(store: Store, config: ApiConfig) -> AppState {
+fn assemble(store: Store, config: ApiConfig, shutdown: &CancellationToken) -> AppState {
     let bus = bus::Bus::in_process();
     let sale_events = SaleEvents::new(bus.clone());
     let inventory = store::Inventory::new(store.clone(), config.reservation_window)
@@ -52,7 +52,7 @@ fn assemble(store: Store, config: ApiConfig) -> AppState {
         inventory.without_batching()
     };
     AppState::new(Parts {
-        hub: live::Hub::new(store.clone(), bus.clone(), config.live.clone()),
+        hub: live::Hub::new(store.clone(), bus.clone(), config.live.clone(), shutdown),
         media: media::Media::new(store.clone(), bus.clone(), config.media.clone()),
         payments: api::payments::TestProvider::configured(
             config.payment_webhook_secret.as_deref(),
@@ -80,7 +80,7 @@ impl Node {
         let http_addr = http.local_addr()?;
         let rtmp_addr = rtmp.local_addr()?;
         settings.api.rtmp_port = rtmp_addr.port();
-        let state = assemble(store.clone(), settings.api);
+        let state = assemble(store.clone(), settings.api, &shutdown);
         let mut tasks = JoinSet::new();
         tasks.spawn(api::sweep_sessions(store, shutdown.clone()));
         tasks.spawn(api::run_selling_clock(state.clone(), shutdown.clone()));

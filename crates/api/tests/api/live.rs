@@ -991,3 +991,33 @@ async fn a_lapsed_reservation_gives_its_units_back_to_the_room() {
         .await;
     assert_eq!(order["status"], "expired");
 }
+
+#[tokio::test]
+async fn an_event_of_a_newer_node_is_skipped_and_the_room_goes_on() {
+    let app = TestApp::spawn().await;
+    let (seller, room) = room_of(&app).await;
+    let mut viewer = open(&app, &room, None, None).await;
+    next(&mut viewer).await;
+    let topic = bus::Topic::Room(domain::ids::RoomId::from_string(&room));
+    let newer = br#"{"type":"auction.bid","data":{"amount":{"amount":500,"currency":"EUR"}}}"#;
+    app.state
+        .bus()
+        .publish(&topic, Bytes::from_static(newer))
+        .await
+        .unwrap();
+    app.state
+        .bus()
+        .publish_room(
+            &domain::ids::RoomId::from_string(&room),
+            &chat_event("msg_after", &seller.id, false, "still here"),
+        )
+        .await
+        .unwrap();
+    let chat = next_of(&mut viewer, "chat").await;
+    assert_eq!(chat["data"]["text"], "still here");
+    let metrics = app.metrics().await;
+    assert!(
+        metrics.contains("live_bus_events_skipped_total{reason=\"unknown_type\"} 1"),
+        "{metrics}"
+    );
+}
