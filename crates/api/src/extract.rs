@@ -126,9 +126,10 @@ pub(crate) fn same_origin(headers: &axum::http::HeaderMap) -> bool {
 }
 
 /// Signed-in callers, remembered for a few seconds so that a client in a busy
-/// room does not cost a database read per request. This node forgets a user's
-/// entries at once when they sign out, revoke a token or change role; other
-/// nodes notice within [`CredentialCache::TTL`].
+/// room does not cost a database read per request. A node forgets a user's
+/// entries at once when they sign out, revoke a token or change role on it, and
+/// every node that hears it on the bus's `sessions` topic does too; a node that
+/// misses it notices within [`CredentialCache::TTL`].
 #[derive(Default)]
 pub struct CredentialCache {
     entries: std::sync::Mutex<std::collections::HashMap<String, (CurrentUser, std::time::Instant)>>,

@@ -164,6 +164,14 @@ impl AppState {
         &self.0.credentials
     }
 
+    /// A user signed out, revoked a token or changed role: this node forgets
+    /// their cached credentials at once, and every node that hears it too.
+    pub(crate) async fn credentials_changed(&self, user: &domain::ids::UserId) {
+        self.credentials().forget_user(user);
+        let event = domain::event::SessionEvent::CredentialsChanged { user: user.clone() };
+        self.bus().announce_sessions(&event).await;
+    }
+
     /// The room a sale is in, remembered after the first read.
     pub(crate) async fn sale_room(
         &self,
@@ -358,6 +366,30 @@ pub async fn run_selling_clock(state: AppState, shutdown: CancellationToken) {
                 Err(store::StoreError::WrongState) => {}
                 Err(e) => tracing::warn!(sale = %sale.id, error = %e, "selling clock"),
             }
+        }
+    }
+}
+
+/// Forgets the cached credentials of every user whose sign-ins changed on any
+/// node, until `shutdown`. `sessions` was subscribed to before the server took
+/// its first request.
+pub async fn follow_sessions(
+    state: AppState,
+    mut sessions: bus::Subscription,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let payload = tokio::select! {
+            () = shutdown.cancelled() => return,
+            payload = sessions.next() => payload,
+        };
+        let Some(payload) = payload else { return };
+        match domain::event::SessionEvent::decode(&payload) {
+            Ok(domain::event::SessionEvent::CredentialsChanged { user }) => {
+                state.credentials().forget_user(&user);
+                metrics::counter!("api_credentials_forgotten_total").increment(1);
+            }
+            Err(e) => tracing::debug!(error = %e, "a sessions event was skipped"),
         }
     }
 }

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use domain::event::{RoomEvent, ShopEvent};
+use domain::event::{RoomEvent, SessionEvent, ShopEvent};
 use domain::ids::{RoomId, ShopId};
 use tokio::sync::broadcast;
 
@@ -23,14 +23,18 @@ pub enum Topic {
     Room(RoomId),
     /// What a shop's rooms must know and viewers never see ([`ShopEvent`]).
     Shop(ShopId),
+    /// Users' sign-ins, which every node's credential cache follows
+    /// ([`SessionEvent`]).
+    Sessions,
 }
 
 impl Topic {
-    /// The topic's name on a broker: `room.{id}`, `shop.{id}`.
+    /// The topic's name on a broker: `room.{id}`, `shop.{id}`, `sessions`.
     pub fn subject(&self) -> String {
         match self {
             Self::Room(id) => format!("room.{id}"),
             Self::Shop(id) => format!("shop.{id}"),
+            Self::Sessions => "sessions".to_owned(),
         }
     }
 }
@@ -92,6 +96,17 @@ impl Bus {
     pub async fn announce_shop(&self, shop: &ShopId, event: &ShopEvent) {
         if let Err(e) = self.publish_shop(shop, event).await {
             not_announced(&Topic::Shop(shop.clone()), "shop", &e);
+        }
+    }
+
+    /// [`Bus::announce_room`] for a change to a user's sign-ins.
+    pub async fn announce_sessions(&self, event: &SessionEvent) {
+        let published = match event.encode() {
+            Ok(payload) => self.publish(&Topic::Sessions, Bytes::from(payload)).await,
+            Err(e) => Err(e.into()),
+        };
+        if let Err(e) = published {
+            not_announced(&Topic::Sessions, "sessions", &e);
         }
     }
 

@@ -321,6 +321,26 @@ impl ShopEvent {
     }
 }
 
+/// What every node must know of a user's sign-ins.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "data")]
+pub enum SessionEvent {
+    /// The user signed out, revoked a token or changed role: a node forgets
+    /// the credentials it has cached for them.
+    #[serde(rename = "credentials.changed")]
+    CredentialsChanged { user: UserId },
+}
+
+impl SessionEvent {
+    pub fn encode(&self) -> serde_json::Result<Vec<u8>> {
+        serde_json::to_vec(self)
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, Undecodable> {
+        serde_json::from_slice(bytes).map_err(|e| Undecodable::Malformed(e.to_string()))
+    }
+}
+
 /// A room as snapshots describe it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RoomSummary {

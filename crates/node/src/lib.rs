@@ -82,6 +82,16 @@ impl Node {
         settings.api.rtmp_port = rtmp_addr.port();
         let state = assemble(store.clone(), settings.api, &shutdown);
         let mut tasks = JoinSet::new();
+        let sessions = state
+            .bus()
+            .subscribe(&bus::Topic::Sessions)
+            .await
+            .map_err(std::io::Error::other)?;
+        tasks.spawn(api::follow_sessions(
+            state.clone(),
+            sessions,
+            shutdown.clone(),
+        ));
         tasks.spawn(api::sweep_sessions(store, shutdown.clone()));
         tasks.spawn(api::run_selling_clock(state.clone(), shutdown.clone()));
         // Recordings a crash left open are closed before any encoder comes.

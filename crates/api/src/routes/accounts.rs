@@ -187,7 +187,7 @@ async fn sign_out(State(state): State<AppState>, current: CurrentUser) -> ApiRes
         return Err(Code::NotASession.into());
     };
     state.store().delete_session(&id).await?;
-    state.credentials().forget_user(&current.user.id);
+    state.credentials_changed(&current.user.id).await;
     Ok((
         StatusCode::NO_CONTENT,
         [(header::SET_COOKIE, session_cookie(&state, "", 0))],
@@ -267,7 +267,7 @@ async fn revoke_token(
         .store()
         .revoke_api_token(&current.user.id, &TokenId::from_string(id))
         .await?;
-    state.credentials().forget_user(&current.user.id);
+    state.credentials_changed(&current.user.id).await;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -247,7 +247,7 @@ async fn create_shop(
         })
         .await?;
     // The owner is a seller now: forget the cached buyer.
-    state.credentials().forget_user(&current.user.id);
+    state.credentials_changed(&current.user.id).await;
     tracing::info!(shop = %shop.id, owner = %current.user.id, "shop opened");
     Ok((StatusCode::CREATED, Json(shop)))
 }

@@ -311,3 +311,33 @@ async fn cookie_writes_must_come_from_this_origin() {
         .unwrap();
     assert_eq!(read.status(), StatusCode::OK);
 }
+
+#[tokio::test]
+async fn a_change_to_a_users_sign_ins_on_another_node_is_heard_at_once() {
+    let app = TestApp::spawn().await;
+    let ann = app.sign_up("ann@example.com").await;
+    let (_, me) = app.get("/api/v1/me", Some(&ann.token)).await;
+    assert_eq!(me["user"]["role"], "buyer", "and now cached on this node");
+    // Another node makes her a seller, and says so on the sessions topic.
+    let user = domain::ids::UserId::from_string(&ann.id);
+    app.db
+        .store
+        .set_role(&user, domain::account::Role::Seller)
+        .await
+        .unwrap();
+    app.state
+        .bus()
+        .announce_sessions(&domain::event::SessionEvent::CredentialsChanged { user })
+        .await;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !app
+        .metrics()
+        .await
+        .contains("api_credentials_forgotten_total 1")
+    {
+        assert!(tokio::time::Instant::now() < deadline, "the node heard it");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let (_, me) = app.get("/api/v1/me", Some(&ann.token)).await;
+    assert_eq!(me["user"]["role"], "seller", "not the cached buyer");
+}
