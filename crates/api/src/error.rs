@@ -61,6 +61,7 @@ error_codes! {
     SoldOut = (CONFLICT, "sold_out", "Sold out."),
     OrderExpired = (CONFLICT, "order_expired", "The reservation has expired; buy again."),
     PaymentInProgress = (CONFLICT, "payment_in_progress", "A payment for this order is still being processed."),
+    PaymentReversed = (CONFLICT, "payment_reversed", "The order could no longer take the payment; it is refunded in full."),
     LimitReached = (CONFLICT, "limit_reached", "You already hold as many as one buyer may in this sale."),
     SaleNotLive = (CONFLICT, "sale_not_live", "The sale has not started, has ended or was cancelled."),
     IdempotencyKeyInUse = (CONFLICT, "idempotency_key_in_use", "A request with this Idempotency-Key is still running; retry shortly."),
@@ -80,6 +81,7 @@ error_codes! {
     RateLimited = (TOO_MANY_REQUESTS, "rate_limited", "Too many attempts; wait and try again."),
     Internal = (INTERNAL_SERVER_ERROR, "internal", "Something went wrong on our side; it has been logged."),
     ProviderUnavailable = (BAD_GATEWAY, "provider_unavailable", "The payment provider did not answer; try again."),
+    ProviderRefused = (BAD_GATEWAY, "provider_refused", "The payment provider refused the call; nothing was charged or refunded."),
     Unavailable = (SERVICE_UNAVAILABLE, "unavailable", "The service is not ready; try again shortly."),
     Timeout = (SERVICE_UNAVAILABLE, "timeout", "The request took too long."),
 }

@@ -137,53 +137,60 @@ pub enum Done {
     Accepted(Value),
 }
 
-/// Runs `work` once per key. `recover` finds the effect of an earlier request
-/// that committed but never recorded its answer (the server stopped in between).
+/// Runs `work` once per key, in a task of its own: a request cut off by the
+/// timeout or by its client going away does not stop the work half-way (a
+/// charge made and not recorded); its key stays in use until the work is done
+/// and its answer kept, then a retry gets the answer. A key whose first
+/// request died with its node is found abandoned and the work runs again:
+/// it must resume what the first try left (the money routes find their
+/// attempt by the key) rather than start over.
 pub async fn run(
     state: &AppState,
     user: &UserId,
     key: &str,
     hash: &str,
-    recover: impl AsyncFnOnce() -> ApiResult<Option<Value>>,
-    work: impl AsyncFnOnce() -> ApiResult<Done>,
+    work: impl Future<Output = ApiResult<Done>> + Send + 'static,
 ) -> ApiResult<Response> {
-    let store = state.store();
+    let store = state.store().clone();
     let abandoned_after = state.config().request_timeout * 2;
     match store
         .begin_idempotent(user, key, hash, abandoned_after)
         .await?
     {
-        KeyState::Fresh => {}
+        KeyState::Fresh | KeyState::Abandoned => {}
         KeyState::Replay(answer) => return Ok(respond(answer, true)),
         KeyState::InUse => return Err(Code::IdempotencyKeyInUse.into()),
         KeyState::Reused => return Err(Code::IdempotencyKeyReused.into()),
-        KeyState::Abandoned => {
-            if let Some(found) = recover().await? {
-                let answer = Answer::Made(found.to_string());
-                store.finish_idempotent(user, key, &answer).await?;
-                return Ok(respond(answer, false));
-            }
-        }
     }
-    let answer = match work().await {
-        Ok(Done::Created(value)) => Answer::Made(value.to_string()),
-        Ok(Done::Accepted(value)) => Answer::Started(value.to_string()),
-        Err(e) if e.code.status().is_client_error() => {
-            Answer::Failed(serde_json::to_string(&e.body()).unwrap_or_default())
+    let (user, key) = (user.clone(), key.to_owned());
+    let task = tokio::spawn(async move {
+        let answer = match work.await {
+            Ok(Done::Created(value)) => Answer::Made(value.to_string()),
+            Ok(Done::Accepted(value)) => Answer::Started(value.to_string()),
+            Err(e) if e.code.status().is_client_error() => {
+                Answer::Failed(serde_json::to_string(&e.body()).unwrap_or_default())
+            }
+            Err(e) => {
+                if let Err(forget) = store.forget_idempotent(&user, &key).await {
+                    tracing::warn!(error = %forget, "could not free an idempotency key");
+                }
+                return Err(e);
+            }
+        };
+        // The work is committed; if recording the answer fails, a retry finds
+        // the key abandoned and the work finds what it did.
+        if let Err(e) = store.finish_idempotent(&user, &key, &answer).await {
+            tracing::warn!(error = %e, "could not record an idempotent answer");
         }
+        Ok(answer)
+    });
+    match task.await {
+        Ok(answer) => Ok(respond(answer?, false)),
         Err(e) => {
-            if let Err(forget) = store.forget_idempotent(user, key).await {
-                tracing::warn!(error = %forget, "could not free an idempotency key");
-            }
-            return Err(e);
+            tracing::error!(error = %e, "an idempotent request's task failed");
+            Err(Code::Internal.into())
         }
-    };
-    // The work is committed; if recording the answer fails, a retry finds the
-    // key abandoned and `recover` finds the work.
-    if let Err(e) = store.finish_idempotent(user, key, &answer).await {
-        tracing::warn!(error = %e, "could not record an idempotent answer");
     }
-    Ok(respond(answer, false))
 }
 
 #[cfg(test)]

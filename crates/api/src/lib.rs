@@ -51,11 +51,20 @@ pub struct ApiConfig {
     pub sign_in_attempts_per_address: u32,
     /// How long a reserved order waits for payment before its stock returns.
     pub reservation_window: Duration,
-    /// The key the `test` payment provider signs its webhooks with; every node
-    /// of a deployment needs the same. Random per process when unset.
+    /// The payment provider's API (`hawker payments-sandbox`); unset, each
+    /// node runs a sandbox of its own inside its process.
+    pub payments_url: Option<String>,
+    /// The bearer token the provider's API takes.
+    pub payments_api_key: Option<String>,
+    /// The key the provider signs its webhooks with; every node of a
+    /// deployment needs the same. Random per process when unset.
     pub payment_webhook_secret: Option<String>,
-    /// How long the `test` provider's asynchronous cards take to answer.
+    /// How long the in-process sandbox's asynchronous cards take to answer.
     pub payment_async_delay: Duration,
+    /// How long one call to the provider may take.
+    pub payments_timeout: Duration,
+    /// Settling what a fault left open, and reconciliation.
+    pub upkeep: payments::upkeep::UpkeepSettings,
     /// Group commit for flash-sale taps; off only to measure the naive path.
     pub inventory_batching: bool,
     /// What a room WebSocket may do and how slow it may be.
@@ -80,8 +89,16 @@ impl ApiConfig {
             sign_in_attempts_per_account: 10,
             sign_in_attempts_per_address: 50,
             reservation_window: Duration::from_secs(10 * 60),
+            payments_url: None,
+            payments_api_key: None,
             payment_webhook_secret: None,
             payment_async_delay: Duration::from_secs(1),
+            payments_timeout: Duration::from_secs(10),
+            upkeep: payments::upkeep::UpkeepSettings {
+                settle_after: Duration::from_secs(60),
+                reconcile_every: Duration::from_secs(300),
+                reconcile_window: Duration::from_secs(24 * 3600),
+            },
             inventory_batching: true,
             live: live::Limits::default(),
             media: media::Settings::new(&data_dir),
@@ -103,7 +120,7 @@ struct Inner {
     media: media::Media,
     sale_events: SaleEvents,
     inventory: store::Inventory,
-    payments: payments::TestProvider,
+    payments: payments::Provider,
     config: ApiConfig,
     sign_in_by_account: auth::Throttle,
     sign_in_by_address: auth::Throttle,
@@ -118,7 +135,7 @@ pub struct Parts {
     pub media: media::Media,
     pub sale_events: SaleEvents,
     pub inventory: store::Inventory,
-    pub payments: payments::TestProvider,
+    pub payments: payments::Provider,
     pub config: ApiConfig,
 }
 
@@ -156,7 +173,7 @@ impl AppState {
     }
 
     /// The payment provider orders are paid through.
-    pub fn payment_provider(&self) -> &dyn payments::PaymentProvider {
+    pub fn payment_provider(&self) -> &payments::Provider {
         &self.0.payments
     }
 
@@ -263,9 +280,6 @@ pub async fn serve(
     shutdown: CancellationToken,
     grace: Duration,
 ) -> std::io::Result<()> {
-    if let Ok(addr) = listener.local_addr() {
-        state.0.payments.deliver_to(addr);
-    }
     let hub = state.hub().clone();
     let unacknowledged = state.config().send_timeout;
     // A peer that stops reading (a stalled HTTP-FLV player, a frozen phone)
@@ -308,10 +322,9 @@ pub async fn serve(
 }
 
 /// Every second until `shutdown`: starts sales whose start has come, ends those
-/// whose end has, expires unpaid reservations past their window, and refunds
-/// payments that came after their order could take them. Several nodes may run
-/// it: the store's conditional updates (and a reversal's claim) let one of them
-/// make each change.
+/// whose end has, and expires unpaid reservations past their window. Several
+/// nodes may run it: the store's conditional updates let one of them make
+/// each change.
 pub async fn run_selling_clock(state: AppState, shutdown: CancellationToken) {
     use domain::sale::SaleStatus;
     let store = state.store().clone();
@@ -335,7 +348,6 @@ pub async fn run_selling_clock(state: AppState, shutdown: CancellationToken) {
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "selling clock: cannot expire reservations"),
         }
-        refund_reversals(&state, now).await;
         let due = match store.due_sales(now).await {
             Ok(due) => due,
             Err(e) => {
@@ -395,46 +407,6 @@ pub async fn follow_sessions(
 }
 
 /// Deletes expired sessions and idempotency keys every hour until `shutdown`.
-/// Asks the provider to refund, in full, each payment that succeeded after its
-/// order could no longer take it. A refund that fails is tried again once its
-/// claim runs out, with the same idempotency key: one the provider made but
-/// this node did not record (a crash in between) is answered, not made again.
-async fn refund_reversals(state: &AppState, now: domain::Timestamp) {
-    const LEASE: Duration = Duration::from_secs(60);
-    let due = match state.store().claim_reversals(now, LEASE, 20).await {
-        Ok(due) => due,
-        Err(e) => {
-            tracing::warn!(error = %e, "selling clock: cannot read reversals due");
-            return;
-        }
-    };
-    let provider = state.payment_provider();
-    for payment in due {
-        if payment.provider != provider.name() {
-            tracing::warn!(payment = %payment.id, provider = %payment.provider,
-                "a reversal for a provider this node does not run");
-            continue;
-        }
-        match provider
-            .refund(
-                &payment.provider_payment_id,
-                payment.amount,
-                &format!("reversal-{}", payment.id),
-            )
-            .await
-        {
-            Ok(refund) => match state.store().reversal_refunded(&payment.id, &refund).await {
-                Ok(()) => tracing::info!(payment = %payment.id, order = %payment.order_id,
-                    "a late payment was refunded"),
-                Err(e) => tracing::warn!(payment = %payment.id, error = %e,
-                    "a late payment was refunded but not recorded"),
-            },
-            Err(e) => tracing::warn!(payment = %payment.id, error = %e,
-                "a late payment's refund failed; it is tried again"),
-        }
-    }
-}
-
 pub async fn sweep_sessions(store: Store, shutdown: CancellationToken) {
     let mut every = tokio::time::interval(Duration::from_secs(3600));
     loop {

@@ -112,6 +112,8 @@ pub struct Order {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum PaymentStatus {
+    /// Written before the provider is asked; its answer is not in yet.
+    Attempting,
     /// The provider answers later, through a webhook.
     Processing,
     Succeeded,
@@ -121,6 +123,7 @@ pub enum PaymentStatus {
 impl PaymentStatus {
     pub fn as_str(self) -> &'static str {
         match self {
+            Self::Attempting => "attempting",
             Self::Processing => "processing",
             Self::Succeeded => "succeeded",
             Self::Failed => "failed",
@@ -129,6 +132,7 @@ impl PaymentStatus {
 
     pub fn parse(s: &str) -> Option<Self> {
         match s {
+            "attempting" => Some(Self::Attempting),
             "processing" => Some(Self::Processing),
             "succeeded" => Some(Self::Succeeded),
             "failed" => Some(Self::Failed),
@@ -143,8 +147,9 @@ pub struct Payment {
     pub id: PaymentId,
     pub order_id: OrderId,
     pub provider: String,
-    /// The provider's id for it (a PaymentIntent's id at Stripe).
-    pub provider_payment_id: String,
+    /// The provider's id for it (a PaymentIntent's id at Stripe); none until
+    /// the provider has answered.
+    pub provider_payment_id: Option<String>,
     pub amount: Money,
     pub status: PaymentStatus,
     /// Why it failed: `card_declined`, `insufficient_funds`, ...
@@ -161,9 +166,42 @@ pub struct Refund {
     pub payment_id: PaymentId,
     pub amount: Money,
     pub reason: String,
-    /// Whether the units went back on the shelf.
+    /// Whether the units go back on the shelf.
     pub restock: bool,
+    pub status: RefundStatus,
     pub created_at: Timestamp,
+}
+
+/// Where a refund is: its amount is claimed before the provider is asked, so
+/// claims never add up to more than was paid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RefundStatus {
+    /// Claimed; the provider's answer is not in yet (it is asked again with
+    /// the same key until it answers).
+    Pending,
+    Succeeded,
+    /// The provider refused it; the claim was released.
+    Failed,
+}
+
+impl RefundStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "pending" => Some(Self::Pending),
+            "succeeded" => Some(Self::Succeeded),
+            "failed" => Some(Self::Failed),
+            _ => None,
+        }
+    }
 }
 
 /// What happens to an order.

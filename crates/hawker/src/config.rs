@@ -28,6 +28,9 @@ pub enum Command {
     Demo(Settings),
     /// Apply the database migrations this binary carries, then exit
     Migrate(Settings),
+    /// Run the payments sandbox: a card processor's test mode that nodes reach
+    /// over HTTP (--payments-url), with a durable ledger and signed webhooks
+    PaymentsSandbox(SandboxArgs),
     /// Administrative tasks
     Admin {
         #[command(subcommand)]
@@ -39,6 +42,58 @@ pub enum Command {
 pub enum AdminCommand {
     /// Create an account (an admin with --admin)
     CreateUser(CreateUser),
+    /// Compare the payment provider's charges and refunds with the store's,
+    /// fix what can be fixed safely and report the rest
+    Reconcile(Reconcile),
+}
+
+#[derive(Args)]
+pub struct Reconcile {
+    /// How far back to look, in hours
+    #[arg(long, default_value_t = 24)]
+    pub since_hours: u64,
+    #[command(flatten)]
+    pub settings: Settings,
+}
+
+#[derive(Args)]
+pub struct SandboxArgs {
+    /// Address the sandbox's API listens on
+    #[arg(long, env = "HAWKER_SANDBOX_ADDR", default_value = "127.0.0.1:8090")]
+    pub addr: SocketAddr,
+    /// The ledger file: every charge, refund, key and webhook, kept across restarts
+    #[arg(
+        long,
+        env = "HAWKER_SANDBOX_LEDGER",
+        default_value = "./hawker-data/payments-sandbox.jsonl"
+    )]
+    pub ledger: PathBuf,
+    /// Where webhooks go (a node, or the load balancer before the nodes);
+    /// several, comma-separated, are tried in turn
+    #[arg(long, env = "HAWKER_SANDBOX_WEBHOOK_URL", value_delimiter = ',')]
+    pub webhook_url: Vec<String>,
+    /// The secret webhooks are signed with: the nodes' --payment-webhook-secret
+    #[arg(long, env = "HAWKER_PAYMENT_WEBHOOK_SECRET", hide_env_values = true)]
+    pub webhook_secret: String,
+    /// The bearer token callers must send: the nodes' --payments-api-key
+    #[arg(long, env = "HAWKER_PAYMENTS_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Milliseconds an asynchronous test card takes to settle
+    #[arg(long, default_value_t = 1000)]
+    pub async_delay_ms: u64,
+    /// Milliseconds before the first webhook retry; doubled on each attempt
+    #[arg(long, default_value_t = 500)]
+    pub retry_base_ms: u64,
+    /// Share of calls (0 to 1) that get a random fault: a delay, a failure
+    /// before or after the work, no answer, the webhook first or twice
+    #[arg(long, default_value_t = 0.0)]
+    pub chaos_rate: f64,
+    /// Seed of the faults' random choices
+    #[arg(long, default_value_t = 1)]
+    pub chaos_seed: u64,
+    /// Log filter
+    #[arg(long, env = "HAWKER_LOG", default_value = "info")]
+    pub log: String,
 }
 
 #[derive(Args)]
@@ -136,10 +191,29 @@ pub struct Settings {
     /// Minutes a reserved order waits for payment before its stock returns [default: 10]
     #[arg(long, env = "HAWKER_RESERVATION_MINUTES")]
     pub reservation_minutes: Option<u64>,
-    /// Secret the test payment provider signs its webhooks with; give every node
+    /// The payment provider's API, such as a `hawker payments-sandbox`; every
+    /// node of a deployment needs the same [default: a sandbox inside this
+    /// process, its ledger in the data directory]
+    #[arg(long, env = "HAWKER_PAYMENTS_URL")]
+    pub payments_url: Option<String>,
+    /// The bearer token the payment provider's API takes
+    #[arg(long, env = "HAWKER_PAYMENTS_API_KEY", hide_env_values = true)]
+    pub payments_api_key: Option<String>,
+    /// Secret the payment provider signs its webhooks with; give every node
     /// the same one [default: random per process]
     #[arg(long, env = "HAWKER_PAYMENT_WEBHOOK_SECRET", hide_env_values = true)]
     pub payment_webhook_secret: Option<String>,
+    /// Milliseconds one call to the payment provider may take [default: 10000]
+    #[arg(long, env = "HAWKER_PAYMENTS_TIMEOUT_MS")]
+    pub payments_timeout_ms: Option<u64>,
+    /// Seconds after which a payment or refund with no answer from the
+    /// provider is settled from the provider's record [default: 60]
+    #[arg(long, env = "HAWKER_PAYMENTS_SETTLE_AFTER")]
+    pub payments_settle_after: Option<u64>,
+    /// Minutes between reconciliations of the last day's payments and
+    /// refunds with the provider's [default: 5]
+    #[arg(long, env = "HAWKER_RECONCILE_MINUTES")]
+    pub reconcile_minutes: Option<u64>,
     /// Group commit for flash-sale purchases; `false` only to measure the naive
     /// path against it (bench/flash-sale) [default: true]
     #[arg(long, env = "HAWKER_INVENTORY_BATCHING")]
@@ -201,7 +275,12 @@ impl Settings {
             sign_in_attempts_per_account,
             sign_in_attempts_per_address,
             reservation_minutes,
+            payments_url,
+            payments_api_key,
             payment_webhook_secret,
+            payments_timeout_ms,
+            payments_settle_after,
+            reconcile_minutes,
             inventory_batching
         );
         let data_dir = s.data_dir.unwrap_or_else(|| PathBuf::from("./hawker-data"));
@@ -230,7 +309,18 @@ impl Settings {
         if let Some(minutes) = s.reservation_minutes {
             api.reservation_window = Duration::from_secs(minutes.max(1) * 60);
         }
+        api.payments_url = s.payments_url.filter(|s| !s.is_empty());
+        api.payments_api_key = s.payments_api_key.filter(|s| !s.is_empty());
         api.payment_webhook_secret = s.payment_webhook_secret.filter(|s| !s.is_empty());
+        if let Some(ms) = s.payments_timeout_ms {
+            api.payments_timeout = Duration::from_millis(ms.max(100));
+        }
+        if let Some(secs) = s.payments_settle_after {
+            api.upkeep.settle_after = Duration::from_secs(secs.max(1));
+        }
+        if let Some(minutes) = s.reconcile_minutes {
+            api.upkeep.reconcile_every = Duration::from_secs(minutes.max(1) * 60);
+        }
         if let Some(batching) = s.inventory_batching {
             api.inventory_batching = batching;
         }
@@ -332,6 +422,9 @@ mod tests {
             format!("[default: {}]", c.api.sign_in_attempts_per_address),
             format!("[default: {}]", c.api.reservation_window.as_secs() / 60),
             format!("[default: {}]", c.api.inventory_batching),
+            format!("[default: {}]", c.api.payments_timeout.as_millis()),
+            format!("[default: {}]", c.api.upkeep.settle_after.as_secs()),
+            format!("[default: {}]", c.api.upkeep.reconcile_every.as_secs() / 60),
         ] {
             assert!(help.contains(&expected), "--help lacks {expected}");
         }

@@ -17,7 +17,7 @@ use anyhow::Context;
 use clap::Parser;
 use domain::account::Role;
 
-use crate::config::{AdminCommand, Cli, Command, Config, LogFormat};
+use crate::config::{AdminCommand, Cli, Command, Config, LogFormat, SandboxArgs};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -69,6 +69,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             store.close().await;
             Ok(())
         }
+        Command::PaymentsSandbox(args) => sandbox(args).await,
+        Command::Admin {
+            command: AdminCommand::Reconcile(args),
+        } => {
+            let config = args.settings.resolve()?;
+            init_logs(&config)?;
+            reconcile(&config, args.since_hours).await
+        }
         Command::Admin {
             command: AdminCommand::CreateUser(args),
         } => {
@@ -103,14 +111,74 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// `hawker payments-sandbox`: serves until SIGINT or SIGTERM.
+async fn sandbox(args: SandboxArgs) -> anyhow::Result<()> {
+    init_filter(&args.log, LogFormat::Text)?;
+    if let Some(dir) = args.ledger.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let mut settings = sandbox::Settings::new(args.webhook_secret.into_bytes());
+    settings.ledger = Some(args.ledger);
+    settings.webhook_urls = args.webhook_url;
+    settings.api_key = args.api_key.filter(|k| !k.is_empty());
+    settings.async_delay = std::time::Duration::from_millis(args.async_delay_ms);
+    settings.retry_base = std::time::Duration::from_millis(args.retry_base_ms.max(1));
+    settings.chaos_rate = args.chaos_rate.clamp(0.0, 1.0);
+    settings.chaos_seed = args.chaos_seed;
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let sandbox =
+        sandbox::Sandbox::open(settings, shutdown.clone()).context("opening the ledger")?;
+    let listener = tokio::net::TcpListener::bind(args.addr)
+        .await
+        .with_context(|| format!("binding {}", args.addr))?;
+    tracing::info!(addr = %args.addr, "payments sandbox listening");
+    tokio::spawn(server::stop_on_signal(
+        server::Signals::register()?,
+        shutdown,
+    ));
+    sandbox::serve(listener, sandbox).await?;
+    Ok(())
+}
+
+/// `hawker admin reconcile`: one reconciliation of the last `hours`, printed
+/// as JSON; fails when something could not be fixed.
+async fn reconcile(config: &Config, hours: u64) -> anyhow::Result<()> {
+    let url = config.api.payments_url.clone().context(
+        "reconcile needs --payments-url: a node's own sandbox is reconciled by the node itself",
+    )?;
+    let store = server::open_store(config).await?;
+    let provider = api::payments::Provider::new(api::payments::ProviderSettings {
+        url,
+        api_key: config.api.payments_api_key.clone(),
+        webhook_secret: Vec::new(),
+        timeout: config.api.payments_timeout,
+    });
+    let to = domain::Timestamp::now();
+    let from = to.plus_millis(-((hours.max(1) * 3600 * 1000) as i64));
+    let report = api::payments::upkeep::reconcile(&store, &provider, from, to)
+        .await
+        .context("reconciling")?;
+    store.close().await;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    if report.mismatches.is_empty() {
+        Ok(())
+    } else {
+        anyhow::bail!("{} mismatches could not be fixed", report.mismatches.len())
+    }
+}
+
 fn init_logs(config: &Config) -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_new(&config.log)
-        .with_context(|| format!("invalid log filter {:?}", config.log))?;
+    init_filter(&config.log, config.log_format)
+}
+
+fn init_filter(log: &str, format: LogFormat) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(log)
+        .with_context(|| format!("invalid log filter {log:?}"))?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
         .with_writer(std::io::stderr);
-    let result = match config.log_format {
+    let result = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };

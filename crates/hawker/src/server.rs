@@ -140,13 +140,13 @@ pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
 }
 
 /// SIGINT and SIGTERM, listened for from the moment they are registered.
-struct Signals {
+pub(crate) struct Signals {
     interrupt: tokio::signal::unix::Signal,
     terminate: tokio::signal::unix::Signal,
 }
 
 impl Signals {
-    fn register() -> anyhow::Result<Self> {
+    pub(crate) fn register() -> anyhow::Result<Self> {
         use tokio::signal::unix::{SignalKind, signal};
         Ok(Self {
             interrupt: signal(SignalKind::interrupt()).context("listening for SIGINT")?,
@@ -157,7 +157,7 @@ impl Signals {
 
 /// Cancels `shutdown` on SIGINT or SIGTERM (or returns when it is cancelled
 /// elsewhere).
-async fn stop_on_signal(mut signals: Signals, shutdown: CancellationToken) {
+pub(crate) async fn stop_on_signal(mut signals: Signals, shutdown: CancellationToken) {
     tokio::select! {
         _ = signals.interrupt.recv() => tracing::info!("SIGINT: shutting down"),
         _ = signals.terminate.recv() => tracing::info!("SIGTERM: shutting down"),

@@ -35,13 +35,21 @@ pub struct Node {
     pub http_addr: SocketAddr,
     /// Where encoders publish: `rtmp://{rtmp_addr}/live/{stream_key}`.
     pub rtmp_addr: SocketAddr,
+    /// The payment provider's API: `--payments-url`, or the sandbox this
+    /// node runs inside its process.
+    pub payments_url: String,
     shutdown: CancellationToken,
     http: JoinHandle<std::io::Result<()>>,
     tasks: JoinSet<()>,
 }
 
-/// Builds the API's parts on `store`.
-fn assemble(store: Store, config: ApiConfig, shutdown: &CancellationToken) -> AppState {
+/// Builds the API's parts on `store`, paying through `provider`.
+fn assemble(
+    store: Store,
+    config: ApiConfig,
+    provider: api::payments::ProviderSettings,
+    shutdown: &CancellationToken,
+) -> AppState {
     let bus = bus::Bus::in_process();
     let sale_events = SaleEvents::new(bus.clone());
     let inventory = store::Inventory::new(store.clone(), config.reservation_window)
@@ -54,10 +62,7 @@ fn assemble(store: Store, config: ApiConfig, shutdown: &CancellationToken) -> Ap
     AppState::new(Parts {
         hub: live::Hub::new(store.clone(), bus.clone(), config.live.clone(), shutdown),
         media: media::Media::new(store.clone(), bus.clone(), config.media.clone()),
-        payments: api::payments::TestProvider::configured(
-            config.payment_webhook_secret.as_deref(),
-            config.payment_async_delay,
-        ),
+        payments: api::payments::Provider::new(provider),
         bus,
         sale_events,
         inventory,
@@ -80,8 +85,11 @@ impl Node {
         let http_addr = http.local_addr()?;
         let rtmp_addr = rtmp.local_addr()?;
         settings.api.rtmp_port = rtmp_addr.port();
-        let state = assemble(store.clone(), settings.api, &shutdown);
         let mut tasks = JoinSet::new();
+        let provider = payments(&settings.api, http_addr, &mut tasks, &shutdown).await?;
+        let payments_url = provider.url.clone();
+        let upkeep = settings.api.upkeep.clone();
+        let state = assemble(store.clone(), settings.api, provider, &shutdown);
         let sessions = state
             .bus()
             .subscribe(&bus::Topic::Sessions)
@@ -94,6 +102,11 @@ impl Node {
         ));
         tasks.spawn(api::sweep_sessions(store, shutdown.clone()));
         tasks.spawn(api::run_selling_clock(state.clone(), shutdown.clone()));
+        tasks.spawn(api::payments::upkeep::run(
+            state.clone(),
+            upkeep,
+            shutdown.clone(),
+        ));
         // Recordings a crash left open are closed before any encoder comes.
         state.media().recorder().recover().await;
         tasks.spawn(media::ingest::serve(
@@ -118,6 +131,7 @@ impl Node {
             state,
             http_addr,
             rtmp_addr,
+            payments_url,
             shutdown,
             http,
             tasks,
@@ -145,6 +159,55 @@ impl Node {
         while self.tasks.join_next().await.is_some() {}
         served
     }
+}
+
+/// The payment provider the node pays through: the one at `--payments-url`,
+/// or a sandbox of its own on loopback, its ledger in the data directory and
+/// its webhooks sent to this node.
+async fn payments(
+    config: &ApiConfig,
+    http: SocketAddr,
+    tasks: &mut JoinSet<()>,
+    shutdown: &CancellationToken,
+) -> std::io::Result<api::payments::ProviderSettings> {
+    let webhook_secret = match &config.payment_webhook_secret {
+        Some(secret) => secret.as_bytes().to_vec(),
+        None => {
+            let mut secret = vec![0u8; 32];
+            getrandom::fill(&mut secret).map_err(std::io::Error::other)?;
+            secret
+        }
+    };
+    let url = match &config.payments_url {
+        Some(url) => url.trim_end_matches('/').to_owned(),
+        None => {
+            let host = if http.ip().is_unspecified() {
+                format!("127.0.0.1:{}", http.port())
+            } else {
+                http.to_string()
+            };
+            let mut settings = sandbox::Settings::new(webhook_secret.clone());
+            settings.ledger = Some(config.data_dir.join("payments-sandbox.jsonl"));
+            settings.webhook_urls = vec![format!("http://{host}/api/v1/payments/webhooks/test")];
+            settings.api_key = config.payments_api_key.clone();
+            settings.async_delay = config.payment_async_delay;
+            let listener = TcpListener::bind("127.0.0.1:0").await?;
+            let url = format!("http://{}", listener.local_addr()?);
+            let sandbox = sandbox::Sandbox::open(settings, shutdown.clone())?;
+            tasks.spawn(async move {
+                if let Err(e) = sandbox::serve(listener, sandbox).await {
+                    tracing::error!(error = %e, "the payments sandbox stopped");
+                }
+            });
+            url
+        }
+    };
+    Ok(api::payments::ProviderSettings {
+        url,
+        api_key: config.payments_api_key.clone(),
+        webhook_secret,
+        timeout: config.payments_timeout,
+    })
 }
 
 /// Deletes recordings past their retention, hourly.

@@ -54,6 +54,11 @@ const SQLITE_MIGRATIONS: Migrations = &[
         "key answers",
         include_str!("../migrations/sqlite/0009_key_answers.sql"),
     ),
+    (
+        10,
+        "payment attempts",
+        include_str!("../migrations/sqlite/0010_payment_attempts.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: Migrations = &[
     (
@@ -100,6 +105,11 @@ const POSTGRES_MIGRATIONS: Migrations = &[
         9,
         "key answers",
         include_str!("../migrations/postgres/0009_key_answers.sql"),
+    ),
+    (
+        10,
+        "payment attempts",
+        include_str!("../migrations/postgres/0010_payment_attempts.sql"),
     ),
 ];
 

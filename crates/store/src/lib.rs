@@ -42,7 +42,7 @@ pub use idempotency::{KEY_LIFETIME, KeyState};
 pub use inventory::{Claim, ClaimKey, ClaimOutcome, Inventory, StockObserver};
 pub use keys::Earlier;
 pub use orders::{Expired, OrderChange, OrderFilter, PAYMENT_HOLD_MS};
-pub use payments::{NewPayment, Settled};
+pub use payments::{ABANDONED, Begun, ChargeAnswer, NewPayment, NewRefund, Recorded, RefundRecord};
 pub use recordings::{ChatLine, PinSpan, Recording, RecordingProgress};
 pub use rooms::{NewRoom, RoomFilter, RoomPatch};
 pub use sales::{NewSale, SaleTally};

@@ -398,7 +398,7 @@ pub struct OrderChange {
     pub restock: bool,
 }
 
-/// A reservation whose card payment the provider is still processing waits for
+/// A reservation whose card payment is being charged or processed waits for
 /// its answer (a webhook) this long past its window before it expires anyway, so
 /// that a payment that succeeds late finds its order still reserved.
 pub const PAYMENT_HOLD_MS: i64 = 60 * 60 * 1000;
@@ -407,7 +407,8 @@ pub const PAYMENT_HOLD_MS: i64 = 60 * 60 * 1000;
 /// past their window, and with no payment in progress unless the hold is over.
 const EXPIRABLE: &str = "expires_at <= $1 AND status = 'reserved'
      AND (expires_at <= $3 OR NOT EXISTS (SELECT 1 FROM payments
-          WHERE payments.order_id = orders.id AND payments.status = 'processing'))";
+          WHERE payments.order_id = orders.id
+            AND payments.status IN ('attempting', 'processing')))";
 
 impl Store {
     /// Expires reservations whose window has passed (and whose payment, if one

@@ -7,10 +7,12 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use domain::Timestamp;
-use domain::order::{Order, OrderEvent, OrderState, OrderStatus, Payment, Refund, Shipment};
+use domain::order::{
+    Order, OrderEvent, OrderStatus, Payment, PaymentStatus, Refund, RefundStatus, Shipment,
+};
 use domain::short_text as bounded;
 use serde::{Deserialize, Serialize};
-use store::{NewPayment, OrderChange};
+use store::{Begun, NewPayment, NewRefund, OrderChange};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -21,7 +23,7 @@ use crate::AppState;
 use crate::error::{ApiError, ApiResult, Code, ErrorBody};
 use crate::extract::{CurrentUser, JsonBody};
 use crate::idempotency;
-use crate::payments::{Card, ChargeStatus};
+use crate::payments::{Card, ProviderError, RefundFor, upkeep};
 
 pub(crate) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -67,7 +69,7 @@ pub(crate) struct RefundResult {
     order: Order,
 }
 
-/// Pays a reserved order with a card through the `test` provider. `201` when the
+/// Pays a reserved order with a card through the payment provider. `201` when the
 /// payment succeeded (the order is paid), `202` when the provider answers later
 /// (the order is paid when its webhook arrives), `402` when the card is declined
 /// (the reservation stays until it expires). Send an `Idempotency-Key`.
@@ -82,8 +84,8 @@ pub(crate) struct RefundResult {
         (status = 202, body = PaymentResult, description = "Processing: the result comes by webhook"),
         (status = 402, description = "`card_declined`, `insufficient_funds`", body = ErrorBody),
         (status = 404, description = "`not_found`", body = ErrorBody),
-        (status = 409, description = "`order_expired`, `payment_in_progress`, `invalid_transition`", body = ErrorBody),
-        (status = 502, description = "`provider_unavailable`", body = ErrorBody),
+        (status = 409, description = "`order_expired`, `payment_in_progress`, `invalid_transition`, `payment_reversed` (charged after the order closed: refunded in full)", body = ErrorBody),
+        (status = 502, description = "`provider_unavailable` (retry with the same key: it is never charged twice), `provider_refused`", body = ErrorBody),
     ))]
 async fn pay(
     State(state): State<AppState>,
@@ -99,69 +101,103 @@ async fn pay(
     } = idempotency::request::<PayOrder>(&headers, &format!("POST /orders/{id}/payments"), body)?;
     request.card.check(Timestamp::now().year_month())?;
     let buyer = current.user.id.clone();
-    idempotency::run(
-        &state,
-        &buyer,
-        &key,
-        &hash,
-        async || Ok(None),
-        async || {
-            let order = own_order(&state, &current, &id).await?;
-            if order.status != OrderStatus::Reserved {
-                return Err(ApiError::new(
-                    Code::InvalidTransition,
-                    format!("The order is {}.", order.status.as_str()),
-                ));
+    let work = pay_order(state.clone(), current, id, key.clone(), request.card);
+    idempotency::run(&state, &buyer, &key, &hash, work).await
+}
+
+/// Pays `id` with `card` under the buyer's `key`: writes the attempt (or
+/// finds the one an earlier try with the key wrote), charges it through the
+/// provider keyed by the attempt, and records the answer.
+async fn pay_order(
+    state: AppState,
+    current: CurrentUser,
+    id: String,
+    key: String,
+    card: Card,
+) -> ApiResult<idempotency::Done> {
+    let order = own_order(&state, &current, &id).await?;
+    let buyer = &current.user.id;
+    let mut payment = state.store().payment_by_request(buyer, &key).await?;
+    if payment.is_none() {
+        if order.status != OrderStatus::Reserved {
+            return Err(ApiError::new(
+                Code::InvalidTransition,
+                format!("The order is {}.", order.status.as_str()),
+            ));
+        }
+        if order.expires_at.is_some_and(|at| at <= Timestamp::now()) {
+            return Err(Code::OrderExpired.into());
+        }
+        let begun = state
+            .store()
+            .begin_payment(NewPayment {
+                order: &order.id,
+                provider: state.payment_provider().name(),
+                amount: order.total,
+                payer: buyer,
+                request_key: &key,
+            })
+            .await?;
+        payment = Some(match begun {
+            Begun::New(p) | Begun::Earlier(p) => p,
+            Begun::Busy => return Err(Code::PaymentInProgress.into()),
+        });
+    }
+    let Some(mut payment) = payment else {
+        return Err(Code::Internal.into());
+    };
+    let reversed;
+    if payment.status == PaymentStatus::Attempting {
+        let charge = state
+            .payment_provider()
+            .charge(&payment.id, &order.id, payment.amount, &card)
+            .await;
+        let charge = match charge {
+            Ok(charge) => charge,
+            Err(ProviderError::Refused { code, message }) => {
+                tracing::warn!(%code, %message, payment = %payment.id, "the provider refused a charge");
+                state.store().abandon_payment(&payment.id).await?;
+                return Err(Code::ProviderRefused.into());
             }
-            if order.expires_at.is_some_and(|at| at <= Timestamp::now()) {
-                return Err(Code::OrderExpired.into());
+            Err(ProviderError::Unanswered(e)) => {
+                // The charge may have been made: the attempt stays open, to be
+                // asked again with the same key by a retry or by the upkeep.
+                tracing::warn!(error = %e, payment = %payment.id, "the provider did not answer a charge");
+                return Err(Code::ProviderUnavailable.into());
             }
-            if state.store().payment_in_progress(&order.id).await? {
-                return Err(Code::PaymentInProgress.into());
-            }
-            let provider = state.payment_provider();
-            let charge = provider
-                .charge(&order.id, order.total, &request.card)
-                .await
-                .map_err(|e| {
-                    tracing::warn!(error = %e, order = %order.id, "payment provider failed");
-                    ApiError::from(Code::ProviderUnavailable)
-                })?;
-            let (status, failure) = match charge.status {
-                ChargeStatus::Succeeded => (domain::order::PaymentStatus::Succeeded, None),
-                ChargeStatus::Processing => (domain::order::PaymentStatus::Processing, None),
-                ChargeStatus::Failed(code) => (domain::order::PaymentStatus::Failed, Some(code)),
-            };
-            let (payment, order) = state
-                .store()
-                .record_payment(NewPayment {
-                    order: &order.id,
-                    provider: provider.name(),
-                    intent_id: &charge.intent_id,
-                    amount: order.total,
-                    status,
-                    failure_code: failure,
-                    payer: &buyer,
-                    reason: format!("paid by card ending {}", request.card.last4()),
-                })
-                .await?;
-            match failure {
-                Some("insufficient_funds") => Err(Code::InsufficientFunds.into()),
-                Some(_) => Err(Code::CardDeclined.into()),
-                None => {
-                    let complete = payment.status == domain::order::PaymentStatus::Succeeded;
-                    let body = serde_json::to_value(PaymentResult { payment, order })
-                        .map_err(|_| Code::Internal)?;
-                    Ok(if complete {
-                        idempotency::Done::Created(body)
-                    } else {
-                        idempotency::Done::Accepted(body)
-                    })
-                }
-            }
-        },
-    )
-    .await
+        };
+        let recorded = upkeep::settle(state.store(), &payment.id, &charge, None).await?;
+        reversed = recorded.reversed;
+        payment = recorded.payment;
+    } else {
+        reversed = state.store().reversal_of(&payment.id).await?.is_some();
+    }
+    let order = state
+        .store()
+        .order(&payment.order_id)
+        .await?
+        .ok_or(Code::NotFound)?;
+    if reversed {
+        return Err(Code::PaymentReversed.into());
+    }
+    let result = |payment, order| {
+        serde_json::to_value(PaymentResult { payment, order })
+            .map_err(|_| ApiError::from(Code::Internal))
+    };
+    match payment.status {
+        PaymentStatus::Succeeded => Ok(idempotency::Done::Created(result(payment, order)?)),
+        PaymentStatus::Processing | PaymentStatus::Attempting => {
+            Ok(idempotency::Done::Accepted(result(payment, order)?))
+        }
+        PaymentStatus::Failed => Err(match payment.failure_code.as_deref() {
+            Some("insufficient_funds") => Code::InsufficientFunds.into(),
+            Some(store::ABANDONED) => ApiError::new(
+                Code::ProviderUnavailable,
+                "The payment never reached the provider; pay again with a new Idempotency-Key.",
+            ),
+            _ => Code::CardDeclined.into(),
+        }),
+    }
 }
 
 /// Cancels a reserved order: its buyer or its seller may. The units go back.
@@ -252,7 +288,7 @@ async fn fulfil(
         (status = 404, description = "`not_found`", body = ErrorBody),
         (status = 409, description = "`invalid_transition`: nothing paid", body = ErrorBody),
         (status = 422, description = "`refund_too_large`, `invalid_field`", body = ErrorBody),
-        (status = 502, description = "`provider_unavailable`", body = ErrorBody),
+        (status = 502, description = "`provider_unavailable` (the amount stays claimed; retry with the same key), `provider_refused`", body = ErrorBody),
     ))]
 async fn refund(
     State(state): State<AppState>,
@@ -268,55 +304,87 @@ async fn refund(
     } = idempotency::request::<RefundOrder>(&headers, &format!("POST /orders/{id}/refunds"), body)?;
     let reason = bounded("reason", &request.reason, 1, 500)?;
     let seller = current.user.id.clone();
-    idempotency::run(
-        &state,
-        &seller,
-        &key,
-        &hash,
-        async || Ok(None),
-        async || {
-            let order = sold_order(&state, &current, &id).await?;
-            let shop = owned_shop(&state, &current, order.shop_id.as_str()).await?;
-            let amount = request.amount.parse_for(&shop)?;
-            // Check against the order first: nothing goes to the provider that the
-            // order would refuse.
-            OrderState::of(&order)
-                .apply(OrderEvent::Refund(amount))
-                .map_err(|e| ApiError::from(store::StoreError::Order(e)))?;
-            let payment = state
-                .store()
-                .succeeded_payment(&order.id)
-                .await?
-                .ok_or_else(|| ApiError::new(Code::InvalidTransition, "Nothing was paid."))?;
-            let refund_id = state
+    let work = refund_order(state.clone(), current, id, key.clone(), request, reason);
+    idempotency::run(&state, &seller, &key, &hash, work).await
+}
+
+/// Refunds under the seller's `key`: claims the amount in the store (or finds
+/// the claim an earlier try with the key made), asks the provider keyed by
+/// the claim, and records its answer.
+async fn refund_order(
+    state: AppState,
+    current: CurrentUser,
+    id: String,
+    key: String,
+    request: RefundOrder,
+    reason: String,
+) -> ApiResult<idempotency::Done> {
+    let order = sold_order(&state, &current, &id).await?;
+    let shop = owned_shop(&state, &current, order.shop_id.as_str()).await?;
+    let amount = request.amount.parse_for(&shop)?;
+    let seller = &current.user.id;
+    let payment = state
+        .store()
+        .succeeded_payment(&order.id)
+        .await?
+        .ok_or_else(|| ApiError::new(Code::InvalidTransition, "Nothing was paid."))?;
+    let claim = state
+        .store()
+        .claim_refund(NewRefund {
+            payment: &payment,
+            amount,
+            reason: &reason,
+            restock: request.restock,
+            actor: seller,
+            request_key: &key,
+        })
+        .await?;
+    let refund_id = claim.refund.id.clone();
+    let (claim, order) = match claim.refund.status {
+        RefundStatus::Pending => {
+            let intent = payment
+                .provider_payment_id
+                .as_deref()
+                .ok_or(Code::Internal)?;
+            let made = state
                 .payment_provider()
                 .refund(
-                    &payment.provider_payment_id,
-                    amount,
-                    &format!("refund-{seller}-{key}"),
+                    intent,
+                    claim.refund.amount,
+                    &RefundFor::Refund(refund_id.clone()),
                 )
-                .await
-                .map_err(|e| {
-                    tracing::warn!(error = %e, order = %order.id, "refund failed at the provider");
-                    ApiError::from(Code::ProviderUnavailable)
-                })?;
-            let (refund, order) = state
+                .await;
+            match made {
+                Ok(made) => state.store().complete_refund(&refund_id, &made.id).await?,
+                Err(ProviderError::Refused { code, message }) => {
+                    tracing::warn!(%code, %message, refund = %refund_id, "the provider refused a refund");
+                    state.store().fail_refund(&refund_id).await?;
+                    return Err(Code::ProviderRefused.into());
+                }
+                Err(ProviderError::Unanswered(e)) => {
+                    // The claim stays: a retry with the key, or the upkeep,
+                    // asks again with the same provider key.
+                    tracing::warn!(error = %e, refund = %refund_id, "the provider did not answer a refund");
+                    return Err(Code::ProviderUnavailable.into());
+                }
+            }
+        }
+        RefundStatus::Succeeded => {
+            let order = state
                 .store()
-                .record_refund(
-                    &payment,
-                    &refund_id,
-                    amount,
-                    &reason,
-                    request.restock,
-                    &seller,
-                )
-                .await?;
-            let body =
-                serde_json::to_value(RefundResult { refund, order }).map_err(|_| Code::Internal)?;
-            Ok(idempotency::Done::Created(body))
-        },
-    )
-    .await
+                .order(&order.id)
+                .await?
+                .ok_or(Code::NotFound)?;
+            (claim, order)
+        }
+        RefundStatus::Failed => return Err(Code::ProviderRefused.into()),
+    };
+    let body = serde_json::to_value(RefundResult {
+        refund: claim.refund,
+        order,
+    })
+    .map_err(|_| Code::Internal)?;
+    Ok(idempotency::Done::Created(body))
 }
 
 /// A payment provider's signed callback. The signature (`Hawker-Signature:
@@ -329,6 +397,7 @@ async fn refund(
         (status = 200, description = "Received"),
         (status = 400, description = "`invalid_signature`", body = ErrorBody),
         (status = 404, description = "`not_found`: no such provider", body = ErrorBody),
+        (status = 503, description = "`unavailable`: the payment is not known yet; the provider delivers it again", body = ErrorBody),
     ))]
 async fn webhook(
     State(state): State<AppState>,
@@ -346,30 +415,40 @@ async fn webhook(
             tracing::warn!(error = %e, "payment webhook refused");
             ApiError::new(Code::InvalidSignature, e.to_string())
         })?;
-    let succeeded = match event.kind.as_str() {
-        "payment.succeeded" => true,
-        "payment.failed" => false,
-        _ => {
-            return Ok(Json(
-                serde_json::json!({"received": true, "applied": false}),
-            ));
-        }
+    let Some(payment) = event.charge.payment.clone() else {
+        return Ok(Json(
+            serde_json::json!({"received": true, "applied": false}),
+        ));
     };
-    let applied = state
+    if state
         .store()
-        .settle_payment(
-            provider.name(),
-            &event.id,
-            &event.intent_id,
-            succeeded,
-            event.failure_code.as_deref(),
-        )
-        .await?;
-    if let Some(settled) = &applied {
-        tracing::info!(order = %settled.order.id, status = settled.payment.status.as_str(),
-            reversal_due = settled.reversal_due, "payment settled by webhook");
+        .webhook_seen(provider.name(), &event.id)
+        .await?
+    {
+        return Ok(Json(
+            serde_json::json!({"received": true, "applied": false}),
+        ));
     }
-    Ok(Json(
-        serde_json::json!({"received": true, "applied": applied.is_some()}),
-    ))
+    match upkeep::settle(
+        state.store(),
+        &payment,
+        &event.charge,
+        Some((provider.name(), &event.id)),
+    )
+    .await
+    {
+        Ok(recorded) => {
+            tracing::info!(order = %recorded.order.id, status = recorded.payment.status.as_str(),
+                reversed = recorded.reversed, "payment settled by webhook");
+            Ok(Json(
+                serde_json::json!({"received": true, "applied": recorded.changed}),
+            ))
+        }
+        // Not written yet (or not this deployment's): the provider retries.
+        Err(store::StoreError::NotFound) => Err(ApiError::new(
+            Code::Unavailable,
+            "The payment is not known yet; deliver the event again.",
+        )),
+        Err(e) => Err(e.into()),
+    }
 }

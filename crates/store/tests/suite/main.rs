@@ -73,6 +73,8 @@ conformance!(
     orders::due_sales_are_found,
     orders::unpaid_reservations_expire_and_give_their_units_back,
     orders::a_reservation_waits_for_a_payment_in_progress,
+    orders::payment_attempts_are_one_at_a_time,
+    orders::refund_claims_never_exceed_the_payment,
     orders::orders_pay_ship_refund_and_cancel,
     live::chat_is_kept_in_batches,
     live::pins_replace_each_other_and_keep_their_timeline,

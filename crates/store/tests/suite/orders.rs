@@ -37,21 +37,37 @@ pub(crate) async fn a_reservation_waits_for_a_payment_in_progress(store: &Store)
     let (ClaimOutcome::Reserved(anns), ClaimOutcome::Reserved(bobs)) = (&got[0], &got[1]) else {
         panic!("{got:?}")
     };
-    for (order, payer, intent) in [(anns, &ann, "pi_ann"), (bobs, &bob, "pi_bob")] {
-        store
-            .record_payment(store::NewPayment {
+    let mut attempts = Vec::new();
+    for (order, payer) in [(anns, &ann), (bobs, &bob)] {
+        let begun = store
+            .begin_payment(store::NewPayment {
                 order: &order.id,
                 provider: "test",
-                intent_id: intent,
                 amount: order.total,
-                status: PaymentStatus::Processing,
-                failure_code: None,
                 payer,
-                reason: "processing".into(),
+                request_key: "pay-1",
             })
             .await
             .unwrap();
+        let store::Begun::New(attempt) = begun else {
+            panic!("{begun:?}")
+        };
+        attempts.push(attempt.id);
     }
+    let answer = |intent, status, failure_code| store::ChargeAnswer {
+        intent_id: intent,
+        status,
+        failure_code,
+    };
+    // Ann's charge is still being made; Bob's is processing.
+    store
+        .record_charge(
+            &attempts[1],
+            answer("pi_bob", PaymentStatus::Processing, None),
+            None,
+        )
+        .await
+        .unwrap();
     let due = anns.expires_at.unwrap().max(bobs.expires_at.unwrap());
     assert!(
         store
@@ -62,11 +78,19 @@ pub(crate) async fn a_reservation_waits_for_a_payment_in_progress(store: &Store)
         "reservations wait for the provider's answer"
     );
     // Bob's card is declined: his reservation expires as any unpaid one.
-    store
-        .settle_payment("test", "evt_bob", "pi_bob", false, Some("card_declined"))
+    let webhook = Some(("test", "evt_bob"));
+    let declined = answer("pi_bob", PaymentStatus::Failed, Some("card_declined"));
+    let recorded = store
+        .record_charge(&attempts[1], declined.clone(), webhook)
         .await
-        .unwrap()
         .unwrap();
+    assert!(recorded.changed);
+    assert!(store.webhook_seen("test", "evt_bob").await.unwrap());
+    let again = store
+        .record_charge(&attempts[1], declined, webhook)
+        .await
+        .unwrap();
+    assert!(!again.changed, "an answer that comes twice changes nothing");
     assert_eq!(
         store
             .expire_reservations(due.plus_millis(1000), 100)
@@ -92,11 +116,14 @@ pub(crate) async fn a_reservation_waits_for_a_payment_in_progress(store: &Store)
     // Then it comes, a success: the order stays expired, says so in its
     // history, and the money is due back, once.
     let settled = store
-        .settle_payment("test", "evt_ann", "pi_ann", true, None)
+        .record_charge(
+            &attempts[0],
+            answer("pi_ann", PaymentStatus::Succeeded, None),
+            None,
+        )
         .await
-        .unwrap()
         .unwrap();
-    assert!(settled.reversal_due);
+    assert!(settled.reversed);
     assert_eq!(settled.order.status, domain::order::OrderStatus::Expired);
     assert!(
         settled
@@ -115,7 +142,7 @@ pub(crate) async fn a_reservation_waits_for_a_payment_in_progress(store: &Store)
     assert_eq!(
         claimed
             .iter()
-            .map(|p| p.provider_payment_id.as_str())
+            .map(|p| p.provider_payment_id.as_deref().unwrap())
             .collect::<Vec<_>>(),
         ["pi_ann"]
     );
@@ -387,4 +414,172 @@ pub(crate) async fn orders_pay_ship_refund_and_cancel(store: &Store) {
         ]
     );
     assert_eq!(refunded.history[2].actor_id.as_ref(), Some(&seller));
+}
+
+/// One attempt at a time per order; a key finds its own attempt again; a
+/// charge for an order already paid is reversed, not dropped.
+pub(crate) async fn payment_attempts_are_one_at_a_time(store: &Store) {
+    use domain::order::{OrderStatus, PaymentStatus};
+    let (seller, _, sale) = sale_setup(store, 10, 3, 2).await;
+    store.start_sale(&sale, &seller).await.unwrap();
+    let ann = user(store, "ann@example.com").await;
+    let got = store
+        .claim_batch(&sale, &[tap(&ann, 1)], Duration::ZERO)
+        .await
+        .unwrap();
+    let ClaimOutcome::Reserved(order) = &got[0] else {
+        panic!("{got:?}")
+    };
+    let begin = |key| {
+        store.begin_payment(store::NewPayment {
+            order: &order.id,
+            provider: "test",
+            amount: order.total,
+            payer: &ann,
+            request_key: key,
+        })
+    };
+    let store::Begun::New(first) = begin("k1").await.unwrap() else {
+        panic!("a first attempt")
+    };
+    assert!(matches!(begin("k2").await.unwrap(), store::Begun::Busy));
+    let store::Begun::Earlier(same) = begin("k1").await.unwrap() else {
+        panic!("the key's own attempt")
+    };
+    assert_eq!(same.id, first.id);
+    let paid = store
+        .record_charge(
+            &first.id,
+            store::ChargeAnswer {
+                intent_id: "pi_1",
+                status: PaymentStatus::Succeeded,
+                failure_code: None,
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(paid.order.status, OrderStatus::Paid);
+    assert!(!paid.reversed);
+    // A second charge that turns up for the paid order (an attempt closed as
+    // abandoned whose charge the provider made after all) is reversed.
+    let store::Begun::New(second) = begin("k3").await.unwrap() else {
+        panic!("the first is settled: a new attempt may start")
+    };
+    assert!(store.abandon_payment(&second.id).await.unwrap());
+    let found = store
+        .record_charge(
+            &second.id,
+            store::ChargeAnswer {
+                intent_id: "pi_2",
+                status: PaymentStatus::Succeeded,
+                failure_code: None,
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(found.reversed && found.changed);
+    assert_eq!(found.order.status, OrderStatus::Paid);
+    assert_eq!(store.reversals_pending().await.unwrap(), 1);
+    assert_eq!(
+        store
+            .succeeded_payment(&order.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .id,
+        first.id,
+        "the payment that paid, not the reversed one"
+    );
+}
+
+/// Refund claims never add up to more than was paid, a claim is completed
+/// once, and a released claim frees its amount.
+pub(crate) async fn refund_claims_never_exceed_the_payment(store: &Store) {
+    use domain::order::{OrderStatus, PaymentStatus, RefundStatus};
+    let (seller, _, sale) = sale_setup(store, 10, 3, 2).await;
+    store.start_sale(&sale, &seller).await.unwrap();
+    let ann = user(store, "ann@example.com").await;
+    let got = store
+        .claim_batch(&sale, &[tap(&ann, 2)], Duration::ZERO)
+        .await
+        .unwrap();
+    let ClaimOutcome::Reserved(order) = &got[0] else {
+        panic!("{got:?}")
+    };
+    let store::Begun::New(attempt) = store
+        .begin_payment(store::NewPayment {
+            order: &order.id,
+            provider: "test",
+            amount: order.total,
+            payer: &ann,
+            request_key: "pay",
+        })
+        .await
+        .unwrap()
+    else {
+        panic!("an attempt")
+    };
+    let paid = store
+        .record_charge(
+            &attempt.id,
+            store::ChargeAnswer {
+                intent_id: "pi_r",
+                status: PaymentStatus::Succeeded,
+                failure_code: None,
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    let total = order.total;
+    let half = Money {
+        amount: total.amount / 2,
+        currency: total.currency,
+    };
+    let payment = paid.payment.clone();
+    let claim = |key: &'static str, amount| {
+        store.claim_refund(store::NewRefund {
+            payment: &payment,
+            amount,
+            reason: "damaged",
+            restock: false,
+            actor: &seller,
+            request_key: key,
+        })
+    };
+    let first = claim("r1", half).await.unwrap();
+    assert_eq!(first.refund.status, RefundStatus::Pending);
+    let second = claim("r2", half).await.unwrap();
+    assert!(
+        matches!(
+            claim("r3", half).await,
+            Err(store::StoreError::Order(
+                domain::order::OrderError::RefundTooLarge { .. }
+            ))
+        ),
+        "two pending halves leave nothing to claim"
+    );
+    assert_eq!(claim("r1", half).await.unwrap().refund.id, first.refund.id);
+    let (done, order_now) = store
+        .complete_refund(&first.refund.id, "re_1")
+        .await
+        .unwrap();
+    assert_eq!(done.refund.status, RefundStatus::Succeeded);
+    assert_eq!(order_now.status, OrderStatus::PartiallyRefunded);
+    let (_, twice) = store
+        .complete_refund(&first.refund.id, "re_1")
+        .await
+        .unwrap();
+    assert_eq!(twice.refunded, half, "completed once");
+    store.fail_refund(&second.refund.id).await.unwrap();
+    let third = claim("r4", half).await.unwrap();
+    store
+        .complete_refund(&third.refund.id, "re_2")
+        .await
+        .unwrap();
+    let last = store.order(&order.id).await.unwrap().unwrap();
+    assert_eq!(last.status, OrderStatus::Refunded);
+    assert_eq!(last.refunded, total);
 }
