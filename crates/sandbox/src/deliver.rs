@@ -112,38 +112,39 @@ pub fn settle_later(sandbox: &Arc<Sandbox>, intent: String, settle: Settle) {
             () = tokio::time::sleep(wait) => {}
             () = sandbox.shutdown.cancelled() => return,
         }
-        let event = {
-            let mut ledger = lock(&sandbox.ledger);
-            let Some(mut settled) = ledger.intent(&intent).cloned() else {
-                return;
-            };
-            if ledger.settle_of(&intent).is_none() {
-                return;
-            }
-            if settle.succeeds {
-                settled.status = IntentStatus::Succeeded;
-            } else {
-                settled.status = IntentStatus::RequiresPaymentMethod;
-                settled.last_payment_error = Some(PaymentError {
-                    code: "card_declined".into(),
-                });
-            }
-            let event = event_for(&settled, ledger.stamp(now_ms()));
-            let written = ledger.commit(vec![
-                Record::Intent {
-                    intent: settled,
-                    settle: None,
-                },
-                Record::Event {
-                    event: event.clone(),
-                },
-            ]);
-            if let Err(e) = written {
-                tracing::error!(error = %e, "payments sandbox: cannot settle an intent");
-                return;
-            }
-            event
-        };
-        deliver(&sandbox, &event, 0).await;
+        if let Some(event) = settle_now(&sandbox, &intent) {
+            deliver(&sandbox, &event, 0).await;
+        }
     });
+}
+
+/// Settles a processing intent as its card says, now; the webhook to deliver,
+/// or `None` when it was settled already.
+pub fn settle_now(sandbox: &Sandbox, intent: &str) -> Option<Event> {
+    let mut ledger = lock(&sandbox.ledger);
+    let mut settled = ledger.intent(intent).cloned()?;
+    let settle = ledger.settle_of(intent)?;
+    if settle.succeeds {
+        settled.status = IntentStatus::Succeeded;
+    } else {
+        settled.status = IntentStatus::RequiresPaymentMethod;
+        settled.last_payment_error = Some(PaymentError {
+            code: "card_declined".into(),
+        });
+    }
+    let event = event_for(&settled, ledger.stamp(now_ms()));
+    let written = ledger.commit(vec![
+        Record::Intent {
+            intent: settled,
+            settle: None,
+        },
+        Record::Event {
+            event: event.clone(),
+        },
+    ]);
+    if let Err(e) = written {
+        tracing::error!(error = %e, "payments sandbox: cannot settle an intent");
+        return None;
+    }
+    Some(event)
 }

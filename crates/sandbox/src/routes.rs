@@ -30,6 +30,7 @@ pub fn router(sandbox: Arc<Sandbox>) -> Router {
         .route("/v1/refunds", post(create_refund).get(list_refunds))
         .route("/v1/test/faults", post(queue_fault))
         .route("/v1/test/stats", get(stats))
+        .route("/v1/test/payment_intents/{id}/settle", post(settle_now))
         .layer(middleware::from_fn_with_state(sandbox.clone(), authorize))
         .with_state(sandbox)
 }
@@ -372,6 +373,18 @@ fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
     serde_json::from_slice(body).map_err(|e| invalid("parameter_invalid", e.to_string()))
 }
 
+/// What `fault` does before the work: waits, or fails.
+async fn before(fault: Option<Fault>) -> Result<(), Response> {
+    match fault {
+        Some(Fault::FailBefore) => Err(api_error("Injected: failed before doing anything.")),
+        Some(Fault::Delay { after_ms }) => {
+            tokio::time::sleep(Duration::from_millis(after_ms)).await;
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Answers a write as `fault` says, after the work is done.
 async fn answer(sandbox: &Arc<Sandbox>, written: Written, fault: Option<Fault>) -> Response {
     if let Some((intent, settle)) = written.settle {
@@ -409,8 +422,8 @@ async fn answer(sandbox: &Arc<Sandbox>, written: Written, fault: Option<Fault>) 
 
 async fn create_intent(State(sandbox): Shared, headers: HeaderMap, body: Bytes) -> Response {
     let fault = sandbox.next_fault(Target::PaymentIntents);
-    if fault == Some(Fault::FailBefore) {
-        return api_error("Injected: failed before doing anything.");
+    if let Err(response) = before(fault).await {
+        return response;
     }
     let written = write_once(
         &sandbox,
@@ -440,8 +453,8 @@ async fn create_intent(State(sandbox): Shared, headers: HeaderMap, body: Bytes) 
 
 async fn create_refund(State(sandbox): Shared, headers: HeaderMap, body: Bytes) -> Response {
     let fault = sandbox.next_fault(Target::Refunds);
-    if fault == Some(Fault::FailBefore) {
-        return api_error("Injected: failed before doing anything.");
+    if let Err(response) = before(fault).await {
+        return response;
     }
     let written = write_once(
         &sandbox,
@@ -541,4 +554,20 @@ async fn stats(State(sandbox): Shared) -> Response {
         serde_json::to_string(&sandbox.stats()).unwrap_or_default(),
         false,
     )
+}
+
+/// Settles a processing intent now rather than after the asynchronous delay,
+/// and delivers its webhook before answering (as a test clock would).
+async fn settle_now(State(sandbox): Shared, Path(id): Path<String>) -> Response {
+    match deliver::settle_now(&sandbox, &id) {
+        Some(event) => {
+            deliver::now_then_later(&sandbox, event).await;
+            get_intent(State(sandbox), Path(id)).await
+        }
+        None => invalid(
+            "intent_unexpected_state",
+            "Only a processing intent settles.",
+        )
+        .into_response(),
+    }
 }

@@ -144,7 +144,7 @@ pub struct Window {
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case", tag = "kind")]
 pub enum Fault {
-    /// Answers `after_ms` late (the work is done first).
+    /// A slow provider: waits `after_ms`, then does the work and answers.
     Delay { after_ms: u64 },
     /// Fails with `api_error` without doing anything.
     FailBefore,

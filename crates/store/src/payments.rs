@@ -104,6 +104,8 @@ pub struct ChargeAnswer<'a> {
     pub intent_id: &'a str,
     pub status: PaymentStatus,
     pub failure_code: Option<&'a str>,
+    /// The card's last four digits, for the order's history.
+    pub card_last4: &'a str,
 }
 
 /// An attempt brought up to date with its provider's answer.
@@ -112,7 +114,8 @@ pub struct Recorded {
     pub payment: Payment,
     pub order: Order,
     /// The charge succeeded but the order could no longer take it: the money
-    /// goes back (see [`Store::claim_reversals`]).
+    /// goes back (see [`Store::claim_reversals`]). True from the moment it
+    /// was recorded, for every later answer too.
     pub reversed: bool,
     /// False when the attempt already had this answer (a webhook came first,
     /// or twice).
@@ -299,11 +302,18 @@ impl Store {
             .await?
             .ok_or(StoreError::NotFound)?;
         if !moves {
+            let reversed = fetch_optional!(
+                &mut tx,
+                sqlx::query("SELECT payment_id FROM payment_reversals WHERE payment_id = $1")
+                    .bind(id.as_str()),
+                |r: &_| Get::text(r, "payment_id")
+            )?
+            .is_some();
             tx.commit().await?;
             return Ok(Recorded {
                 payment: current,
                 order,
-                reversed: false,
+                reversed,
                 changed: false,
             });
         }
@@ -330,7 +340,7 @@ impl Store {
                 OrderChange {
                     event: OrderEvent::Pay(updated.amount),
                     actor: None,
-                    reason: format!("paid ({} confirmed)", updated.provider),
+                    reason: format!("paid by card ending {}", answer.card_last4),
                     shipment: None,
                     restock: false,
                 },

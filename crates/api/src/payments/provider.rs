@@ -32,6 +32,7 @@ pub struct Charge {
     pub payment: Option<PaymentId>,
     pub amount: Money,
     pub status: ChargeStatus,
+    pub card_last4: String,
     pub created: Timestamp,
 }
 
@@ -121,6 +122,7 @@ fn charge_of(intent: wire::Intent) -> Result<Charge, ProviderError> {
             .map(|p| PaymentId::from_string(p.clone())),
         intent_id: intent.id,
         status,
+        card_last4: intent.card_last4,
         created: Timestamp::from_millis(intent.created),
     })
 }

@@ -38,11 +38,12 @@ pub async fn settle(
                 intent_id: &charge.intent_id,
                 status,
                 failure_code: failure,
+                card_last4: &charge.card_last4,
             },
             webhook,
         )
         .await?;
-    if recorded.reversed {
+    if recorded.reversed && recorded.changed {
         metrics::counter!("hawker_payments_reversed_total").increment(1);
         tracing::warn!(payment = %payment, order = %recorded.order.id,
             "a charge came for an order that could no longer take it; it is refunded");

@@ -14,6 +14,9 @@ pub struct TestApp {
     pub rtmp: SocketAddr,
     /// The server's shared state, for what only the inside shows (the bus).
     pub state: AppState,
+    /// The payment provider's API: the node's own sandbox, or the first
+    /// node's for a node beside it.
+    pub payments_url: String,
     pub client: reqwest::Client,
     pub db: Arc<TestDatabase>,
     config: ApiConfig,
@@ -81,11 +84,13 @@ impl TestApp {
         .await
         .unwrap();
         let (addr, rtmp, state) = (node.http_addr, node.rtmp_addr, node.state.clone());
+        let payments_url = node.payments_url.clone();
         tokio::spawn(node.run());
         Self {
             addr,
             rtmp,
             state,
+            payments_url,
             config,
             client: reqwest::Client::new(),
             db,
@@ -99,7 +104,45 @@ impl TestApp {
         let mut config = self.config.clone();
         config.data_dir = self.db.dir().join("beside");
         config.media = media::Settings::new(&config.data_dir);
+        config.payments_url = Some(self.payments_url.clone());
         Self::on(self.db.clone(), config).await
+    }
+
+    /// Makes the payment provider inject `fault` into its next call to `target`.
+    pub async fn fault(&self, target: sandbox::wire::Target, fault: sandbox::wire::Fault) {
+        let res = self
+            .client
+            .post(format!("{}/v1/test/faults", self.payments_url))
+            .json(&sandbox::wire::QueueFault {
+                target,
+                fault,
+                count: 1,
+            })
+            .send()
+            .await
+            .unwrap();
+        assert!(res.status().is_success(), "{}", res.status());
+    }
+
+    /// What the payment provider made: its charges and refunds.
+    pub async fn provider_ledger(&self) -> (Vec<Value>, Vec<Value>) {
+        let list = |path: &str| {
+            let url = format!("{}{path}?limit=100", self.payments_url);
+            async move {
+                let page: Value = self
+                    .client
+                    .get(url)
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                assert_eq!(page["has_more"], false);
+                page["data"].as_array().unwrap().clone()
+            }
+        };
+        (list("/v1/payment_intents").await, list("/v1/refunds").await)
     }
 
     /// Listens in on a room's events as the bus carries them.

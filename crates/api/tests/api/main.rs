@@ -9,6 +9,7 @@ mod checkout;
 mod helpers;
 mod images;
 mod live;
+mod money;
 mod ops;
 mod pages;
 mod payments;

@@ -67,10 +67,39 @@ async fn webhook(app: &TestApp, signature: Option<String>, body: &str) -> (Statu
 
 fn signed(body: &str, age_s: i64) -> String {
     let t = domain::Timestamp::now().as_millis() / 1000 - age_s;
-    format!(
-        "t={t},v1={}",
-        api::payments::sign(SECRET.as_bytes(), t, body.as_bytes())
-    )
+    sandbox::signature::sign(SECRET.as_bytes(), t, body.as_bytes())
+}
+
+/// A provider's event about `payment` (as the API showed it), now `status`.
+fn event(id: &str, payment: &Value, status: &str) -> String {
+    let now = domain::Timestamp::now().as_millis();
+    let kind = if status == "succeeded" {
+        "payment_intent.succeeded"
+    } else {
+        "payment_intent.payment_failed"
+    };
+    json!({"id": id, "type": kind, "created": now, "data": {"object": {
+        "id": payment["provider_payment_id"], "amount": payment["amount"]["amount"],
+        "currency": "eur", "status": status, "last_payment_error": null,
+        "card_last4": "3220", "amount_refunded": 0, "created": now,
+        "metadata": {"payment": payment["id"], "order": payment["order_id"]},
+    }}})
+    .to_string()
+}
+
+/// Settles a processing charge at the provider now, which sends its webhook.
+async fn settle_at_provider(app: &TestApp, payment: &Value) {
+    let intent = payment["provider_payment_id"].as_str().unwrap();
+    let res = app
+        .client
+        .post(format!(
+            "{}/v1/test/payment_intents/{intent}/settle",
+            app.payments_url
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
 }
 
 #[tokio::test]
@@ -168,8 +197,7 @@ async fn webhooks_must_be_signed_fresh_and_count_once() {
     .await;
     let (_, buyer, _, order) = reserve(&app, 1).await;
     let (_, pending) = pay(&app, &buyer.token, &order, "w1", card("4000000000003220")).await;
-    let intent = pending["payment"]["provider_payment_id"].as_str().unwrap();
-    let event = json!({"id": "evt_1", "type": "payment.succeeded", "intent_id": intent, "failure_code": null}).to_string();
+    let event = event("evt_1", &pending["payment"], "succeeded");
 
     let (s, e) = webhook(&app, None, &event).await;
     assert_error((s, e), StatusCode::BAD_REQUEST, "invalid_signature");
@@ -202,6 +230,13 @@ async fn webhooks_must_be_signed_fresh_and_count_once() {
         (status, body["applied"].as_bool()),
         (StatusCode::OK, Some(false)),
         "a replay changes nothing"
+    );
+    let other = crate::payments::event("evt_3", &pending["payment"], "succeeded");
+    let (status, body) = webhook(&app, Some(signed(&other, 0)), &other).await;
+    assert_eq!(
+        (status, body["applied"].as_bool()),
+        (StatusCode::OK, Some(false)),
+        "another event with the same news changes nothing either"
     );
     let (_, paid) = app.get(&path, Some(&buyer.token)).await;
     assert_eq!(paid["status"], "paid");
@@ -433,14 +468,9 @@ async fn an_expired_reservation_cannot_be_paid() {
 
 #[tokio::test]
 async fn a_payment_that_succeeds_after_its_order_expired_is_refunded() {
-    let app = TestApp::spawn_with(|c| {
-        c.payment_webhook_secret = Some(SECRET.into());
-        c.payment_async_delay = Duration::from_secs(3600);
-    })
-    .await;
+    let app = TestApp::spawn_with(|c| c.payment_async_delay = Duration::from_secs(3600)).await;
     let (_, buyer, sale, order) = reserve(&app, 1).await;
     let (_, pending) = pay(&app, &buyer.token, &order, "l1", card("4000000000003220")).await;
-    let intent = pending["payment"]["provider_payment_id"].as_str().unwrap();
     // The provider takes longer than the reservation's hold.
     let past_hold = domain::Timestamp::now().plus_millis(store::PAYMENT_HOLD_MS + 3_600_000);
     let expired = app
@@ -450,13 +480,8 @@ async fn a_payment_that_succeeds_after_its_order_expired_is_refunded() {
         .await
         .unwrap();
     assert_eq!(expired.len(), 1);
+    settle_at_provider(&app, &pending["payment"]).await;
 
-    let event = json!({"id": "evt_late", "type": "payment.succeeded", "intent_id": intent, "failure_code": null}).to_string();
-    let (status, body) = webhook(&app, Some(signed(&event, 0)), &event).await;
-    assert_eq!(
-        (status, body["applied"].as_bool()),
-        (StatusCode::OK, Some(true))
-    );
     let path = format!("/api/v1/orders/{}", order["id"].as_str().unwrap());
     let (_, seen) = app.get(&path, Some(&buyer.token)).await;
     assert_eq!(
@@ -475,19 +500,9 @@ async fn a_payment_that_succeeds_after_its_order_expired_is_refunded() {
         )
         .await;
     assert_eq!(sale_now["available"], 5, "{sale_now}");
-
-    assert_eq!(app.db.store.reversals_pending().await.unwrap(), 1);
-    // The selling clock asks the provider for the refund and records it.
-    let clock = tokio_util::sync::CancellationToken::new();
-    tokio::spawn(api::run_selling_clock(app.state.clone(), clock.clone()));
-    let mut pending = 1;
-    for _ in 0..200 {
-        pending = app.db.store.reversals_pending().await.unwrap();
-        if pending == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    clock.cancel();
-    assert_eq!(pending, 0, "the reversal was refunded and recorded");
+    // The node's upkeep asks the provider for the refund and records it.
+    crate::money::until_reversals_are_refunded(&app).await;
+    let (_, refunds) = app.provider_ledger().await;
+    assert_eq!(refunds.len(), 1);
+    assert_eq!(refunds[0]["amount"], pending["payment"]["amount"]["amount"]);
 }

@@ -58,6 +58,7 @@ pub(crate) async fn a_reservation_waits_for_a_payment_in_progress(store: &Store)
         intent_id: intent,
         status,
         failure_code,
+        card_last4: "4242",
     };
     // Ann's charge is still being made; Bob's is processing.
     store
@@ -454,6 +455,7 @@ pub(crate) async fn payment_attempts_are_one_at_a_time(store: &Store) {
                 intent_id: "pi_1",
                 status: PaymentStatus::Succeeded,
                 failure_code: None,
+                card_last4: "4242",
             },
             None,
         )
@@ -474,6 +476,7 @@ pub(crate) async fn payment_attempts_are_one_at_a_time(store: &Store) {
                 intent_id: "pi_2",
                 status: PaymentStatus::Succeeded,
                 failure_code: None,
+                card_last4: "4242",
             },
             None,
         )
@@ -528,6 +531,7 @@ pub(crate) async fn refund_claims_never_exceed_the_payment(store: &Store) {
                 intent_id: "pi_r",
                 status: PaymentStatus::Succeeded,
                 failure_code: None,
+                card_last4: "4242",
             },
             None,
         )
