@@ -41,9 +41,12 @@ async fn first_run_admin(store: &Store, config: &Config) -> anyhow::Result<()> {
     }
     let password = generate_password()?;
     let email = "admin@hawker.localhost";
-    api::create_account(store, email, "Admin", &password, Role::Admin)
-        .await
-        .map_err(|e| anyhow::anyhow!("creating the first admin: {}", e.message))?;
+    match api::create_account(store, email, "Admin", &password, Role::Admin).await {
+        Ok(_) => {}
+        // Another node starting on the same empty database made it first.
+        Err(e) if e.code == api::Code::EmailTaken => return Ok(()),
+        Err(e) => anyhow::bail!("creating the first admin: {}", e.message),
+    }
     let path = config.data_dir.join("initial-admin.txt");
     write_private(&path, &format!("email: {email}\npassword: {password}\n"))?;
     tracing::info!(file = %path.display(), "created the first admin account; its password is in the file");

@@ -174,6 +174,19 @@ async fn reverse(
     Ok(())
 }
 
+/// Takes the row lock of `id` in `table` for the rest of the transaction (a
+/// no-op write: PostgreSQL locks the row, SQLite has one writer anyway).
+async fn lock_row(e: &mut impl Execute, table: &'static str, id: &str) -> Result<()> {
+    execute!(
+        e,
+        sqlx::query(&format!(
+            "UPDATE {table} SET updated_at = updated_at WHERE id = $1"
+        ))
+        .bind(id)
+    )?;
+    Ok(())
+}
+
 async fn load_payment(e: &mut impl Execute, id: &PaymentId) -> Result<Option<Payment>> {
     fetch_optional!(
         e,
@@ -271,6 +284,10 @@ impl Store {
     ) -> Result<Recorded> {
         let now = Timestamp::now();
         let mut tx = self.write().await?;
+        // Takes the attempt's row lock first: two answers of one charge (its
+        // own and a webhook, say) are recorded one after the other, the
+        // second seeing what the first did.
+        lock_row(&mut tx, "payments", id.as_str()).await?;
         let current = load_payment(&mut tx, id)
             .await?
             .ok_or(StoreError::NotFound)?;
@@ -556,12 +573,8 @@ impl Store {
             return Ok(earlier);
         }
         let order_id = &new.payment.order_id;
-        // Takes the order's row lock: claims of one order are made one at a time.
-        execute!(
-            &mut tx,
-            sqlx::query("UPDATE orders SET updated_at = updated_at WHERE id = $1")
-                .bind(order_id.as_str())
-        )?;
+        // Claims of one order are made one at a time.
+        lock_row(&mut tx, "orders", order_id.as_str()).await?;
         let order = load_order(&mut tx, order_id)
             .await?
             .ok_or(StoreError::NotFound)?;
@@ -627,6 +640,7 @@ impl Store {
     ) -> Result<(RefundRecord, Order)> {
         let now = Timestamp::now();
         let mut tx = self.write().await?;
+        lock_row(&mut tx, "refunds", id.as_str()).await?;
         let claim = load_refund(&mut tx, id)
             .await?
             .ok_or(StoreError::NotFound)?;
