@@ -12,6 +12,9 @@ export interface RoomEvent {
   retry_after_ms?: number;
 }
 
+/** The close code of a node that stops and asks its viewers to reconnect elsewhere. */
+const RESTARTING = 1012;
+
 export interface RoomSocketHandlers {
   snapshot(snapshot: Snapshot): void;
   event(event: RoomEvent): void;
@@ -86,13 +89,19 @@ export class RoomSocket {
         this.handlers.event(frame);
       }
     });
-    socket.addEventListener('close', () => {
+    socket.addEventListener('close', (event) => {
       if (this.socket !== socket) return;
       this.socket = null;
       this.handlers.connection('closed');
       if (this.closed) return;
-      // Back off up to 10 s, with jitter so a restarted node is not hit all at once.
-      const delay = Math.min(10_000, 500 * 2 ** this.attempts) * (0.5 + Math.random() / 2);
+      // 1012: this node is restarting and the others serve the room; go to one
+      // of them now (the load balancer picks it), spread over a quarter second.
+      // Otherwise back off up to 10 s, with jitter so a restarted node is not
+      // hit all at once.
+      const delay =
+        event.code === RESTARTING
+          ? Math.random() * 250
+          : Math.min(10_000, 500 * 2 ** this.attempts) * (0.5 + Math.random() / 2);
       this.attempts += 1;
       this.timer = window.setTimeout(() => this.open(), delay);
     });

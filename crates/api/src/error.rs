@@ -207,6 +207,7 @@ impl From<live::JoinError> for ApiError {
                 tracing::warn!(error = %e, "bus unavailable");
                 Code::Unavailable.into()
             }
+            live::JoinError::Unavailable => Code::Unavailable.into(),
         }
     }
 }

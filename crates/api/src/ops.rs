@@ -27,25 +27,35 @@ pub(crate) fn router(openapi: Arc<utoipa::openapi::OpenApi>) -> Router<AppState>
         )
 }
 
-/// Ready when the store answers within two seconds.
+/// Ready when the store answers within two seconds and the bus is connected.
 async fn ready(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
     match tokio::time::timeout(Duration::from_secs(2), state.store().ping()).await {
-        Ok(Ok(())) => Ok(Json(json!({
-            "status": "ready",
-            "store": state.store().backend().as_str(),
-        }))),
+        Ok(Ok(())) => {}
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "readiness check: store unreachable");
-            Err(ApiError::new(
+            return Err(ApiError::new(
                 Code::Unavailable,
                 "The store is unreachable.",
-            ))
+            ));
         }
-        Err(_) => Err(ApiError::new(
-            Code::Unavailable,
-            "The store did not answer in time.",
-        )),
+        Err(_) => {
+            return Err(ApiError::new(
+                Code::Unavailable,
+                "The store did not answer in time.",
+            ));
+        }
     }
+    if !state.bus().ready() {
+        return Err(ApiError::new(
+            Code::Unavailable,
+            "The bus (NATS) is unreachable.",
+        ));
+    }
+    Ok(Json(json!({
+        "status": "ready",
+        "store": state.store().backend().as_str(),
+        "bus": state.bus().kind(),
+    })))
 }
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {

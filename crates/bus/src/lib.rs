@@ -1,25 +1,38 @@
-//! Events between Hawker's parts and, later, between nodes: the selling path,
-//! the video ingest and the live rooms publish encoded events on a [`Topic`],
-//! and whoever subscribed to it gets the bytes. The bus neither numbers nor
-//! keeps events: the live rooms number what they show.
+//! Events between Hawker's parts and between its nodes, as bytes.
 //!
-//! The interface is the one a broker across nodes fits: publishing is
-//! asynchronous and may fail, and a subscriber owns a [`Subscription`] that
-//! yields payloads and deals with falling behind itself. In-process for now (a
-//! broadcast channel per topic); NATS joins behind the same interface.
+//! Two kinds of traffic:
+//! - **Broadcasts** on a [`Topic`]: a shop's events and changes to sign-ins go
+//!   to whoever subscribed ([`Bus::publish`], [`Bus::subscribe`]), at most once.
+//! - **A room's log**, for the live rooms to number events in one order on
+//!   every node: what is said in a room is appended to its *inputs*
+//!   ([`Bus::publish`] on [`Topic::Room`]), the room's sequencer reads them
+//!   ([`Bus::room_inputs`]) and appends numbered batches to the room's *log*
+//!   ([`Bus::append`]) on the condition that nobody appended since the batch it
+//!   last saw, and every node with viewers in the room reads the log
+//!   ([`Bus::room_log`]), its retained part first. Who sequences a room is
+//!   decided by a lease with the same condition ([`Bus::lease`]). Positions are
+//!   the bus's own, growing, never reused; 0 means "none".
+//!
+//! Two backends behind one interface: in-process (one node: broadcast channels,
+//! and a bounded log in memory while someone reads the room), and NATS with
+//! JetStream (`docs/cluster.md` names the subjects and streams).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+mod local;
+mod nats;
+
+use std::time::Duration;
 
 use bytes::Bytes;
 use domain::event::{RoomEvent, SessionEvent, ShopEvent};
 use domain::ids::{RoomId, ShopId};
-use tokio::sync::broadcast;
 
-/// What a subscriber listens to.
+pub use nats::NatsSettings;
+
+/// What a subscriber listens to, or where a room's input goes.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Topic {
-    /// A room's events ([`RoomEvent`]).
+    /// What is said in a room ([`RoomEvent`] and the live rooms' own inputs),
+    /// before it is numbered.
     Room(RoomId),
     /// What a shop's rooms must know and viewers never see ([`ShopEvent`]).
     Shop(ShopId),
@@ -29,10 +42,11 @@ pub enum Topic {
 }
 
 impl Topic {
-    /// The topic's name on a broker: `room.{id}`, `shop.{id}`, `sessions`.
+    /// The topic's name under the bus's prefix: `room.{id}.in`, `shop.{id}`,
+    /// `sessions`.
     pub fn subject(&self) -> String {
         match self {
-            Self::Room(id) => format!("room.{id}"),
+            Self::Room(id) => format!("room.{id}.in"),
             Self::Shop(id) => format!("shop.{id}"),
             Self::Sessions => "sessions".to_owned(),
         }
@@ -43,32 +57,89 @@ impl Topic {
 pub enum BusError {
     #[error("an event could not be encoded: {0}")]
     Encode(#[from] serde_json::Error),
+    #[error("the bus is unreachable: {0}")]
+    Unreachable(String),
 }
 
-/// Payloads a subscriber may fall behind by before it loses the oldest.
-const CAPACITY: usize = 1024;
+/// Why an append or a lease did not take.
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    /// Someone else appended since the position given: the caller is not, or
+    /// no longer, the one who writes.
+    #[error("another node appended first")]
+    Conflict,
+    #[error(transparent)]
+    Bus(#[from] BusError),
+}
 
-#[derive(Clone, Default)]
-pub struct Bus {
-    topics: Arc<Mutex<HashMap<Topic, broadcast::Sender<Bytes>>>>,
+/// One entry of a room's inputs or log, at its position.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    pub position: u64,
+    pub payload: Bytes,
+}
+
+/// Where a reader of a room's inputs starts.
+#[derive(Debug, Clone, Copy)]
+pub enum Start {
+    /// The first input after this position.
+    After(u64),
+    /// The inputs of the last this long (a room nobody sequenced yet).
+    Recent(Duration),
+}
+
+/// How long a lease holds without being renewed.
+pub const LEASE: Duration = Duration::from_secs(3);
+
+#[derive(Clone)]
+pub struct Bus(Backend);
+
+#[derive(Clone)]
+enum Backend {
+    Local(local::Local),
+    Nats(std::sync::Arc<nats::Nats>),
 }
 
 impl Bus {
     pub fn in_process() -> Self {
-        Self::default()
+        Self(Backend::Local(local::Local::default()))
     }
 
-    /// Sends a payload to the topic's current subscribers; with none, it is dropped.
-    pub async fn publish(&self, topic: &Topic, payload: Bytes) -> Result<(), BusError> {
-        let mut topics = self.topics.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(sender) = topics.get(topic)
-            && sender.send(payload).is_err()
-        {
-            // Nobody listens any more: forget the topic until someone does.
-            topics.remove(topic);
+    /// Connects to NATS and makes sure the room streams exist. Fails if the
+    /// server cannot be reached or has no JetStream.
+    pub async fn nats(settings: &NatsSettings) -> Result<Self, BusError> {
+        Ok(Self(Backend::Nats(std::sync::Arc::new(
+            nats::Nats::connect(settings).await?,
+        ))))
+    }
+
+    /// Whether the bus can carry events now (always, in process).
+    pub fn ready(&self) -> bool {
+        match &self.0 {
+            Backend::Local(_) => true,
+            Backend::Nats(n) => n.ready(),
         }
-        metrics::counter!("bus_published_total").increment(1);
-        Ok(())
+    }
+
+    /// `in-process` or `nats`, for `/readyz`.
+    pub fn kind(&self) -> &'static str {
+        match &self.0 {
+            Backend::Local(_) => "in-process",
+            Backend::Nats(_) => "nats",
+        }
+    }
+
+    /// Publishes a payload: a broadcast to the topic's subscribers, or, on a
+    /// room's topic, an input for its sequencer, kept by the bus until read.
+    pub async fn publish(&self, topic: &Topic, payload: Bytes) -> Result<(), BusError> {
+        let published = match &self.0 {
+            Backend::Local(l) => {
+                l.publish(topic, payload);
+                Ok(())
+            }
+            Backend::Nats(n) => n.publish(topic, payload).await,
+        };
+        counted("publish", published)
     }
 
     /// Encodes a room event and publishes it on the room's topic.
@@ -110,18 +181,86 @@ impl Bus {
         }
     }
 
-    /// Payloads published on `topic` from now on.
+    /// Payloads published on `topic` from now on (on a room's topic: its
+    /// inputs as they come, for tools and tests; the rooms read
+    /// [`Bus::room_inputs`]).
     pub async fn subscribe(&self, topic: &Topic) -> Result<Subscription, BusError> {
-        let mut topics = self.topics.lock().unwrap_or_else(|p| p.into_inner());
-        let receiver = topics
-            .entry(topic.clone())
-            .or_insert_with(|| broadcast::channel(CAPACITY).0)
-            .subscribe();
-        Ok(Subscription {
-            topic: topic.clone(),
-            receiver,
-        })
+        match &self.0 {
+            Backend::Local(l) => Ok(l.subscribe(topic)),
+            Backend::Nats(n) => n.subscribe(topic).await,
+        }
     }
+
+    /// A room's inputs from `from` on, in the order the bus took them.
+    pub async fn room_inputs(&self, room: &RoomId, from: Start) -> Result<Entries, BusError> {
+        match &self.0 {
+            Backend::Local(l) => Ok(l.inputs(room, from)),
+            Backend::Nats(n) => n.inputs(room, from).await,
+        }
+    }
+
+    /// A room's log: every batch the bus still holds, oldest first, then the
+    /// new ones as they are appended.
+    pub async fn room_log(&self, room: &RoomId) -> Result<Entries, BusError> {
+        match &self.0 {
+            Backend::Local(l) => Ok(l.log(room)),
+            Backend::Nats(n) => n.log(room).await,
+        }
+    }
+
+    /// The last batch of a room's log, if the bus holds one.
+    pub async fn last_batch(&self, room: &RoomId) -> Result<Option<Entry>, BusError> {
+        let last = match &self.0 {
+            Backend::Local(l) => Ok(l.last(room)),
+            Backend::Nats(n) => n.last(room).await,
+        };
+        counted("read", last)
+    }
+
+    /// Appends a batch to a room's log if its last batch is still at
+    /// `expected` (0: the log is empty); returns the new batch's position.
+    pub async fn append(
+        &self,
+        room: &RoomId,
+        expected: u64,
+        payload: Bytes,
+    ) -> Result<u64, AppendError> {
+        let appended = match &self.0 {
+            Backend::Local(l) => l.append(room, expected, payload),
+            Backend::Nats(n) => n.append(room, expected, payload).await,
+        };
+        if matches!(appended, Err(AppendError::Bus(_))) {
+            metrics::counter!("bus_failed_total", "op" => "append").increment(1);
+        } else {
+            metrics::counter!("bus_published_total").increment(1);
+        }
+        appended
+    }
+
+    /// Takes (`expected` 0) or renews (`expected`: the position the last take
+    /// or renewal returned) the lease on sequencing a room, for [`LEASE`].
+    /// [`AppendError::Conflict`]: someone else holds it. In process, the one
+    /// node always does.
+    pub async fn lease(
+        &self,
+        room: &RoomId,
+        expected: u64,
+        holder: &str,
+    ) -> Result<u64, AppendError> {
+        match &self.0 {
+            Backend::Local(_) => Ok(expected + 1),
+            Backend::Nats(n) => n.lease(room, expected, holder).await,
+        }
+    }
+}
+
+fn counted<T>(op: &'static str, result: Result<T, BusError>) -> Result<T, BusError> {
+    match &result {
+        Ok(_) if op == "publish" => metrics::counter!("bus_published_total").increment(1),
+        Ok(_) => {}
+        Err(_) => metrics::counter!("bus_failed_total", "op" => op).increment(1),
+    }
+    result
 }
 
 fn not_announced(topic: &Topic, kind: &str, error: &BusError) {
@@ -129,79 +268,50 @@ fn not_announced(topic: &Topic, kind: &str, error: &BusError) {
     metrics::counter!("bus_announce_failed_total").increment(1);
 }
 
-/// A subscriber's own stream of payloads.
-pub struct Subscription {
-    topic: Topic,
-    receiver: broadcast::Receiver<Bytes>,
+/// A subscriber's own stream of broadcast payloads.
+pub struct Subscription(SubscriptionInner);
+
+enum SubscriptionInner {
+    Local(local::Receiver),
+    Nats(async_nats::Subscriber),
 }
 
 impl Subscription {
-    /// The next payload, or `None` once the bus is gone. A subscriber that fell
-    /// more than a channel's worth behind skips what it lost (counted in
-    /// `bus_missed_total`) and goes on from the oldest payload still held.
+    /// The next payload, or `None` once the bus is gone. In process, a
+    /// subscriber that fell more than a channel's worth behind skips what it
+    /// lost (counted in `bus_missed_total`).
     pub async fn next(&mut self) -> Option<Bytes> {
-        loop {
-            match self.receiver.recv().await {
-                Ok(payload) => {
-                    metrics::counter!("bus_received_total").increment(1);
-                    return Some(payload);
-                }
-                Err(broadcast::error::RecvError::Lagged(n)) => {
-                    tracing::warn!(topic = %self.topic.subject(), missed = n, "a subscriber fell behind the bus");
-                    metrics::counter!("bus_missed_total").increment(n);
-                }
-                Err(broadcast::error::RecvError::Closed) => return None,
-            }
+        let next = match &mut self.0 {
+            SubscriptionInner::Local(r) => r.next().await,
+            SubscriptionInner::Nats(s) => futures_util::StreamExt::next(s).await.map(|m| m.payload),
+        };
+        if next.is_some() {
+            metrics::counter!("bus_received_total").increment(1);
         }
+        next
     }
 }
 
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
+/// A reader of a room's inputs or log.
+pub struct Entries(EntriesInner);
 
-    use super::*;
+enum EntriesInner {
+    Local(local::Reader),
+    Nats(Box<nats::Reader>),
+}
 
-    #[tokio::test]
-    async fn subscribers_get_their_topic_only() {
-        let bus = Bus::in_process();
-        let (a, b) = (
-            Topic::Room(RoomId::generate()),
-            Topic::Room(RoomId::generate()),
-        );
-        bus.publish(&a, Bytes::from_static(b"before"))
-            .await
-            .unwrap();
-        let mut sub = bus.subscribe(&a).await.unwrap();
-        bus.publish(&b, Bytes::from_static(b"other room"))
-            .await
-            .unwrap();
-        bus.publish(&a, Bytes::from_static(b"mine")).await.unwrap();
-        assert_eq!(sub.next().await.unwrap(), "mine");
-        assert!(
-            sub.receiver.try_recv().is_err(),
-            "nothing from before or from another topic"
-        );
-        drop(sub);
-        bus.publish(&a, Bytes::from_static(b"nobody listens"))
-            .await
-            .unwrap();
-        assert!(
-            bus.topics.lock().unwrap().get(&a).is_none(),
-            "an unheard topic is forgotten"
-        );
-    }
-
-    #[tokio::test]
-    async fn a_subscriber_that_falls_behind_goes_on_from_what_is_held() {
-        let bus = Bus::in_process();
-        let topic = Topic::Shop(ShopId::generate());
-        let mut sub = bus.subscribe(&topic).await.unwrap();
-        for i in 0..CAPACITY + 10 {
-            bus.publish(&topic, Bytes::from(i.to_string()))
-                .await
-                .unwrap();
+impl Entries {
+    /// The next entry; waits for it. `None` once the bus is gone. A reader
+    /// that fell behind what the bus keeps goes on from the oldest entry still
+    /// held (the positions say what it missed).
+    pub async fn next(&mut self) -> Option<Entry> {
+        let next = match &mut self.0 {
+            EntriesInner::Local(r) => r.next().await,
+            EntriesInner::Nats(r) => r.next().await,
+        };
+        if next.is_some() {
+            metrics::counter!("bus_received_total").increment(1);
         }
-        assert_eq!(sub.next().await.unwrap(), "10", "the oldest still held");
+        next
     }
 }

@@ -141,6 +141,30 @@ impl RoomEvent {
     }
 }
 
+/// A frame read back: what [`RoomEvent::frame`] wrote.
+#[derive(Debug, PartialEq)]
+pub struct ReadFrame {
+    pub seq: u64,
+    pub at: Timestamp,
+    /// A type this version does not know is still numbered, and still shown.
+    pub event: Result<RoomEvent, Undecodable>,
+}
+
+/// Reads back a frame [`RoomEvent::frame`] wrote; `None`: not a frame at all.
+pub fn read_frame(bytes: &[u8]) -> Option<ReadFrame> {
+    #[derive(Deserialize)]
+    struct Head {
+        seq: u64,
+        at: Timestamp,
+    }
+    let head: Head = serde_json::from_slice(bytes).ok()?;
+    Some(ReadFrame {
+        seq: head.seq,
+        at: head.at,
+        event: RoomEvent::decode(bytes),
+    })
+}
+
 /// A frame for one connection that carries the room's `seq` (`snapshot`,
 /// `state`), in the same shape as the events.
 pub fn view_frame(kind: ViewKind, seq: u64, at: Timestamp, view: &RoomView<'_>) -> String {
@@ -389,6 +413,30 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+
+    #[test]
+    fn a_frame_reads_back_as_its_seq_and_event() {
+        let event = RoomEvent::SlowMode(SlowMode { seconds: 3 });
+        let frame = event.frame(42, Timestamp::from_millis(1_000));
+        assert_eq!(
+            read_frame(frame.as_bytes()),
+            Some(ReadFrame {
+                seq: 42,
+                at: Timestamp::from_millis(1_000),
+                event: Ok(event)
+            })
+        );
+        let unknown = br#"{"type":"auction.bid","seq":7,"at":"2026-12-02T10:00:00Z","data":{}}"#;
+        assert!(matches!(
+            read_frame(unknown),
+            Some(ReadFrame {
+                seq: 7,
+                event: Err(Undecodable::Unknown(_)),
+                ..
+            })
+        ));
+        assert_eq!(read_frame(b"not json"), None);
+    }
 
     fn chat() -> RoomEvent {
         RoomEvent::Chat(ChatMessage {

@@ -155,6 +155,15 @@ pub struct Settings {
     /// postgres://user@host/db to use PostgreSQL [default: SQLite in the data directory]
     #[arg(long, env = "HAWKER_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
+    /// nats://host:port of the cluster's NATS (with JetStream): every node
+    /// given the same serves the same rooms [default: a bus inside this
+    /// process, for one node alone]
+    #[arg(long, env = "HAWKER_NATS_URL", hide_env_values = true)]
+    pub nats_url: Option<String>,
+    /// Prefix of the cluster's NATS subjects and streams, so that several
+    /// clusters can share one NATS [default: hawker]
+    #[arg(long, env = "HAWKER_NATS_PREFIX")]
+    pub nats_prefix: Option<String>,
     /// Database connections (PostgreSQL) or reader connections (SQLite) [default: 8]
     #[arg(long, env = "HAWKER_DB_POOL_SIZE")]
     pub db_pool_size: Option<u32>,
@@ -229,6 +238,7 @@ pub struct Config {
     /// Recordings older than this are deleted; `None` keeps them.
     pub recording_retention: Option<Duration>,
     pub database_url: Option<String>,
+    pub nats: Option<bus::NatsSettings>,
     pub db_pool_size: u32,
     pub log_format: LogFormat,
     pub log: String,
@@ -263,6 +273,8 @@ impl Settings {
             rtmp_tick_ms,
             httpflv_merge_ms,
             database_url,
+            nats_url,
+            nats_prefix,
             db_pool_size,
             log_format,
             log,
@@ -346,6 +358,13 @@ impl Settings {
                 .filter(|d| *d > 0)
                 .map(|d| Duration::from_secs(d * 24 * 3600)),
             database_url: s.database_url.filter(|u| !u.is_empty()),
+            nats: s
+                .nats_url
+                .filter(|u| !u.is_empty())
+                .map(|url| bus::NatsSettings {
+                    url,
+                    prefix: s.nats_prefix.unwrap_or_else(|| "hawker".to_owned()),
+                }),
             db_pool_size: s.db_pool_size.unwrap_or(8).max(1),
             log_format: s.log_format.unwrap_or(LogFormat::Text),
             log: s.log.unwrap_or_else(|| "info".to_owned()),

@@ -104,6 +104,7 @@ pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
         api: config.api.clone(),
         shutdown_grace: config.shutdown_grace,
         recording_retention: config.recording_retention,
+        nats: config.nats.clone(),
     };
     let mut node = node::Node::start(store.clone(), settings, listener, rtmp, shutdown.clone())
         .await

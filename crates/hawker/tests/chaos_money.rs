@@ -17,8 +17,7 @@
 #![allow(clippy::unwrap_used)] // Tests may unwrap: a panic is a failed test.
 
 use std::collections::{HashMap, HashSet};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -27,7 +26,9 @@ use domain::ids::{PaymentId, ShopId};
 use domain::order::{OrderStatus, PaymentStatus, RefundStatus};
 use serde_json::{Value, json};
 
-const BIN: &str = env!("CARGO_BIN_EXE_hawker");
+mod common;
+use common::{BIN, Proc, free_port, log_file, until_up};
+
 const SECRET: &str = "whsec_chaos";
 const STOCK: i64 = 100_000;
 
@@ -36,34 +37,6 @@ fn setting<T: std::str::FromStr>(name: &str, default: T) -> T {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-/// A port nobody listens on now, for a process that must come back on it.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A child process, SIGKILLed when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn log_file(dir: &Path, name: &str) -> Stdio {
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join(name))
-        .unwrap()
-        .into()
 }
 
 struct Cluster {
@@ -100,28 +73,6 @@ impl Cluster {
                 .unwrap(),
         )
     }
-}
-
-/// Polls `url` until it answers 200; panics with the processes' logs if it
-/// never does.
-async fn until_up(client: &reqwest::Client, url: &str, logs: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline {
-        if let Ok(res) = client.get(url).send().await
-            && res.status().is_success()
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let mut text = String::new();
-    for entry in std::fs::read_dir(logs).unwrap().flatten() {
-        if entry.path().extension().is_some_and(|e| e == "log") {
-            let log = std::fs::read_to_string(entry.path()).unwrap_or_default();
-            text.push_str(&format!("--- {}\n{log}\n", entry.path().display()));
-        }
-    }
-    panic!("{url} never came up\n{text}");
 }
 
 /// xorshift64: each buyer's choices, reproducible from its seed.
@@ -367,9 +318,9 @@ fn money_survives_faults_races_and_kills() {
         dir: tempfile::tempdir().unwrap(),
         db_url: db.url.clone().unwrap(),
         sandbox_url: String::new(),
-        ports: [free_port(), free_port()],
+        ports: [free_port([127, 0, 0, 1]), free_port([127, 0, 0, 1])],
     };
-    let sandbox_port = free_port();
+    let sandbox_port = free_port([127, 0, 0, 1]);
     let cluster = Cluster {
         sandbox_url: format!("http://127.0.0.1:{sandbox_port}"),
         ..cluster

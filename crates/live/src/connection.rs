@@ -209,7 +209,7 @@ pub async fn serve<S, E>(
             }
             // Before the reading half's channel: stopping ends the rooms' thread,
             // which drops every reader, and the viewer must still be told why.
-            _ = hub.shutdown().cancelled() => break Some((close_code::AWAY, "server stopping")),
+            _ = hub.shutdown().cancelled() => break Some((close_code::RESTART, "reconnect elsewhere")),
             said = inbound.recv() => match said {
                 Some(Inbound::Send(text)) => {
                     if tx.feed(Message::Text(text)).await.is_err()
@@ -739,7 +739,7 @@ mod tests {
                 break;
             }
         }
-        assert_eq!(hub.viewers(&room), 0);
+        assert_eq!(hub.connections(&room), 0);
     }
 
     #[tokio::test]
@@ -747,27 +747,27 @@ mod tests {
         let (_db, hub, room, _) = setup(Limits::default()).await;
         let mut client = connect(&hub, &room, None).await;
         client.next_of("snapshot").await;
-        assert_eq!(hub.viewers(&room), 1);
+        assert_eq!(hub.connections(&room), 1);
         client
             .to_server
             .send(Err("connection reset".into()))
             .unwrap();
         let deadline = Instant::now() + Duration::from_secs(5);
-        while hub.viewers(&room) > 0 {
+        while hub.connections(&room) > 0 {
             assert!(Instant::now() < deadline);
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
 
     #[tokio::test]
-    async fn stopping_the_hub_closes_connections_as_going_away() {
+    async fn stopping_the_hub_tells_connections_to_reconnect_elsewhere() {
         let (_db, hub, room, _) = setup(Limits::default()).await;
         let mut client = connect(&hub, &room, None).await;
         client.next_of("snapshot").await;
         hub.stop();
         loop {
             if let Message::Close(Some(frame)) = client.next().await {
-                assert_eq!(frame.code, close_code::AWAY);
+                assert_eq!(frame.code, close_code::RESTART);
                 break;
             }
         }

@@ -2,17 +2,18 @@
 //! events of the other parts (sales, pins, the stream, moderation).
 //!
 //! How a chat message flows: a viewer's connection validates it (signed in, rate,
-//! length) and publishes it on the bus; the room's task on this node takes it
-//! from the bus, decodes it ([`domain::event::RoomEvent`]), gives it the room's
-//! next sequence number, serialises it once and sends the bytes to every
-//! connection of the room through one broadcast ring ([`room`]); the message is
-//! kept in the store in batches, off that path. Each connection ([`connection`])
-//! writes whatever frames are waiting in one flush.
-//!
-//! Sequence numbers are this node's: the in-process bus has one node. A bus that
-//! spans nodes brings its own order, and the room task will number in that order.
+//! length) and publishes it as an input of the room on the bus; the room's
+//! sequencer ([`leader`], on whichever node holds the room's lease) reads it,
+//! gives it the room's next sequence number, serialises it once and appends it
+//! to the room's log in the next batch ([`batch`]); every node with the room open
+//! reads the log, applies each frame to its room ([`room`]) and sends the bytes
+//! to its connections through one broadcast ring. The sequencer keeps the
+//! message in the store, in batches, off that path. Each connection
+//! ([`connection`]) writes whatever frames are waiting in one flush.
 
+pub mod batch;
 pub mod connection;
+mod leader;
 pub mod room;
 
 use std::collections::HashMap;
@@ -20,7 +21,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bus::{Bus, BusError, Subscription, Topic};
+use bus::{Bus, BusError, Entries, Subscription, Topic};
 use domain::Timestamp;
 use domain::event::{
     ChatEntry, ChatMessage, PinCard, RoomEvent, RoomSummary, SaleState, ShopEvent, Speaker,
@@ -34,7 +35,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 pub use connection::{Limits, Viewer, serve};
-pub use room::{Frame, Rate, Refusal, Room, Seed, Start};
+pub use leader::Presence;
+pub use room::{Frame, Rate, Refusal, Room, Seed, Standing, Start};
 
 /// Why a room could not be opened on this node.
 #[derive(Debug, thiserror::Error)]
@@ -43,13 +45,19 @@ pub enum JoinError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Bus(#[from] BusError),
+    /// The room's log could not be read up to its end in time.
+    #[error("the room's events are not reachable just now")]
+    Unavailable,
 }
 
-/// How often a room's new frames go out to its connections, together.
+/// How often a room's sequencer appends what it numbered, together.
 pub const FLUSH: Duration = Duration::from_millis(20);
 
-/// How often coalesced counters (likes, viewers) go out.
+/// How often coalesced counters (likes, viewers) go out, and how often each
+/// node reports its share of them.
 pub const TICK: Duration = Duration::from_millis(500);
+/// How long a join waits for the room's log to be read to its end.
+const JOIN_WAIT: Duration = Duration::from_secs(5);
 /// A room with no connection on this node for this long is let go.
 const IDLE: Duration = Duration::from_secs(60);
 /// Chat messages waiting to be kept; past this, new ones are counted and dropped
@@ -70,6 +78,21 @@ struct Inner {
     shutdown: CancellationToken,
     /// Where the rooms' tasks run (see [`rooms_runtime`]).
     rooms_runtime: tokio::runtime::Handle,
+    /// This node's name in the rooms' leases and reports.
+    node: String,
+    /// Held while a room is opened, so that it is opened once.
+    opening: tokio::sync::Mutex<()>,
+}
+
+/// A name no other hub has, in this process or another.
+fn node_name() -> String {
+    static HUBS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    format!(
+        "{}-{}-{}",
+        std::process::id(),
+        Timestamp::now().as_millis(),
+        HUBS.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// A thread of the rooms' own, with its own scheduler, for their tasks: a
@@ -133,6 +156,8 @@ impl Hub {
             limits,
             rooms_runtime: rooms_runtime(shutdown.clone()),
             shutdown,
+            node: node_name(),
+            opening: tokio::sync::Mutex::new(()),
         }));
         tokio::spawn(sample_rooms(Arc::downgrade(&hub.0)));
         hub
@@ -166,6 +191,15 @@ impl Hub {
         &self.0.shutdown
     }
 
+    pub(crate) fn bus(&self) -> &Bus {
+        &self.0.bus
+    }
+
+    /// This node's name in the rooms' leases and reports.
+    pub fn node(&self) -> &str {
+        &self.0.node
+    }
+
     /// Runs a connection's reading half where the rooms run, off the workers
     /// whose queues hold the fan-out's writes.
     pub(crate) fn spawn_reader<F>(&self, reader: F) -> tokio::task::JoinHandle<()>
@@ -175,15 +209,46 @@ impl Hub {
         self.0.rooms_runtime.spawn(reader)
     }
 
-    /// Takes a seat in the room, opening the room on this node if needed.
-    /// `None` when there is no such room.
+    /// Takes a seat in the room, opening the room on this node if needed, once
+    /// the room has read its log to where it stood when it opened. `None` when
+    /// there is no such room.
     pub async fn join(&self, id: &RoomId) -> Result<Option<Seat>, JoinError> {
-        if let Some(seat) = self.seat_in_open_room(id) {
-            return Ok(Some(seat));
-        }
-        // Subscribed before the room is read, so that nothing published while
-        // it is read is lost.
-        let events = self.0.bus.subscribe(&Topic::Room(id.clone())).await?;
+        let seat = match self.seat_in_open_room(id) {
+            Some(seat) => seat,
+            None => {
+                let _opening = self.0.opening.lock().await;
+                match self.seat_in_open_room(id) {
+                    Some(seat) => seat,
+                    None => match self.open(id).await? {
+                        Some(seat) => seat,
+                        None => return Ok(None),
+                    },
+                }
+            }
+        };
+        let room = seat.room.clone();
+        tokio::time::timeout(JOIN_WAIT, room.applied(room.opened_at()))
+            .await
+            .map_err(|_| JoinError::Unavailable)?;
+        Ok(Some(seat))
+    }
+
+    fn open_room(&self, id: &RoomId) -> Option<Arc<Room>> {
+        let rooms = self.0.rooms.lock().unwrap_or_else(|p| p.into_inner());
+        rooms.get(id).cloned()
+    }
+
+    fn seat_in_open_room(&self, id: &RoomId) -> Option<Seat> {
+        let rooms = self.0.rooms.lock().unwrap_or_else(|p| p.into_inner());
+        rooms.get(id).cloned().map(take_seat)
+    }
+
+    /// Opens the room on this node: its log read from the oldest batch the
+    /// bus keeps (before the room is read from the store, so that nothing
+    /// appended meanwhile is lost), its shop's events, its seed; and starts its
+    /// task, which tries at once to sequence it.
+    async fn open(&self, id: &RoomId) -> Result<Option<Seat>, JoinError> {
+        let log = self.0.bus.room_log(id).await?;
         let Some(room) = self.0.store.room(id).await? else {
             return Ok(None);
         };
@@ -193,34 +258,31 @@ impl Hub {
             .subscribe(&Topic::Shop(room.shop_id.clone()))
             .await?;
         let seed = self.seed(room).await?;
-        let mut rooms = self.0.rooms.lock().unwrap_or_else(|p| p.into_inner());
-        let room = rooms
-            .entry(id.clone())
-            .or_insert_with(|| {
-                let room = Arc::new(Room::new(id.clone(), seed, self.0.limits.ring));
-                self.0.rooms_runtime.spawn(run_room(
-                    self.clone(),
-                    room.clone(),
-                    events,
-                    shop_events,
-                ));
-                room
-            })
-            .clone();
-        Ok(Some(take_seat(room)))
-    }
-
-    fn seat_in_open_room(&self, id: &RoomId) -> Option<Seat> {
-        let rooms = self.0.rooms.lock().unwrap_or_else(|p| p.into_inner());
-        rooms.get(id).cloned().map(take_seat)
+        let last = self.0.bus.last_batch(id).await?;
+        // An empty log is ready once its first batch (a sequencer's start) is in.
+        let opened_at = last.map_or(1, |e| e.position);
+        let room = Arc::new(Room::new(id.clone(), seed, self.0.limits.ring, opened_at));
+        let seat = {
+            let mut rooms = self.0.rooms.lock().unwrap_or_else(|p| p.into_inner());
+            rooms.insert(id.clone(), room.clone());
+            take_seat(room.clone())
+        };
+        self.0
+            .rooms_runtime
+            .spawn(run_room(self.clone(), room, log, shop_events));
+        Ok(Some(seat))
     }
 
     /// Connections in the room on this node.
-    pub fn viewers(&self, id: &RoomId) -> usize {
-        let rooms = self.0.rooms.lock().unwrap_or_else(|p| p.into_inner());
-        rooms
-            .get(id)
+    pub fn connections(&self, id: &RoomId) -> usize {
+        self.open_room(id)
             .map_or(0, |r| r.viewers.load(Ordering::Relaxed))
+    }
+
+    /// The room's viewers on every node, as last shown in it (0 when the room
+    /// is not open here).
+    pub fn viewers(&self, id: &RoomId) -> u64 {
+        self.open_room(id).map_or(0, |r| r.viewers_shown())
     }
 
     /// Publishes a viewer's chat message to the room (through the bus, so that
@@ -317,44 +379,29 @@ fn take_seat(room: Arc<Room>) -> Seat {
     Seat { room }
 }
 
-/// The room's task on this node: numbers the bus's events into the room, applies
-/// its shop's rules, sends the coalesced counters every [`TICK`], and lets the
-/// room go when nobody has watched it here for [`IDLE`].
-async fn run_room(
-    hub: Hub,
-    room: Arc<Room>,
-    mut events: Subscription,
-    mut shop_events: Subscription,
-) {
+/// The room's task on this node: applies the room's log, applies its shop's
+/// rules, reports this node's viewers and likes every [`TICK`], tries to
+/// sequence the room whenever nobody does, and lets the room go when nobody
+/// has watched it here for [`IDLE`].
+async fn run_room(hub: Hub, room: Arc<Room>, mut log: Entries, mut shop_events: Subscription) {
+    let stop = hub.0.shutdown.child_token();
+    let _stop_leading = stop.clone().drop_guard();
+    let mut leading = Some(hub.0.rooms_runtime.spawn(leader::lead(
+        hub.clone(),
+        room.clone(),
+        stop.clone(),
+    )));
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut idle_since: Option<tokio::time::Instant> = None;
-    let mut display = room::bucket(hub.0.limits.display);
-    let mut flush = tokio::time::interval(FLUSH);
-    flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut reported = 0;
     loop {
         tokio::select! {
-            _ = flush.tick() => room.flush(),
-            payload = events.next() => {
-                let Some(payload) = payload else { return };
-                match RoomEvent::decode(&payload) {
-                    Ok(event) => {
-                        if let RoomEvent::Chat(message) = &event {
-                            let shown = message.user.moderator
-                                || room::take(&mut display, hub.0.limits.display, std::time::Instant::now()).is_ok();
-                            let seq = if shown {
-                                room.publish(&event)
-                            } else {
-                                // Over the display cap: kept, not shown.
-                                metrics::counter!("live_chat_not_shown_total").increment(1);
-                                room.seq()
-                            };
-                            log_chat(&hub, &room.id, seq, message);
-                        } else {
-                            room.publish(&event);
-                        }
-                    }
-                    Err(e) => skip(&room.id, &e),
+            entry = log.next() => {
+                let Some(entry) = entry else { return };
+                match batch::Batch::decode(&entry.payload) {
+                    Some(batch) => room.apply(entry.position, &batch),
+                    None => metrics::counter!("live_bus_events_skipped_total", "reason" => "malformed").increment(1),
                 }
             }
             payload = shop_events.next() => {
@@ -366,7 +413,16 @@ async fn run_room(
                 }
             }
             _ = tick.tick() => {
-                room.tick();
+                let (viewers, likes) = room.take_presence();
+                if viewers > 0 || likes > 0 || reported > 0 {
+                    reported = viewers;
+                    let presence = Presence { node: hub.node().to_owned(), viewers, likes };
+                    let (hub, room) = (hub.clone(), room.clone());
+                    hub.0.rooms_runtime.clone().spawn(async move { leader::report(&hub, &room, presence).await });
+                }
+                if leading.as_ref().is_none_or(tokio::task::JoinHandle::is_finished) {
+                    leading = Some(hub.0.rooms_runtime.spawn(leader::lead(hub.clone(), room.clone(), stop.clone())));
+                }
                 if room.viewers.load(Ordering::Relaxed) > 0 {
                     idle_since = None;
                 } else if idle_since.get_or_insert_with(tokio::time::Instant::now).elapsed() >= IDLE {
@@ -385,7 +441,7 @@ async fn run_room(
 
 /// An event this node cannot show (a newer node's, or garbled) is counted and
 /// skipped; the room goes on.
-fn skip(room: &RoomId, error: &Undecodable) {
+pub(crate) fn skip(room: &RoomId, error: &Undecodable) {
     let reason = match error {
         Undecodable::Unknown(_) => "unknown_type",
         Undecodable::Malformed(_) => "malformed",
@@ -394,7 +450,7 @@ fn skip(room: &RoomId, error: &Undecodable) {
     metrics::counter!("live_bus_events_skipped_total", "reason" => reason).increment(1);
 }
 
-fn log_chat(hub: &Hub, room: &RoomId, seq: u64, message: &ChatMessage) {
+pub(crate) fn log_chat(hub: &Hub, room: &RoomId, seq: u64, message: &ChatMessage) {
     let record = ChatRecord {
         id: message.id.clone(),
         room: room.clone(),

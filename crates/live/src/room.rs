@@ -1,8 +1,9 @@
 //! One live room on this node: its sequence of events, their recent history, the
 //! counters, and the state a joining viewer's snapshot is made of.
 //!
-//! Every event gets the room's next sequence number and is serialised ONCE, under
-//! the room's lock, into a [`Frame`] that every connection shares. The frames go
+//! The room follows its log ([`Room::apply`]): every event was numbered and
+//! serialised ONCE, by the room's sequencer, into a frame that every connection
+//! of every node shares, and changes the state here as it is applied. The frames go
 //! out through one broadcast ring per room: a connection holds a cursor into it,
 //! not a queue of its own, so an idle viewer costs no buffer, and one that falls
 //! a whole ring behind learns how many frames it lost instead of holding them.
@@ -14,13 +15,14 @@ use std::time::{Duration, Instant};
 
 use domain::Timestamp;
 use domain::event::{
-    ChatEntry, Likes, PinCard, RoomEvent, RoomSummary, RoomView, SaleState, ViewKind, Viewers,
+    ChatEntry, PinCard, RoomEvent, RoomSummary, RoomView, SaleState, ViewKind, read_frame,
     view_frame,
 };
 use domain::ids::{RoomId, ShopId, UserId};
 use domain::room::{RoomStatus, Sanction, SanctionKind};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 
+use crate::batch::Batch;
 use crate::connection::FrameText;
 
 /// Frames a room keeps for viewers who reconnect with `since`.
@@ -66,8 +68,17 @@ struct State {
     room: RoomSummary,
     sale: Option<SaleState>,
     pinned: Option<PinCard>,
-    /// Published, not yet in the ring (see [`Room::flush`]).
-    pending: Vec<Frame>,
+    /// The last batch of the room's log applied.
+    position: u64,
+}
+
+/// Where a room stands (see [`Room::standing`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Standing {
+    pub position: u64,
+    pub seq: u64,
+    pub likes: u64,
+    pub viewers: u64,
 }
 
 /// What a new room starts from, read from the store.
@@ -115,20 +126,23 @@ pub struct Room {
     frames: broadcast::Sender<Frame>,
     /// Connections on this node.
     pub(crate) viewers: AtomicUsize,
-    /// Likes received since the last `likes` event.
+    /// Likes received since the last report to the sequencer.
     likes_pending: AtomicU64,
     /// Likes received since the dashboard's last sample.
     likes_unsampled: AtomicU64,
     /// Taken alone, or after `state`; never the other way round.
     speakers: Mutex<Speakers>,
+    /// The last batch applied, for those who wait for it.
+    applied: watch::Sender<u64>,
+    /// The last batch of the log when the room was opened here.
+    opened_at: u64,
 }
 
 impl Room {
-    /// `ring`: frames a connection may fall behind by before it loses the oldest.
-    pub fn new(id: RoomId, seed: Seed, ring: usize) -> Self {
-        // Sequence numbers start from the clock, so that after a restart they
-        // continue above anything a reconnecting viewer saw before it.
-        let first = u64::try_from(Timestamp::now().as_millis()).unwrap_or(0) * 1000;
+    /// `ring`: frames a connection may fall behind by before it loses the
+    /// oldest; `opened_at`: the log's position the room must have applied
+    /// before it shows anything ([`Room::opened_at`]).
+    pub fn new(id: RoomId, seed: Seed, ring: usize, opened_at: u64) -> Self {
         let mut chat: VecDeque<ChatEntry> = seed.chat.into();
         while chat.len() > SNAPSHOT_CHAT {
             chat.pop_front();
@@ -137,7 +151,7 @@ impl Room {
             id,
             shop_id: seed.room.shop_id.clone(),
             state: Mutex::new(State {
-                seq: first,
+                seq: 0,
                 history: VecDeque::with_capacity(HISTORY),
                 chat,
                 likes: 0,
@@ -145,8 +159,10 @@ impl Room {
                 room: seed.room,
                 sale: seed.sale,
                 pinned: seed.pinned,
-                pending: Vec::new(),
+                position: 0,
             }),
+            applied: watch::channel(0).0,
+            opened_at,
             frames: broadcast::channel(ring.max(1)).0,
             viewers: AtomicUsize::new(0),
             likes_pending: AtomicU64::new(0),
@@ -174,15 +190,63 @@ impl Room {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Numbers, serialises and sends one event, stamped now; returns its
-    /// sequence number.
-    pub fn publish(&self, event: &RoomEvent) -> u64 {
-        let at = Timestamp::now();
+    /// Applies the next batch of the room's log: each frame's event changes what
+    /// the room shows, and the frames go out to this node's connections at
+    /// once, so every connection wakes once for all of them. A batch already
+    /// applied (by its position) or a frame already seen (by its `seq`) is
+    /// skipped; a frame past a gap (the log lost batches) starts the history
+    /// again, since it can no longer replay across it.
+    pub fn apply(&self, position: u64, batch: &Batch) {
         let mut state = self.lock();
-        state.seq += 1;
-        let seq = state.seq;
+        if position <= state.position {
+            return;
+        }
+        state.position = position;
+        for text in &batch.frames {
+            let Some(frame) = read_frame(text.as_bytes()) else {
+                metrics::counter!("live_bus_events_skipped_total", "reason" => "malformed")
+                    .increment(1);
+                continue;
+            };
+            if frame.seq <= state.seq {
+                continue;
+            }
+            if frame.seq != state.seq + 1 {
+                state.history.clear();
+            }
+            state.seq = frame.seq;
+            match &frame.event {
+                Ok(event) => self.change(&mut state, event, frame.seq, frame.at),
+                Err(e) => crate::skip(&self.id, e),
+            }
+            let frame = Frame {
+                seq: frame.seq,
+                text: text.clone(),
+            };
+            if state.history.len() == HISTORY {
+                state.history.pop_front();
+            }
+            state.history.push_back(frame.clone());
+            // No receivers is fine: nobody is watching on this node right now.
+            let _ = self.frames.send(frame);
+            metrics::counter!("live_events_total").increment(1);
+        }
+        if batch.seq > state.seq {
+            // Numbering starts (or starts again) here.
+            state.history.clear();
+            state.seq = batch.seq;
+        }
+        drop(state);
+        self.applied.send_replace(position);
+    }
+
+    /// What an event changes in the room's state and rules.
+    fn change(&self, state: &mut State, event: &RoomEvent, seq: u64, at: Timestamp) {
         match event {
             RoomEvent::Chat(message) => {
+                if state.chat.iter().any(|m| m.message.id == message.id) {
+                    return;
+                }
                 if state.chat.len() == SNAPSHOT_CHAT {
                     state.chat.pop_front();
                 }
@@ -226,31 +290,33 @@ impl Room {
                 self.speakers().sanctions.remove(&lifted.user_id);
             }
         }
-        let frame = Frame {
-            seq,
-            text: FrameText::from(event.frame(seq, at)),
-        };
-        if state.history.len() == HISTORY {
-            state.history.pop_front();
-        }
-        state.history.push_back(frame.clone());
-        state.pending.push(frame);
-        metrics::counter!("live_events_total").increment(1);
-        seq
     }
 
-    /// Sends the frames published since the last flush into the ring, at once:
-    /// every connection wakes once for all of them and writes them in one go.
-    /// Called by the room's task every [`crate::FLUSH`].
-    pub fn flush(&self) {
-        let mut state = self.lock();
-        for frame in state.pending.drain(..) {
-            // No receivers is fine: nobody is watching on this node right now.
-            let _ = self.frames.send(frame);
+    /// Where the room stands: the last batch applied, the last `seq`, and the
+    /// counters shown (a new sequencer carries on from them).
+    pub fn standing(&self) -> Standing {
+        let state = self.lock();
+        Standing {
+            position: state.position,
+            seq: state.seq,
+            likes: state.likes,
+            viewers: state.viewers_shown,
         }
     }
 
-    /// The last sequence number given.
+    /// Waits until the room has applied its log up to `position`.
+    pub async fn applied(&self, position: u64) {
+        let mut applied = self.applied.subscribe();
+        let _ = applied.wait_for(|p| *p >= position).await;
+    }
+
+    /// The log's position the room must have applied before a connection
+    /// starts: the last batch there was when it opened here.
+    pub fn opened_at(&self) -> u64 {
+        self.opened_at
+    }
+
+    /// The last `seq` applied.
     pub fn seq(&self) -> u64 {
         self.lock().seq
     }
@@ -293,7 +359,7 @@ impl Room {
         FrameText::from(view(&state, self.slow_mode(), ViewKind::State))
     }
 
-    /// A like from a viewer; shown in the next coalesced `likes` event.
+    /// A like from a viewer; reported to the sequencer at the next tick.
     pub fn like(&self) {
         self.likes_pending.fetch_add(1, Ordering::Relaxed);
         self.likes_unsampled.fetch_add(1, Ordering::Relaxed);
@@ -308,17 +374,18 @@ impl Room {
         )
     }
 
-    /// Publishes the coalesced counters if they changed since the last tick.
-    pub fn tick(&self) {
-        let added = self.likes_pending.swap(0, Ordering::Relaxed);
-        if added > 0 {
-            let count = self.lock().likes + added;
-            self.publish(&RoomEvent::Likes(Likes { count, added }));
-        }
-        let viewers = self.viewers.load(Ordering::Relaxed) as u64;
-        if viewers != self.lock().viewers_shown {
-            self.publish(&RoomEvent::Viewers(Viewers { count: viewers }));
-        }
+    /// This node's share for the sequencer: viewers here now, and the likes
+    /// since the last report.
+    pub(crate) fn take_presence(&self) -> (u64, u64) {
+        (
+            self.viewers.load(Ordering::Relaxed) as u64,
+            self.likes_pending.swap(0, Ordering::Relaxed),
+        )
+    }
+
+    /// The room's viewers across nodes, as last shown.
+    pub fn viewers_shown(&self) -> u64 {
+        self.lock().viewers_shown
     }
 
     fn speakers(&self) -> std::sync::MutexGuard<'_, Speakers> {
@@ -480,6 +547,7 @@ mod tests {
                 blocked_words: vec![],
             },
             4096,
+            1,
         )
     }
 
@@ -487,49 +555,100 @@ mod tests {
         serde_json::from_str(text.as_str()).unwrap()
     }
 
+    /// Numbers events as a sequencer does and applies them to the room, a
+    /// batch at a time.
+    struct Sequencer {
+        seq: u64,
+        position: u64,
+    }
+
+    impl Sequencer {
+        fn new() -> Self {
+            Self {
+                seq: 1_000,
+                position: 0,
+            }
+        }
+
+        fn batch(&mut self, events: &[RoomEvent]) -> Batch {
+            let frames = events
+                .iter()
+                .map(|e| {
+                    self.seq += 1;
+                    FrameText::from(e.frame(self.seq, Timestamp::now()))
+                })
+                .collect();
+            Batch {
+                seq: self.seq,
+                input: 0,
+                frames,
+            }
+        }
+
+        fn say(&mut self, room: &Room, events: &[RoomEvent]) -> u64 {
+            let batch = self.batch(events);
+            self.position += 1;
+            room.apply(self.position, &batch);
+            self.seq
+        }
+    }
+
     #[test]
-    fn events_are_numbered_in_order_and_serialised_once() {
+    fn a_batch_goes_to_every_connection_as_it_is() {
         let room = room();
+        let mut log = Sequencer::new();
+        log.say(&room, &[]);
         let (start, mut rx) = room.join(None);
         let Start::Snapshot(snap, _) = start else {
             panic!("a new viewer starts from a snapshot")
         };
-        let first = parse(&snap)["seq"].as_u64().unwrap();
-        let a = room.publish(&chat("a"));
-        let b = room.publish(&chat("b"));
-        assert_eq!((a, b), (first + 1, first + 2));
-        assert!(rx.try_recv().is_err(), "nothing before the flush");
-        room.flush();
-        let got = rx.try_recv().unwrap();
-        assert_eq!(got.seq, a);
-        assert_eq!(parse(&got.text)["data"]["text"], "a");
-        // Both receivers share the same bytes.
+        assert_eq!(
+            parse(&snap)["seq"],
+            1_000,
+            "the numbering stands where the log says"
+        );
         let (_, mut other) = room.join(None);
-        room.publish(&chat("c"));
-        room.flush();
-        rx.try_recv().unwrap();
-        let mine = rx.try_recv().unwrap();
+        let batch = log.batch(&[chat("a"), chat("b")]);
+        room.apply(2, &batch);
+        let got = rx.try_recv().unwrap();
+        assert_eq!(got.seq, 1_001);
+        assert_eq!(parse(&got.text)["data"]["text"], "a");
+        assert_eq!(rx.try_recv().unwrap().seq, 1_002);
         let theirs = other.try_recv().unwrap();
-        assert_eq!(mine.text.as_str().as_ptr(), theirs.text.as_str().as_ptr());
+        assert_eq!(
+            (got.text.as_str().as_ptr(), theirs.text.as_str().as_ptr()),
+            (
+                batch.frames[0].as_str().as_ptr(),
+                batch.frames[0].as_str().as_ptr()
+            ),
+            "every connection shares the log's bytes"
+        );
+        room.apply(2, &batch);
+        room.apply(3, &batch);
+        assert!(rx.try_recv().is_err(), "nothing twice");
+        assert_eq!(room.seq(), 1_002);
     }
 
     #[test]
     fn a_reconnect_replays_what_was_missed_or_gets_a_snapshot() {
         let room = room();
-        let s1 = room.publish(&chat("1"));
-        let s2 = room.publish(&chat("2"));
-        let s3 = room.publish(&chat("3"));
+        let mut log = Sequencer::new();
+        let s1 = log.say(&room, &[chat("1")]);
+        let s3 = log.say(&room, &[chat("2"), chat("3")]);
         let (Start::Replay(missed), _) = room.join(Some(s1)) else {
             panic!("the history covers it")
         };
-        assert_eq!(missed.iter().map(|f| f.seq).collect::<Vec<_>>(), [s2, s3]);
+        assert_eq!(
+            missed.iter().map(|f| f.seq).collect::<Vec<_>>(),
+            [s1 + 1, s3]
+        );
         let (Start::Replay(none), _) = room.join(Some(s3)) else {
             panic!("up to date")
         };
         assert!(none.is_empty());
         assert!(matches!(room.join(Some(s3 + 10)).0, Start::Snapshot(..)));
         for i in 0..HISTORY {
-            room.publish(&chat(i));
+            log.say(&room, &[chat(i)]);
         }
         let (Start::Snapshot(snap, _), _) = room.join(Some(s1)) else {
             panic!("fell out of the history")
@@ -542,31 +661,45 @@ mod tests {
     }
 
     #[test]
-    fn counters_are_coalesced_into_one_event_a_tick() {
+    fn a_gap_in_the_log_is_not_replayed_across() {
         let room = room();
-        let (_, mut rx) = room.join(None);
-        for _ in 0..500 {
+        let mut log = Sequencer::new();
+        let before = log.say(&room, &[chat("1")]);
+        log.seq += 5;
+        let after = log.say(&room, &[chat("2")]);
+        assert!(matches!(room.join(Some(before)).0, Start::Snapshot(..)));
+        assert!(matches!(room.join(Some(after)).0, Start::Replay(_)));
+    }
+
+    #[test]
+    fn the_counters_shown_are_the_sequencers_and_the_nodes_share_is_reported() {
+        let room = room();
+        let mut log = Sequencer::new();
+        for _ in 0..5 {
             room.like();
         }
         room.viewers.store(3, Ordering::Relaxed);
-        room.tick();
-        room.flush();
-        let likes = parse(&rx.try_recv().unwrap().text);
-        assert_eq!(likes["type"], "likes");
-        assert_eq!(likes["data"]["count"], 500);
-        let viewers = parse(&rx.try_recv().unwrap().text);
-        assert_eq!(viewers["data"]["count"], 3);
-        room.tick();
-        room.flush();
-        assert!(rx.try_recv().is_err(), "nothing changed, nothing sent");
+        assert_eq!(room.take_presence(), (3, 5));
+        assert_eq!(room.take_presence(), (3, 0), "likes are reported once");
+        log.say(
+            &room,
+            &[
+                RoomEvent::Likes(domain::event::Likes {
+                    count: 40,
+                    added: 5,
+                }),
+                RoomEvent::Viewers(domain::event::Viewers { count: 12 }),
+            ],
+        );
         let state = parse(&room.state_frame());
         assert_eq!(
             (
                 state["data"]["likes"].as_u64(),
                 state["data"]["viewers"].as_u64()
             ),
-            (Some(500), Some(3))
+            (Some(40), Some(12))
         );
+        assert_eq!(room.viewers_shown(), 12);
     }
 
     #[test]

@@ -26,6 +26,9 @@ pub struct Settings {
     pub shutdown_grace: Duration,
     /// Recordings older than this are deleted (hourly); kept for ever when `None`.
     pub recording_retention: Option<Duration>,
+    /// The cluster's NATS: rooms, shops and sessions shared with the other
+    /// nodes. `None`: the bus is in this process, for one node alone.
+    pub nats: Option<bus::NatsSettings>,
 }
 
 /// A running node.
@@ -43,14 +46,14 @@ pub struct Node {
     tasks: JoinSet<()>,
 }
 
-/// Builds the API's parts on `store`, paying through `provider`.
+/// Builds the API's parts on `store` and `bus`, paying through `provider`.
 fn assemble(
     store: Store,
+    bus: bus::Bus,
     config: ApiConfig,
     provider: api::payments::ProviderSettings,
     shutdown: &CancellationToken,
 ) -> AppState {
-    let bus = bus::Bus::in_process();
     let sale_events = SaleEvents::new(bus.clone());
     let inventory = store::Inventory::new(store.clone(), config.reservation_window)
         .observed_by(sale_events.observer());
@@ -89,7 +92,15 @@ impl Node {
         let provider = payments(&settings.api, http_addr, &mut tasks, &shutdown).await?;
         let payments_url = provider.url.clone();
         let upkeep = settings.api.upkeep.clone();
-        let state = assemble(store.clone(), settings.api, provider, &shutdown);
+        let bus = match &settings.nats {
+            // A node that cannot reach its cluster's NATS does not start: it
+            // would serve its rooms to its own viewers only.
+            Some(nats) => bus::Bus::nats(nats)
+                .await
+                .map_err(|e| std::io::Error::other(format!("connecting to NATS: {e}")))?,
+            None => bus::Bus::in_process(),
+        };
+        let state = assemble(store.clone(), bus, settings.api, provider, &shutdown);
         let sessions = state
             .bus()
             .subscribe(&bus::Topic::Sessions)

@@ -45,7 +45,8 @@ fn authored_chat<R: Get>(r: &R) -> Result<AuthoredChat> {
 }
 
 impl Store {
-    /// Keeps a batch of chat messages, in one statement.
+    /// Keeps a batch of chat messages, in one statement. A message kept
+    /// already (a new sequencer numbering it again) is kept once.
     pub async fn save_chat(&self, messages: &[ChatRecord]) -> Result<()> {
         if messages.is_empty() {
             return Ok(());
@@ -53,7 +54,7 @@ impl Store {
         let mut tx = self.write().await?;
         let sql = format!(
             "INSERT INTO chat_messages (id, room_id, user_id, moderator, seq, text, created_at)
-             VALUES {}",
+             VALUES {} ON CONFLICT (id) DO NOTHING",
             Params::new(&mut tx).rows(messages.len(), 7)
         );
         execute!(&mut tx, {

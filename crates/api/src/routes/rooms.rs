@@ -235,7 +235,7 @@ pub(crate) struct ListedRoom {
     #[serde(flatten)]
     room: Room,
     /// Viewers connected to the room's WebSocket on this node.
-    viewers: usize,
+    viewers: u64,
 }
 
 /// One room. Public.

@@ -41,7 +41,7 @@ pub(crate) struct RoomStats {
     /// Oldest first; intervals in which nothing happened are left out.
     series: Vec<StatsPoint>,
     /// Connected now, on this node.
-    viewers_now: usize,
+    viewers_now: u64,
     peak_viewers: i64,
     likes: i64,
     messages: i64,

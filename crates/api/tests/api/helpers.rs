@@ -33,9 +33,15 @@ impl Drop for TestApp {
 pub struct BusEvents(bus::Subscription);
 
 impl BusEvents {
+    /// The next room event published, past the nodes' own presence reports.
     pub async fn next(&mut self) -> Value {
-        let payload = self.0.next().await.expect("the bus is open");
-        serde_json::from_slice(&payload).unwrap()
+        loop {
+            let payload = self.0.next().await.expect("the bus is open");
+            let event: Value = serde_json::from_slice(&payload).unwrap();
+            if event["type"] != "presence" {
+                return event;
+            }
+        }
     }
 }
 
@@ -73,6 +79,7 @@ impl TestApp {
             api: config.clone(),
             shutdown_grace: Duration::from_secs(1),
             recording_retention: None,
+            nats: None,
         };
         let node = node::Node::start(
             db.store.clone(),

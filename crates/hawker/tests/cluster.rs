@@ -1,0 +1,766 @@
+//! Several `hawker serve` nodes as one: three processes on 127.0.0.2, .3 and
+//! .4, one PostgreSQL database and one NATS (each test its own database and
+//! subject prefix), viewers spread over the nodes as a load balancer would.
+//! Every viewer must see the same events under the same `seq`, one more than
+//! the last, through kills, restarts and the loss of NATS.
+
+#![allow(clippy::unwrap_used)] // Tests may unwrap: a panic is a failed test.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+mod common;
+use common::{BIN, Proc, free_port, log_file, until_up};
+
+/// How long any one wait may take before the test fails (a wait for an
+/// event, never a verdict on speed).
+const PATIENCE: Duration = Duration::from_secs(30);
+
+fn prefix() -> String {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    format!(
+        "t{}_{}_{}",
+        std::process::id(),
+        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis()
+            % 1_000_000
+    )
+}
+
+struct Cluster {
+    dir: tempfile::TempDir,
+    _db: store::testing::TestDatabase,
+    db_url: String,
+    nats_url: String,
+    prefix: String,
+    addrs: Vec<SocketAddr>,
+    nodes: Vec<Option<Proc>>,
+    client: reqwest::Client,
+}
+
+impl Cluster {
+    /// `n` nodes started at the same moment on an empty database.
+    async fn start(n: usize, nats_url: &str) -> Self {
+        let db = store::testing::TestDatabase::postgres().await;
+        let mut cluster = Self {
+            dir: tempfile::tempdir().unwrap(),
+            db_url: db.url.clone().unwrap(),
+            _db: db,
+            nats_url: nats_url.to_owned(),
+            prefix: prefix(),
+            addrs: (0..n)
+                .map(|i| {
+                    let ip = [127, 0, 0, 2 + i as u8];
+                    SocketAddr::from((ip, free_port(ip)))
+                })
+                .collect(),
+            nodes: Vec::new(),
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .unwrap(),
+        };
+        cluster.nodes = (0..n).map(|i| Some(cluster.spawn(i))).collect();
+        for i in 0..n {
+            cluster.until_ready(i).await;
+        }
+        cluster
+    }
+
+    fn spawn(&self, i: usize) -> Proc {
+        let addr = self.addrs[i];
+        Proc(
+            Command::new(BIN)
+                .arg("serve")
+                .args(["--http-addr", &addr.to_string()])
+                .args(["--rtmp-addr", &format!("{}:0", addr.ip())])
+                .arg("--data-dir")
+                .arg(self.dir.path().join(format!("node{i}")))
+                .args(["--database-url", &self.db_url])
+                .args(["--nats-url", &self.nats_url])
+                .args(["--nats-prefix", &self.prefix])
+                .args(["--shutdown-grace", "2"])
+                .args(["--log", "info,live=debug"])
+                .env_remove("HAWKER_DATABASE_URL")
+                .stdout(Stdio::null())
+                .stderr(log_file(self.dir.path(), &format!("node{i}.log")))
+                .spawn()
+                .unwrap(),
+        )
+    }
+
+    fn base(&self, i: usize) -> String {
+        format!("http://{}", self.addrs[i])
+    }
+
+    async fn until_ready(&self, i: usize) {
+        until_up(
+            &self.client,
+            &format!("{}/readyz", self.base(i)),
+            self.dir.path(),
+        )
+        .await;
+    }
+
+    /// Polls `path` on node `i` until it answers `status`.
+    async fn until_status(&self, i: usize, path: &str, status: u16) {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let (got, _) = self.call(i, reqwest::Method::GET, path, None, None).await;
+            if got == status {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{path} stayed {got}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// SIGKILLs node `i`.
+    fn kill(&mut self, i: usize) {
+        self.nodes[i] = None;
+    }
+
+    /// SIGTERMs node `i` and waits until it has drained and exited.
+    fn terminate(&mut self, i: usize) {
+        let status = self.nodes[i].take().unwrap().terminate();
+        assert!(status.success(), "node {i} ended with {status}");
+    }
+
+    async fn restart(&mut self, i: usize) {
+        self.nodes[i] = Some(self.spawn(i));
+        self.until_ready(i).await;
+    }
+
+    async fn call(
+        &self,
+        i: usize,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut request = self
+            .client
+            .request(method, format!("{}{path}", self.base(i)));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn post(&self, i: usize, path: &str, token: Option<&str>, body: Value) -> Value {
+        let (status, body) = self
+            .call(i, reqwest::Method::POST, path, token, Some(body))
+            .await;
+        assert!((200..300).contains(&status), "POST {path}: {status} {body}");
+        body
+    }
+
+    async fn put(&self, i: usize, path: &str, token: &str, body: Value) -> Value {
+        let (status, body) = self
+            .call(i, reqwest::Method::PUT, path, Some(token), Some(body))
+            .await;
+        assert!((200..300).contains(&status), "PUT {path}: {status} {body}");
+        body
+    }
+
+    /// A new account's token and id, signed up through node `i`.
+    async fn sign_up(&self, i: usize, email: &str) -> (String, String) {
+        let body = self
+            .post(
+                i,
+                "/api/v1/users",
+                None,
+                json!({"email": email, "password": "correct horse", "display_name": email}),
+            )
+            .await;
+        (
+            body["token"].as_str().unwrap().to_owned(),
+            body["user"]["id"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    /// A seller with a shop `anns`, one product and a room, made through node
+    /// 0: the seller's token, the room's id and the product.
+    async fn show(&self) -> (String, String, Value) {
+        let (seller, _) = self.sign_up(0, "ann@example.com").await;
+        self.post(
+            0,
+            "/api/v1/shops",
+            Some(&seller),
+            json!({"handle": "anns", "name": "Ann's", "currency": "EUR"}),
+        )
+        .await;
+        let product = self
+            .post(
+                0,
+                "/api/v1/shops/anns/products",
+                Some(&seller),
+                json!({"title": "Mug", "status": "active",
+                       "variants": [{"sku": "MUG", "options": {"size": "M"}, "stock": 50,
+                                     "price": {"amount": 1999, "currency": "EUR"}}]}),
+            )
+            .await;
+        let room = self
+            .post(
+                0,
+                "/api/v1/shops/anns/rooms",
+                Some(&seller),
+                json!({"title": "Live"}),
+            )
+            .await;
+        (
+            seller,
+            room["room"]["id"].as_str().unwrap().to_owned(),
+            product,
+        )
+    }
+
+    /// A viewer of `room` on node `i`.
+    async fn viewer(&self, i: usize, room: &str, token: Option<&str>) -> Viewer {
+        Viewer::open(self.addrs[i], room, token, None).await
+    }
+
+    /// Removes the test's streams from NATS.
+    async fn finish(self) {
+        forget(&self.nats_url, &self.prefix).await;
+    }
+}
+
+/// Deletes the streams a cluster made under `prefix`.
+async fn forget(nats_url: &str, prefix: &str) {
+    let Ok(client) = async_nats::connect(nats_url).await else {
+        return;
+    };
+    let js = async_nats::jetstream::new(client);
+    for stream in ["room_inputs", "room_log", "leases"] {
+        let _ = js.delete_stream(format!("{prefix}_{stream}")).await;
+    }
+}
+
+type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// What a viewer's socket said.
+enum Said {
+    Frame(Value),
+    /// Closed, with the close code if the server sent one.
+    Closed(Option<u16>),
+}
+
+/// A viewer: its socket, and every numbered frame it was shown, checked as
+/// they come to be one `seq` more than the last it saw.
+struct Viewer {
+    socket: Socket,
+    /// The node it is connected to.
+    addr: SocketAddr,
+    last: u64,
+    shown: BTreeMap<u64, Value>,
+    /// The `error` frames it was sent.
+    errors: Vec<Value>,
+}
+
+impl Viewer {
+    async fn connect(
+        addr: SocketAddr,
+        room: &str,
+        token: Option<&str>,
+        since: Option<u64>,
+    ) -> Socket {
+        let query = since.map(|s| format!("?since={s}")).unwrap_or_default();
+        let mut request = format!("ws://{addr}/api/v1/rooms/{room}/ws{query}")
+            .into_client_request()
+            .unwrap();
+        if let Some(token) = token {
+            request
+                .headers_mut()
+                .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        }
+        tokio_tungstenite::connect_async(request).await.unwrap().0
+    }
+
+    /// Joins: the first frame is the snapshot.
+    async fn open(addr: SocketAddr, room: &str, token: Option<&str>, since: Option<u64>) -> Self {
+        let mut viewer = Self {
+            socket: Self::connect(addr, room, token, since).await,
+            addr,
+            last: 0,
+            shown: BTreeMap::new(),
+            errors: Vec::new(),
+        };
+        match viewer.said().await {
+            Said::Frame(frame) if frame["type"] == "snapshot" => {
+                viewer.last = frame["seq"].as_u64().unwrap();
+            }
+            Said::Frame(frame) => panic!("expected a snapshot, got {frame}"),
+            Said::Closed(code) => panic!("closed on joining ({code:?})"),
+        }
+        viewer
+    }
+
+    /// Reconnects to `addr` with the last `seq` seen: what comes next must be
+    /// exactly what it missed (no snapshot, no gap, no repeat).
+    async fn resume(&mut self, addr: SocketAddr, room: &str, token: Option<&str>) {
+        self.socket = Self::connect(addr, room, token, Some(self.last)).await;
+        self.addr = addr;
+    }
+
+    /// Reads on until its node tells it to reconnect elsewhere (1012), and
+    /// does, to `addr`.
+    async fn moved(&mut self, addr: SocketAddr, room: &str, token: Option<&str>) {
+        let code = self.read_until(|_| false).await.unwrap_err();
+        assert_eq!(code, Some(1012), "told to reconnect elsewhere");
+        self.resume(addr, room, token).await;
+    }
+
+    async fn said(&mut self) -> Said {
+        loop {
+            let message = tokio::time::timeout(PATIENCE, self.socket.next())
+                .await
+                .expect("the room said something in time");
+            match message {
+                Some(Ok(Message::Text(text))) => {
+                    return Said::Frame(serde_json::from_str(text.as_str()).unwrap());
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    return Said::Closed(frame.map(|f| u16::from(f.code)));
+                }
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => return Said::Closed(None),
+            }
+        }
+    }
+
+    /// Reads numbered frames until one for which `until` holds, and returns
+    /// it; `None` if the socket closed first (with its close code).
+    async fn read_until(&mut self, until: impl Fn(&Value) -> bool) -> Result<Value, Option<u16>> {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            if tokio::time::Instant::now() > deadline {
+                let recent: Vec<_> = self.shown.values().rev().take(5).collect();
+                panic!(
+                    "not seen in time; the last frames: {recent:?}; errors: {:?}",
+                    self.errors
+                );
+            }
+            let frame = match self.said().await {
+                Said::Frame(frame) => frame,
+                Said::Closed(code) => return Err(code),
+            };
+            match frame["type"].as_str() {
+                Some("error") => {
+                    self.errors.push(frame.clone());
+                    if until(&frame) {
+                        return Ok(frame);
+                    }
+                    continue;
+                }
+                Some("pong") => continue,
+                Some("snapshot" | "lagged" | "state") => {
+                    panic!("expected the missed events, got {frame}")
+                }
+                _ => {}
+            }
+            let seq = frame["seq"].as_u64().unwrap();
+            assert_eq!(seq, self.last + 1, "a gap or a repeat before {frame}");
+            self.last = seq;
+            self.shown.insert(seq, frame.clone());
+            if until(&frame) {
+                return Ok(frame);
+            }
+        }
+    }
+
+    async fn wait_for(&mut self, until: impl Fn(&Value) -> bool) -> Value {
+        self.read_until(until).await.expect("the socket stays open")
+    }
+
+    async fn send(&mut self, frame: Value) {
+        self.socket
+            .send(Message::Text(frame.to_string().into()))
+            .await
+            .unwrap();
+    }
+
+    async fn chat(&mut self, text: &str) {
+        self.send(json!({"type": "chat", "text": text})).await;
+    }
+
+    /// Sends a chat message and waits until it comes back numbered (it is
+    /// acknowledged then); sends it again when the server says when.
+    async fn say(&mut self, text: &str) -> u64 {
+        loop {
+            self.chat(text).await;
+            let answer = self
+                .wait_for(|f| {
+                    f["type"] == "error" || (f["type"] == "chat" && f["data"]["text"] == text)
+                })
+                .await;
+            if answer["type"] == "chat" {
+                return answer["seq"].as_u64().unwrap();
+            }
+            assert_eq!(answer["code"], "rate_limited", "{answer}");
+            let wait = answer["retry_after_ms"].as_u64().unwrap();
+            tokio::time::sleep(Duration::from_millis(wait)).await;
+        }
+    }
+
+    /// The texts of the chat messages shown, in `seq` order.
+    fn chat_texts(&self) -> Vec<String> {
+        self.shown
+            .values()
+            .filter(|f| f["type"] == "chat")
+            .map(|f| f["data"]["text"].as_str().unwrap().to_owned())
+            .collect()
+    }
+}
+
+fn chat_is(text: &'static str) -> impl Fn(&Value) -> bool {
+    move |f| f["type"] == "chat" && f["data"]["text"] == text
+}
+
+/// Every `seq` that two viewers both saw carries the same frame, byte for
+/// byte once parsed: the same event, the same number, the same `at`.
+fn assert_same_room(viewers: &[&Viewer]) {
+    for (i, a) in viewers.iter().enumerate() {
+        for b in &viewers[i + 1..] {
+            let mut common = 0;
+            for (seq, frame) in &a.shown {
+                if let Some(other) = b.shown.get(seq) {
+                    assert_eq!(frame, other, "seq {seq} differs between two viewers");
+                    common += 1;
+                }
+            }
+            assert!(common > 0, "two viewers saw nothing in common");
+        }
+    }
+}
+
+/// The machine's NATS, with JetStream.
+const NATS: &str = "nats://127.0.0.1:4222";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_node_shows_one_room_in_one_order() {
+    let cluster = Cluster::start(3, NATS).await;
+    let (seller, room, product) = cluster.show().await;
+    let (ann, _) = cluster.sign_up(1, "ann.viewer@example.com").await;
+    let (bob, bob_id) = cluster.sign_up(2, "bob@example.com").await;
+    let mut watchers = Vec::new();
+    for i in 0..3 {
+        watchers.push(cluster.viewer(i, &room, None).await);
+    }
+    let mut seller_socket = cluster.viewer(0, &room, Some(&seller)).await;
+    let mut ann_socket = cluster.viewer(1, &room, Some(&ann)).await;
+    let mut bob_socket = cluster.viewer(2, &room, Some(&bob)).await;
+
+    // The room's viewers are the sum of every node's: six connections on three.
+    for watcher in &mut watchers {
+        watcher
+            .wait_for(|f| f["type"] == "viewers" && f["data"]["count"] == 6)
+            .await;
+    }
+    // Likes from two nodes add up.
+    for _ in 0..3 {
+        ann_socket.send(json!({"type": "like"})).await;
+    }
+    for _ in 0..4 {
+        seller_socket.send(json!({"type": "like"})).await;
+    }
+    for watcher in &mut watchers {
+        watcher
+            .wait_for(|f| f["type"] == "likes" && f["data"]["count"] == 7)
+            .await;
+    }
+
+    // Chat through two nodes, a pin through a third, a sale, a ban.
+    for i in 0..5 {
+        ann_socket.chat(&format!("ann {i}")).await;
+        seller_socket.chat(&format!("seller {i}")).await;
+    }
+    let pin = format!("/api/v1/rooms/{room}/pin");
+    cluster
+        .put(1, &pin, &seller, json!({"product_id": product["id"]}))
+        .await;
+    cluster
+        .post(
+            2,
+            &format!("/api/v1/rooms/{room}/sales"),
+            Some(&seller),
+            json!({"variant_id": product["variants"][0]["id"],
+                   "price": {"amount": 999, "currency": "EUR"},
+                   "quantity": 10, "per_buyer_limit": 1, "duration_seconds": 600}),
+        )
+        .await;
+    cluster
+        .put(
+            0,
+            &format!("/api/v1/rooms/{room}/sanctions/{bob_id}"),
+            &seller,
+            json!({"kind": "ban"}),
+        )
+        .await;
+    // Banned on node 0, refused on node 2.
+    bob_socket.wait_for(|f| f["type"] == "user.banned").await;
+    bob_socket.chat("let me in").await;
+    let refused = bob_socket.wait_for(|f| f["type"] == "error").await;
+    assert_eq!(refused["code"], "banned", "{refused}");
+    ann_socket.say("last").await;
+
+    for watcher in &mut watchers {
+        watcher.wait_for(chat_is("last")).await;
+        let texts = watcher.chat_texts();
+        let of = |who: &str| {
+            texts
+                .iter()
+                .filter(|t| t.starts_with(who))
+                .cloned()
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            of("ann "),
+            (0..5).map(|i| format!("ann {i}")).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            of("seller "),
+            (0..5).map(|i| format!("seller {i}")).collect::<Vec<_>>()
+        );
+        assert!(!texts.iter().any(|t| t == "let me in"));
+        let kinds: Vec<&str> = watcher
+            .shown
+            .values()
+            .map(|f| f["type"].as_str().unwrap())
+            .collect();
+        for kind in ["pin", "sale.started", "user.banned"] {
+            assert!(kinds.contains(&kind), "{kind} missing from {kinds:?}");
+        }
+    }
+    let mut all: Vec<&Viewer> = watchers.iter().collect();
+    all.push(&ann_socket);
+    assert_same_room(&all);
+    cluster.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_resumes_on_another_node_with_exactly_what_it_missed() {
+    let cluster = Cluster::start(3, NATS).await;
+    let (seller, room, _) = cluster.show().await;
+    let (other, _) = cluster.sign_up(2, "bob@example.com").await;
+    let mut speaker = cluster.viewer(1, &room, Some(&seller)).await;
+    let mut second = cluster.viewer(2, &room, Some(&other)).await;
+    let mut moving = cluster.viewer(0, &room, None).await;
+    let mut staying = cluster.viewer(2, &room, None).await;
+    for i in 0..5 {
+        speaker.say(&format!("m{i}")).await;
+    }
+    moving.wait_for(chat_is("m4")).await;
+    drop(moving.socket.close(None).await);
+    for i in 5..10 {
+        second.say(&format!("m{i}")).await;
+    }
+    staying.wait_for(chat_is("m9")).await;
+    // Away while m5..m9 went by; back on another node.
+    moving.resume(cluster.addrs[2], &room, None).await;
+    moving.wait_for(chat_is("m9")).await;
+    assert_eq!(
+        moving.chat_texts(),
+        (0..10).map(|i| format!("m{i}")).collect::<Vec<_>>()
+    );
+    assert_same_room(&[&moving, &staying, &speaker, &second]);
+    cluster.finish().await;
+}
+
+/// Messages each speaker had acknowledged (came back to it numbered).
+fn assert_each_shown_once(viewer: &Viewer, acknowledged: &[String]) {
+    let texts = viewer.chat_texts();
+    for text in acknowledged {
+        let times = texts.iter().filter(|t| *t == text).count();
+        assert_eq!(times, 1, "{text:?} shown {times} times in {texts:?}");
+    }
+    let mut ids: Vec<&Value> = viewer
+        .shown
+        .values()
+        .filter(|f| f["type"] == "chat")
+        .map(|f| &f["data"]["id"])
+        .collect();
+    let all = ids.len();
+    ids.sort_by_key(|id| id.as_str().unwrap().to_owned());
+    ids.dedup();
+    assert_eq!(ids.len(), all, "a message was numbered twice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_mid_chat_loses_no_acknowledged_message() {
+    let mut cluster = Cluster::start(3, NATS).await;
+    let (seller, room, _) = cluster.show().await;
+    // The first to open the room (node 0) sequences it.
+    let mut speakers = vec![cluster.viewer(0, &room, Some(&seller)).await];
+    let mut tokens = vec![seller];
+    for i in 1..3 {
+        let (token, _) = cluster.sign_up(i, &format!("s{i}@example.com")).await;
+        speakers.push(cluster.viewer(i, &room, Some(&token)).await);
+        tokens.push(token);
+    }
+    let mut watchers = Vec::new();
+    for i in 0..3 {
+        watchers.push(cluster.viewer(i, &room, None).await);
+    }
+    let mut acknowledged = Vec::new();
+    for round in 0..3 {
+        for (i, speaker) in speakers.iter_mut().enumerate() {
+            let text = format!("before {i}.{round}");
+            speaker.say(&text).await;
+            acknowledged.push(text);
+        }
+    }
+    // Node 0 sends one more and dies before anyone can know what became of it.
+    speakers[0].chat("in flight").await;
+    cluster.kill(0);
+    assert_eq!(watchers[0].read_until(|_| false).await.unwrap_err(), None);
+    // Said while the room has no sequencer: kept by the bus until a new one
+    // takes over on a surviving node.
+    for round in 0..3 {
+        for (i, speaker) in speakers.iter_mut().enumerate().skip(1) {
+            let text = format!("after {i}.{round}");
+            speaker.say(&text).await;
+            acknowledged.push(text);
+        }
+    }
+    // Node 0's viewers come back through the load balancer to the others.
+    watchers[0].resume(cluster.addrs[1], &room, None).await;
+    speakers[0] = cluster.viewer(2, &room, Some(&tokens[0])).await;
+    speakers[0].say("back").await;
+    acknowledged.push("back".to_owned());
+    speakers[1].say("end").await;
+    for watcher in &mut watchers {
+        watcher.wait_for(chat_is("end")).await;
+        assert_each_shown_once(watcher, &acknowledged);
+    }
+    let all: Vec<&Viewer> = watchers.iter().collect();
+    assert_same_room(&all);
+    cluster.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_loses_no_event() {
+    let mut cluster = Cluster::start(3, NATS).await;
+    let (seller, room, _) = cluster.show().await;
+    let mut tokens = vec![seller];
+    for i in 1..3 {
+        tokens.push(cluster.sign_up(i, &format!("s{i}@example.com")).await.0);
+    }
+    let mut speakers = Vec::new();
+    let mut watchers = Vec::new();
+    for (i, token) in tokens.iter().enumerate() {
+        speakers.push(cluster.viewer(i, &room, Some(token)).await);
+        watchers.push(cluster.viewer(i, &room, None).await);
+    }
+    let mut acknowledged = Vec::new();
+    // Node by node: stopped (its viewers told to go elsewhere, and going),
+    // the room going on through the others, started again.
+    for node in 0..3 {
+        let elsewhere = (node + 1) % 3;
+        let text = format!("before restart {node}");
+        speakers[elsewhere].say(&text).await;
+        acknowledged.push(text);
+        cluster.terminate(node);
+        let (from, to) = (cluster.addrs[node], cluster.addrs[elsewhere]);
+        for watcher in watchers.iter_mut().filter(|w| w.addr == from) {
+            watcher.moved(to, &room, None).await;
+        }
+        for (speaker, token) in speakers.iter_mut().zip(&tokens) {
+            if speaker.addr == from {
+                speaker.moved(to, &room, Some(token)).await;
+            }
+        }
+        let text = format!("during restart {node}");
+        speakers[node].say(&text).await;
+        acknowledged.push(text);
+        cluster.restart(node).await;
+    }
+    speakers[0].say("end").await;
+    for watcher in &mut watchers {
+        watcher.wait_for(chat_is("end")).await;
+        assert_each_shown_once(watcher, &acknowledged);
+    }
+    let all: Vec<&Viewer> = watchers.iter().chain(&speakers).collect();
+    assert_same_room(&all);
+    cluster.finish().await;
+}
+
+/// A nats-server of the test's own, with JetStream, on `port`, keeping its
+/// streams in `dir` (so that they outlive a restart).
+fn nats_server(port: u16, dir: &std::path::Path) -> Proc {
+    Proc(
+        Command::new("nats-server")
+            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(log_file(dir, "nats.log"))
+            .spawn()
+            .unwrap(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_survives_losing_nats() {
+    let nats_dir = tempfile::tempdir().unwrap();
+    let port = free_port([127, 0, 0, 1]);
+    let mut nats = Some(nats_server(port, nats_dir.path()));
+    let nats_url = format!("nats://127.0.0.1:{port}");
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "nats-server never came up"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let cluster = Cluster::start(2, &nats_url).await;
+    let (seller, room, _) = cluster.show().await;
+    let mut speaker = cluster.viewer(0, &room, Some(&seller)).await;
+    let mut watchers = vec![
+        cluster.viewer(0, &room, None).await,
+        cluster.viewer(1, &room, None).await,
+    ];
+    speaker.say("before").await;
+
+    drop(nats.take());
+    for i in 0..2 {
+        cluster.until_status(i, "/readyz", 503).await;
+    }
+    // Chat is refused with a stable code, not lost; viewers stay connected.
+    speaker.chat("while away").await;
+    let refused = speaker.wait_for(|f| f["type"] == "error").await;
+    assert_eq!(refused["code"], "unavailable", "{refused}");
+
+    let _nats = nats_server(port, nats_dir.path());
+    for i in 0..2 {
+        cluster.until_ready(i).await;
+    }
+    speaker.say("after").await;
+    for watcher in &mut watchers {
+        watcher.wait_for(chat_is("after")).await;
+        assert_eq!(watcher.chat_texts(), ["before", "after"]);
+    }
+    let all: Vec<&Viewer> = watchers.iter().chain([&speaker]).collect();
+    assert_same_room(&all);
+}
