@@ -4,9 +4,7 @@
 //! are 32 random bytes from the operating system's CSPRNG; only their SHA-256 is
 //! stored, and hashes are compared in constant time. Nothing here logs a secret.
 
-use std::collections::HashMap;
-use std::sync::{Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::sync::OnceLock;
 
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -89,54 +87,6 @@ pub async fn verify_password(password: String, hash: Option<String>) -> bool {
     .unwrap_or(false)
 }
 
-/// A fixed-window counter per key: at most `limit` hits per `window`.
-pub struct Throttle {
-    limit: u32,
-    window: Duration,
-    hits: Mutex<HashMap<String, (Instant, u32)>>,
-}
-
-impl Throttle {
-    /// Above this many keys, expired windows are swept before adding another.
-    const SWEEP_AT: usize = 50_000;
-
-    pub fn new(limit: u32, window: Duration) -> Self {
-        Self {
-            limit,
-            window,
-            hits: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// Counts a hit for `key`; when the window is full, the error says how many
-    /// seconds until it opens again.
-    pub fn hit(&self, key: &str) -> Result<(), u64> {
-        let now = Instant::now();
-        let mut hits = self.hits.lock().unwrap_or_else(|p| p.into_inner());
-        if hits.len() >= Self::SWEEP_AT {
-            hits.retain(|_, (start, _)| now.duration_since(*start) < self.window);
-        }
-        let entry = hits.entry(key.to_owned()).or_insert((now, 0));
-        if now.duration_since(entry.0) >= self.window {
-            *entry = (now, 0);
-        }
-        if entry.1 >= self.limit {
-            let open_at = entry.0 + self.window;
-            return Err(open_at.duration_since(now).as_secs().max(1));
-        }
-        entry.1 += 1;
-        Ok(())
-    }
-
-    /// Forgets `key`, as after a successful sign-in.
-    pub fn clear(&self, key: &str) {
-        self.hits
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(key);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -158,17 +108,6 @@ mod tests {
         assert_eq!(a.len(), 4 + 64);
         assert!(stream_key_matches(&hash_secret(&a), &a));
         assert!(!stream_key_matches(&hash_secret(&a), &b));
-    }
-
-    #[test]
-    fn throttle_opens_after_the_window() {
-        let t = Throttle::new(2, Duration::from_millis(50));
-        assert!(t.hit("k").is_ok());
-        assert!(t.hit("k").is_ok());
-        assert!(t.hit("k").is_err());
-        assert!(t.hit("other").is_ok());
-        t.clear("k");
-        assert!(t.hit("k").is_ok());
     }
 
     #[tokio::test]

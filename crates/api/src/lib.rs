@@ -122,8 +122,6 @@ struct Inner {
     inventory: store::Inventory,
     payments: payments::Provider,
     config: ApiConfig,
-    sign_in_by_account: auth::Throttle,
-    sign_in_by_address: auth::Throttle,
     metrics: metrics_exporter_prometheus::PrometheusHandle,
 }
 
@@ -145,7 +143,6 @@ pub struct AppState(Arc<Inner>);
 
 impl AppState {
     pub fn new(parts: Parts) -> Self {
-        const WINDOW: Duration = Duration::from_secs(15 * 60);
         let config = parts.config;
         Self(Arc::new(Inner {
             credentials: extract::CredentialCache::default(),
@@ -154,8 +151,6 @@ impl AppState {
             media: parts.media,
             bus: parts.bus,
             sale_events: parts.sale_events,
-            sign_in_by_account: auth::Throttle::new(config.sign_in_attempts_per_account, WINDOW),
-            sign_in_by_address: auth::Throttle::new(config.sign_in_attempts_per_address, WINDOW),
             metrics: middleware::metrics_handle(),
             inventory: parts.inventory,
             payments: parts.payments,
@@ -406,7 +401,11 @@ pub async fn follow_sessions(
     }
 }
 
-/// Deletes expired sessions and idempotency keys every hour until `shutdown`.
+/// The window of the sign-in throttles.
+pub(crate) const SIGN_IN_WINDOW: Duration = Duration::from_secs(15 * 60);
+
+/// Deletes expired sessions, throttle windows and idempotency keys every hour
+/// until `shutdown`.
 pub async fn sweep_sessions(store: Store, shutdown: CancellationToken) {
     let mut every = tokio::time::interval(Duration::from_secs(3600));
     loop {
@@ -417,6 +416,9 @@ pub async fn sweep_sessions(store: Store, shutdown: CancellationToken) {
                     Ok(0) => {}
                     Ok(n) => tracing::info!(sessions = n, "expired sessions removed"),
                     Err(e) => tracing::warn!(error = %e, "could not remove expired sessions"),
+                }
+                if let Err(e) = store.delete_expired_throttles(SIGN_IN_WINDOW).await {
+                    tracing::warn!(error = %e, "could not remove old throttle windows");
                 }
                 if let Err(e) = store.delete_expired_idempotency_keys().await {
                     tracing::warn!(error = %e, "could not remove expired idempotency keys");

@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
@@ -763,4 +763,59 @@ async fn a_room_survives_losing_nats() {
     }
     let all: Vec<&Viewer> = watchers.iter().chain([&speaker]).collect();
     assert_same_room(&all);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_in_limits_and_sign_outs_hold_on_every_node() {
+    let cluster = Cluster::start(3, NATS).await;
+    cluster.sign_up(0, "target@example.com").await;
+    let attempt = |node: usize, password: &'static str| {
+        let cluster = &cluster;
+        async move {
+            cluster
+                .call(
+                    node,
+                    reqwest::Method::POST,
+                    "/api/v1/sessions",
+                    None,
+                    Some(json!({"email": "target@example.com", "password": password})),
+                )
+                .await
+        }
+    };
+    // Ten attempts per account, counted once across the nodes, not ten each.
+    for i in 0..10 {
+        assert_eq!(attempt(i % 3, "wrong horse").await.0, 401);
+    }
+    let (status, body) = attempt(1, "wrong horse").await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (429, &json!("rate_limited"))
+    );
+
+    // Signed out on one node: refused on another at once, not when that
+    // node's cache of credentials would have let go of it.
+    let (token, _) = cluster.sign_up(1, "leaving@example.com").await;
+    let me =
+        |node: usize| cluster.call(node, reqwest::Method::GET, "/api/v1/me", Some(&token), None);
+    assert_eq!(me(2).await.0, 200);
+    let (status, _) = cluster
+        .call(
+            0,
+            reqwest::Method::DELETE,
+            "/api/v1/sessions/current",
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!(status, 204);
+    let signed_out = Instant::now();
+    while me(2).await.0 != 401 {
+        assert!(
+            signed_out.elapsed() < Duration::from_secs(9),
+            "node 2 still took the session"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    cluster.finish().await;
 }

@@ -59,6 +59,11 @@ const SQLITE_MIGRATIONS: Migrations = &[
         "payment attempts",
         include_str!("../migrations/sqlite/0010_payment_attempts.sql"),
     ),
+    (
+        11,
+        "throttles",
+        include_str!("../migrations/sqlite/0011_throttles.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: Migrations = &[
     (
@@ -110,6 +115,11 @@ const POSTGRES_MIGRATIONS: Migrations = &[
         10,
         "payment attempts",
         include_str!("../migrations/postgres/0010_payment_attempts.sql"),
+    ),
+    (
+        11,
+        "throttles",
+        include_str!("../migrations/postgres/0011_throttles.sql"),
     ),
 ];
 

@@ -30,6 +30,7 @@ mod sales;
 mod stats;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod throttles;
 
 pub use accounts::NewUser;
 pub use answer::{Answer, Refusal};

@@ -155,12 +155,21 @@ async fn sign_in(
 ) -> ApiResult<Response> {
     let email = Email::parse(&body.email).map_err(|_| Code::InvalidCredentials)?;
     let address = peer.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
-    let account_key = email.as_str().to_owned();
-    for (throttle, key) in [
-        (&state.0.sign_in_by_address, &address),
-        (&state.0.sign_in_by_account, &account_key),
+    let account_key = format!("sign-in:account:{}", email.as_str());
+    let config = state.config();
+    // Counted in the database, so that every node shares the count.
+    for (key, limit) in [
+        (
+            format!("sign-in:address:{address}"),
+            config.sign_in_attempts_per_address,
+        ),
+        (account_key.clone(), config.sign_in_attempts_per_account),
     ] {
-        if let Err(wait) = throttle.hit(key) {
+        let counted = state
+            .store()
+            .throttle_hit(&key, limit, crate::SIGN_IN_WINDOW)
+            .await?;
+        if let Err(wait) = counted {
             tracing::warn!(%address, "sign-in attempts limited");
             return Err(ApiError::from(Code::RateLimited).retry_after(wait));
         }
@@ -170,7 +179,7 @@ async fn sign_in(
     let Some(user) = user.filter(|_| verified) else {
         return Err(Code::InvalidCredentials.into());
     };
-    state.0.sign_in_by_account.clear(&account_key);
+    state.store().throttle_clear(&account_key).await?;
     start_session(&state, user, StatusCode::CREATED).await
 }
 

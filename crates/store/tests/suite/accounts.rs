@@ -74,3 +74,62 @@ pub(crate) async fn api_tokens(store: &Store) {
     assert!(listed[0].revoked_at.is_some());
     assert!(store.api_tokens(&bob).await.unwrap().is_empty());
 }
+
+/// The shared sign-in throttle: `limit` hits per window per key, counted by
+/// however many callers at once, reset by a new window or a clear.
+pub async fn throttle_windows(store: &Store) {
+    let window = std::time::Duration::from_secs(900);
+    let mut hits = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let store = store.clone();
+        hits.spawn(async move {
+            store
+                .throttle_hit("sign-in:address:10.0.0.1", 5, window)
+                .await
+        });
+    }
+    let answers = hits.join_all().await;
+    let allowed = answers.iter().filter(|a| matches!(a, Ok(Ok(())))).count();
+    assert_eq!(allowed, 5, "{answers:?}");
+    let wait = store
+        .throttle_hit("sign-in:address:10.0.0.1", 5, window)
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!((1..=900).contains(&wait), "{wait}");
+    assert!(
+        store
+            .throttle_hit("sign-in:address:10.0.0.2", 5, window)
+            .await
+            .unwrap()
+            .is_ok()
+    );
+    store
+        .throttle_clear("sign-in:address:10.0.0.1")
+        .await
+        .unwrap();
+    assert!(
+        store
+            .throttle_hit("sign-in:address:10.0.0.1", 5, window)
+            .await
+            .unwrap()
+            .is_ok()
+    );
+    // A window that is over starts again at one.
+    let none = std::time::Duration::ZERO;
+    assert!(
+        store
+            .throttle_hit("sign-in:account:a@example.com", 1, none)
+            .await
+            .unwrap()
+            .is_ok()
+    );
+    assert!(
+        store
+            .throttle_hit("sign-in:account:a@example.com", 1, none)
+            .await
+            .unwrap()
+            .is_ok()
+    );
+    assert_eq!(store.delete_expired_throttles(none).await.unwrap(), 3);
+}

@@ -56,6 +56,7 @@ conformance!(
     accounts::migrations_are_idempotent,
     accounts::users_and_sessions,
     accounts::api_tokens,
+    accounts::throttle_windows,
     catalog::shops,
     catalog::products_and_variants,
     catalog::product_writes_are_atomic,

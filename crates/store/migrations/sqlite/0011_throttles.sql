@@ -1,0 +1,9 @@
+-- Sign-in throttles, shared by every node: one fixed window per key (an
+-- address or an account), so that N nodes do not give an attacker N times the
+-- attempts.
+CREATE TABLE throttle_windows (
+    key TEXT PRIMARY KEY,
+    started_at BIGINT NOT NULL,
+    hits BIGINT NOT NULL
+);
+CREATE INDEX throttle_windows_started ON throttle_windows (started_at);
