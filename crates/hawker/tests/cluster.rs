@@ -819,3 +819,71 @@ async fn sign_in_limits_and_sign_outs_hold_on_every_node() {
     }
     cluster.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_users_chat_allowance_holds_across_nodes() {
+    let cluster = Cluster::start(2, NATS).await;
+    let (seller, room, _) = cluster.show().await;
+    let (token, user) = cluster.sign_up(1, "fast@example.com").await;
+    let mut here = cluster.viewer(0, &room, Some(&token)).await;
+    let mut there = cluster.viewer(1, &room, Some(&token)).await;
+    // Five at once through each node: each node's own check lets its five
+    // through, and the room's sequencer holds the user to one allowance.
+    for i in 0..5 {
+        here.chat(&format!("here {i}")).await;
+        there.chat(&format!("there {i}")).await;
+    }
+    let decided = |v: &Viewer| {
+        let shown = v
+            .shown
+            .values()
+            .filter(|f| f["type"] == "chat" && f["data"]["user"]["id"] == user.as_str())
+            .count();
+        let refused = v
+            .errors
+            .iter()
+            .filter(|e| e["code"] == "rate_limited")
+            .count();
+        (shown, refused)
+    };
+    while {
+        let (shown, refused) = decided(&here);
+        shown + refused < 10
+    } {
+        here.read_until(|f| f["type"] == "chat" || f["type"] == "error")
+            .await
+            .unwrap();
+    }
+    let (shown, refused) = decided(&here);
+    assert_eq!(shown + refused, 10);
+    assert!(
+        refused >= 3,
+        "{shown} shown, {refused} refused: one allowance, not two"
+    );
+    assert!(
+        here.errors
+            .iter()
+            .all(|e| e["retry_after_ms"].as_u64().is_some()),
+        "{:?}",
+        here.errors
+    );
+
+    // Slow mode: once a minute, whichever node the next message goes to.
+    cluster
+        .put(
+            0,
+            &format!("/api/v1/rooms/{room}/slow-mode"),
+            &seller,
+            json!({"seconds": 60}),
+        )
+        .await;
+    let (slow, _) = cluster.sign_up(0, "slow@example.com").await;
+    let mut first = cluster.viewer(0, &room, Some(&slow)).await;
+    let mut second = cluster.viewer(1, &room, Some(&slow)).await;
+    first.say("once").await;
+    second.chat("twice").await;
+    let refused = second.wait_for(|f| f["type"] == "error").await;
+    assert_eq!(refused["code"], "slow_mode", "{refused}");
+    drop(there);
+    cluster.finish().await;
+}

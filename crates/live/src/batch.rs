@@ -11,10 +11,15 @@
 //!
 //! `seq` is the last number given (a batch without frames says where the
 //! numbering stands); `input` is the position of the last input read, so the
-//! next sequencer starts after it and no input is applied twice.
+//! next sequencer starts after it and no input is applied twice. `refused`,
+//! when there are any, are the sequencer's answers to chat messages it did not
+//! number (too fast across the user's connections on every node): each an
+//! `error` frame for one user's connections, wherever they are.
 
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
+
+use domain::ids::UserId;
 
 use crate::connection::FrameText;
 
@@ -23,12 +28,22 @@ pub struct Batch {
     pub seq: u64,
     pub input: u64,
     pub frames: Vec<FrameText>,
+    pub refused: Vec<Notice>,
+}
+
+/// A frame for one user's connections only, not numbered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Notice {
+    pub to: UserId,
+    pub text: String,
 }
 
 #[derive(Serialize, Deserialize)]
 struct Head {
     seq: u64,
     input: u64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    refused: Vec<Notice>,
 }
 
 impl Batch {
@@ -38,6 +53,7 @@ impl Batch {
         let head = Head {
             seq: self.seq,
             input: self.input,
+            refused: self.refused.clone(),
         };
         if let Ok(head) = serde_json::to_vec(&head) {
             out.put_slice(&head);
@@ -63,6 +79,7 @@ impl Batch {
             seq: head.seq,
             input: head.input,
             frames,
+            refused: head.refused,
         })
     }
 }
@@ -82,15 +99,21 @@ mod tests {
                 FrameText::from(r#"{"type":"unpin","seq":11}"#),
                 FrameText::from(r#"{"type":"chat","seq":12,"data":{"text":"a\nb"}}"#),
             ],
+            refused: vec![Notice {
+                to: UserId::from_string("usr_1"),
+                text: r#"{"type":"error","code":"rate_limited"}"#.into(),
+            }],
         };
         let read = Batch::decode(&batch.encode()).unwrap();
         assert_eq!((read.seq, read.input), (12, 7));
         assert_eq!(read.frames, batch.frames);
+        assert_eq!(read.refused, batch.refused);
         let empty = Batch::decode(
             &Batch {
                 seq: 3,
                 input: 0,
                 frames: vec![],
+                refused: vec![],
             }
             .encode(),
         )

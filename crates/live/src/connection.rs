@@ -172,6 +172,7 @@ pub async fn serve<S, E>(
     if !started || !flush(&mut tx, limits.write_timeout).await {
         return;
     }
+    let me = viewer.as_ref().map(|v| v.id.clone());
     let mut lags: VecDeque<Instant> = VecDeque::new();
     let mut heartbeat = tokio::time::interval(limits.heartbeat);
     heartbeat.reset();
@@ -195,7 +196,7 @@ pub async fn serve<S, E>(
             frame = frames.recv() => {
                 let delivered = tokio::time::timeout(
                     limits.write_timeout,
-                    deliver(&mut tx, &mut frames, frame, &room, &mut lags, &mut sent),
+                    deliver(&mut tx, &mut frames, frame, &room, me.as_ref(), &mut lags, &mut sent),
                 )
                 .await;
                 match delivered {
@@ -371,11 +372,13 @@ type Close = Option<(u16, &'static str)>;
 
 /// Writes `first` and whatever else is waiting in the ring, in one flush. A
 /// connection that lost frames is told so and gets the room's current state.
+#[allow(clippy::too_many_arguments)]
 async fn deliver<S: Sink<Message> + Unpin>(
     tx: &mut S,
     frames: &mut broadcast::Receiver<Frame>,
     first: Result<Frame, RecvError>,
     room: &Room,
+    me: Option<&UserId>,
     lags: &mut VecDeque<Instant>,
     sent: &mut u64,
 ) -> Result<(), Close> {
@@ -383,16 +386,14 @@ async fn deliver<S: Sink<Message> + Unpin>(
     match first {
         Ok(frame) => {
             let mut fed = 0;
-            if frame.seq > *sent {
-                *sent = frame.seq;
+            if wanted(&frame, me, sent) {
                 tx.feed(Message::Text(frame.text)).await.map_err(|_| None)?;
                 fed += 1;
             }
             while fed < BATCH {
                 match frames.try_recv() {
-                    Ok(frame) if frame.seq <= *sent => {}
+                    Ok(frame) if !wanted(&frame, me, sent) => {}
                     Ok(frame) => {
-                        *sent = frame.seq;
                         tx.feed(Message::Text(frame.text)).await.map_err(|_| None)?;
                         fed += 1;
                     }
@@ -430,12 +431,33 @@ async fn deliver<S: Sink<Message> + Unpin>(
     tx.flush().await.map_err(|_| None)
 }
 
+/// Whether this connection sends `frame`: a numbered frame it has not sent
+/// yet (counted as sent), or a notice for its user.
+fn wanted(frame: &Frame, me: Option<&UserId>, sent: &mut u64) -> bool {
+    match &frame.to {
+        Some(to) => me == Some(to),
+        None if frame.seq > *sent => {
+            *sent = frame.seq;
+            true
+        }
+        None => false,
+    }
+}
+
 async fn flush<S: Sink<Message> + Unpin>(tx: &mut S, timeout: Duration) -> bool {
     matches!(tokio::time::timeout(timeout, tx.flush()).await, Ok(Ok(())))
 }
 
-/// The error event for a chat message the room's rules refuse.
+/// The answer to a chat message the room's rules refuse.
 fn refused_chat(refusal: Refusal) -> Reply {
+    Reply::Refuse {
+        frame: refusal_frame(refusal),
+        bad: false,
+    }
+}
+
+/// The error event for a chat message the room's rules refuse (counted).
+pub(crate) fn refusal_frame(refusal: Refusal) -> Utf8Bytes {
     let (code, message, retry) = match refusal {
         Refusal::Banned => (
             "banned",
@@ -474,10 +496,7 @@ fn refused_chat(refusal: Refusal) -> Reply {
     if let Some(wait) = retry {
         frame["retry_after_ms"] = json!(wait.as_millis() as u64);
     }
-    Reply::Refuse {
-        frame: Utf8Bytes::from(frame.to_string()),
-        bad: false,
-    }
+    Utf8Bytes::from(frame.to_string())
 }
 
 /// Reads one text frame: `chat`, `like` or `ping`.

@@ -20,12 +20,13 @@ use bus::{AppendError, Start, Topic};
 use bytes::Bytes;
 use domain::Timestamp;
 use domain::event::{Likes, RoomEvent, Viewers};
+use domain::ids::UserId;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use crate::batch::Batch;
+use crate::batch::{Batch, Notice};
 use crate::connection::FrameText;
-use crate::room::{self, Room};
+use crate::room::{self, Refusal, Room};
 use crate::{FLUSH, Hub, TICK};
 
 /// A node's share of a room, reported every [`TICK`] by each node with
@@ -134,6 +135,21 @@ pub(crate) async fn lead(hub: Hub, room: Arc<Room>, stop: CancellationToken) {
 /// Why a sequencer stops.
 struct Stepped;
 
+/// A user's chat allowance at the sequencer.
+struct Speaker {
+    bucket: room::Bucket,
+    /// Their last message shown.
+    last: Option<Instant>,
+    /// Their last message, shown or not.
+    seen: Instant,
+}
+
+/// How much later than its node a sequencer may see a message.
+const JITTER: Duration = Duration::from_millis(500);
+/// Past this many users, those quiet for a minute (or for slow mode's period)
+/// are forgotten.
+const SPEAKERS: usize = 100_000;
+
 struct Leader {
     room: Arc<Room>,
     /// The lease's position on the bus.
@@ -152,6 +168,13 @@ struct Leader {
     bytes: usize,
     /// Shown chat messages to keep once their batch is in the log.
     chat: Vec<(u64, domain::event::ChatMessage)>,
+    /// Answers to the chat messages refused, for the next batch.
+    refused: Vec<Notice>,
+    /// Each user's rate and last message, over all their connections on
+    /// every node.
+    speakers: HashMap<UserId, Speaker>,
+    /// Slow mode as the events numbered so far set it.
+    slow_mode: Duration,
     display: room::Bucket,
     presence: HashMap<String, (u64, Instant)>,
     likes_added: u64,
@@ -183,6 +206,9 @@ impl Leader {
             outbox: Vec::new(),
             bytes: 0,
             chat: Vec::new(),
+            refused: Vec::new(),
+            speakers: HashMap::new(),
+            slow_mode: room.slow_mode_period(),
             display: room::bucket(hub.limits().display),
             presence: HashMap::new(),
             likes_added: 0,
@@ -214,6 +240,15 @@ impl Leader {
             }
             Input::Event(RoomEvent::Chat(message)) => {
                 let limits = hub.limits();
+                if let Err(refusal) = self.allow(&message.user, limits.chat) {
+                    let text = crate::connection::refusal_frame(refusal).to_string();
+                    self.bytes += text.len() + 64;
+                    self.refused.push(Notice {
+                        to: message.user.id,
+                        text,
+                    });
+                    return;
+                }
                 let shown = message.user.moderator
                     || room::take(&mut self.display, limits.display, Instant::now()).is_ok();
                 if shown {
@@ -226,9 +261,55 @@ impl Leader {
                 }
             }
             Input::Event(event) => {
+                if let RoomEvent::SlowMode(slow) = &event {
+                    self.slow_mode = Duration::from_secs(slow.seconds);
+                }
                 self.number(&event);
             }
         }
+    }
+
+    /// Counts a chat message against its user's rate and slow mode, across
+    /// every node (each node checks its own connections first). The owner and
+    /// moderators are not held to slow mode.
+    fn allow(&mut self, user: &domain::event::Speaker, rate: room::Rate) -> Result<(), Refusal> {
+        let now = Instant::now();
+        // One message and a moment of slack: messages a node let through at
+        // its limit reach the sequencer with a little jitter, and must not be
+        // refused for it.
+        let rate = room::Rate {
+            burst: rate.burst + 1.0,
+            ..rate
+        };
+        let slow_mode = self.slow_mode.saturating_sub(JITTER);
+        if self.speakers.len() > SPEAKERS {
+            self.speakers
+                .retain(|_, s| s.seen.elapsed() < slow_mode.max(Duration::from_secs(60)));
+        }
+        let speaker = self
+            .speakers
+            .entry(user.id.clone())
+            .or_insert_with(|| Speaker {
+                bucket: room::bucket(rate),
+                last: None,
+                seen: now,
+            });
+        speaker.seen = now;
+        if !user.moderator
+            && let Some(last) = speaker.last
+            && now.duration_since(last) < slow_mode
+        {
+            return Err(Refusal::TooSoon {
+                slow_mode: true,
+                wait: slow_mode - now.duration_since(last),
+            });
+        }
+        room::take(&mut speaker.bucket, rate, now).map_err(|wait| Refusal::TooSoon {
+            slow_mode: false,
+            wait,
+        })?;
+        speaker.last = Some(now);
+        Ok(())
     }
 
     /// The coalesced counters, every [`TICK`]: likes when there were any,
@@ -252,13 +333,14 @@ impl Leader {
     }
 
     async fn flush(&mut self, hub: &Hub) -> Result<(), Stepped> {
-        if self.outbox.is_empty() {
+        if self.outbox.is_empty() && self.refused.is_empty() {
             return Ok(());
         }
         let frames = self.outbox.clone();
         match self.append(hub, frames).await {
             Ok(()) => {
                 self.outbox.clear();
+                self.refused.clear();
                 self.bytes = 0;
                 for (seq, message) in std::mem::take(&mut self.chat) {
                     crate::log_chat(hub, &self.room.id, seq, &message);
@@ -277,6 +359,7 @@ impl Leader {
             seq: self.seq,
             input: self.input,
             frames,
+            refused: self.refused.clone(),
         };
         self.expected = hub
             .bus()

@@ -30,11 +30,14 @@ pub const HISTORY: usize = 1024;
 /// Chat messages a joining viewer's snapshot carries.
 pub const SNAPSHOT_CHAT: usize = 50;
 
-/// One event of the room, serialised once and shared by every connection.
+/// One event of the room, serialised once and shared by every connection; or,
+/// with `to`, a notice for one user's connections only, not numbered (`seq` is
+/// then the number it follows).
 #[derive(Debug, Clone)]
 pub struct Frame {
     pub seq: u64,
     pub text: FrameText,
+    pub to: Option<UserId>,
 }
 
 /// Where a joining connection starts.
@@ -222,6 +225,7 @@ impl Room {
             let frame = Frame {
                 seq: frame.seq,
                 text: text.clone(),
+                to: None,
             };
             if state.history.len() == HISTORY {
                 state.history.pop_front();
@@ -235,6 +239,13 @@ impl Room {
             // Numbering starts (or starts again) here.
             state.history.clear();
             state.seq = batch.seq;
+        }
+        for notice in &batch.refused {
+            let _ = self.frames.send(Frame {
+                seq: state.seq,
+                text: FrameText::from(notice.text.clone()),
+                to: Some(notice.to.clone()),
+            });
         }
         drop(state);
         self.applied.send_replace(position);
@@ -395,6 +406,11 @@ impl Room {
     /// Slow mode's seconds between two messages of a user (0: off).
     fn slow_mode(&self) -> u64 {
         self.speakers().slow_mode.as_secs()
+    }
+
+    /// Slow mode's time between two messages of a user (zero: off).
+    pub(crate) fn slow_mode_period(&self) -> Duration {
+        self.speakers().slow_mode
     }
 
     /// Replaces the shop's blocked words (lower case) for this room.
@@ -582,6 +598,7 @@ mod tests {
                 seq: self.seq,
                 input: 0,
                 frames,
+                refused: Vec::new(),
             }
         }
 
