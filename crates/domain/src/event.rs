@@ -294,11 +294,15 @@ pub struct SaleState {
     pub status: SaleStatus,
     pub price: Money,
     pub ends_at: Timestamp,
+    /// One more at every change of the sale: of two states, the higher is
+    /// the newer.
+    pub version: i64,
 }
 
 impl SaleState {
     pub fn new(sale: &FlashSale) -> Self {
         Self {
+            version: sale.version,
             sale_id: sale.id.clone(),
             variant_id: sale.variant_id.clone(),
             available: sale.available,

@@ -73,6 +73,8 @@ pub struct FlashSale {
     pub ends_at: Timestamp,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
+    /// One more at every change of its stock or status.
+    pub version: i64,
 }
 
 impl FlashSale {

@@ -20,7 +20,7 @@ use bus::{AppendError, Start, Topic};
 use bytes::Bytes;
 use domain::Timestamp;
 use domain::event::{Likes, RoomEvent, Viewers};
-use domain::ids::UserId;
+use domain::ids::{SaleId, UserId};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
@@ -175,6 +175,8 @@ struct Leader {
     speakers: HashMap<UserId, Speaker>,
     /// Slow mode as the events numbered so far set it.
     slow_mode: Duration,
+    /// The newest version of each sale numbered so far.
+    sales: HashMap<SaleId, i64>,
     display: room::Bucket,
     presence: HashMap<String, (u64, Instant)>,
     likes_added: u64,
@@ -209,6 +211,7 @@ impl Leader {
             refused: Vec::new(),
             speakers: HashMap::new(),
             slow_mode: room.slow_mode_period(),
+            sales: HashMap::new(),
             display: room::bucket(hub.limits().display),
             presence: HashMap::new(),
             likes_added: 0,
@@ -261,8 +264,24 @@ impl Leader {
                 }
             }
             Input::Event(event) => {
-                if let RoomEvent::SlowMode(slow) = &event {
-                    self.slow_mode = Duration::from_secs(slow.seconds);
+                match &event {
+                    RoomEvent::SlowMode(slow) => {
+                        self.slow_mode = Duration::from_secs(slow.seconds);
+                    }
+                    RoomEvent::SaleStarted(sale)
+                    | RoomEvent::SaleStock(sale)
+                    | RoomEvent::SaleSoldOut(sale)
+                    | RoomEvent::SaleEnded(sale) => {
+                        // Several nodes sell, and their reports can cross on
+                        // the way: an older state than one shown is dropped.
+                        let newest = self.sales.entry(sale.sale_id.clone()).or_insert(i64::MIN);
+                        if sale.version < *newest {
+                            metrics::counter!("live_stale_sale_events_total").increment(1);
+                            return;
+                        }
+                        *newest = sale.version;
+                    }
+                    _ => {}
                 }
                 self.number(&event);
             }

@@ -64,6 +64,11 @@ const SQLITE_MIGRATIONS: Migrations = &[
         "throttles",
         include_str!("../migrations/sqlite/0011_throttles.sql"),
     ),
+    (
+        12,
+        "sale versions",
+        include_str!("../migrations/sqlite/0012_sale_versions.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: Migrations = &[
     (
@@ -120,6 +125,11 @@ const POSTGRES_MIGRATIONS: Migrations = &[
         11,
         "throttles",
         include_str!("../migrations/postgres/0011_throttles.sql"),
+    ),
+    (
+        12,
+        "sale versions",
+        include_str!("../migrations/postgres/0012_sale_versions.sql"),
     ),
 ];
 

@@ -158,7 +158,7 @@ impl Store {
                          last_claim = CASE WHEN available >= $2 THEN $2 ELSE available END,
                          available = CASE WHEN available >= $2 THEN available - $2 ELSE 0 END,
                          status = CASE WHEN available <= $2 THEN 'sold_out' ELSE status END,
-                         updated_at = $3
+                         updated_at = $3, version = version + 1
                      WHERE id = $1 AND status = 'live' AND starts_at <= $3 AND ends_at > $3
                      RETURNING last_claim, per_buyer_limit, price_amount, currency, variant_id,
                          shop_id, room_id,
@@ -305,7 +305,7 @@ async fn serve_taps(
         execute!(
             e,
             sqlx::query(
-                "UPDATE sales SET available = available + $2,
+                "UPDATE sales SET available = available + $2, version = version + 1,
                      status = CASE WHEN status = 'sold_out' THEN 'live' ELSE status END
                  WHERE id = $1"
             )

@@ -350,7 +350,7 @@ async fn release_units(
         let back = execute!(
             e,
             sqlx::query(
-                "UPDATE sales SET available = available + $2, updated_at = $3,
+                "UPDATE sales SET available = available + $2, updated_at = $3, version = version + 1,
                      status = CASE WHEN status = 'sold_out' THEN 'live' ELSE status END
                  WHERE id = $1 AND status IN ('live', 'sold_out')"
             )

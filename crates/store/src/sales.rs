@@ -40,7 +40,8 @@ fn tally<R: Get>(r: &R) -> Result<SaleTally> {
 }
 
 pub(crate) const SALE_COLUMNS: &str = "id, room_id, shop_id, variant_id, price_amount, currency, \
-     quantity, available, per_buyer_limit, status, starts_at, ends_at, created_at, updated_at";
+     quantity, available, per_buyer_limit, status, starts_at, ends_at, created_at, updated_at, \
+     version";
 
 pub(crate) fn sale<R: Get>(r: &R) -> Result<FlashSale> {
     let status = r.text("status")?;
@@ -59,6 +60,7 @@ pub(crate) fn sale<R: Get>(r: &R) -> Result<FlashSale> {
         ends_at: Timestamp::from_millis(r.int("ends_at")?),
         created_at: Timestamp::from_millis(r.int("created_at")?),
         updated_at: Timestamp::from_millis(r.int("updated_at")?),
+        version: r.int("version")?,
     })
 }
 
@@ -75,7 +77,7 @@ impl Store {
             &mut tx,
             sqlx::query(&format!(
                 "INSERT INTO sales ({SALE_COLUMNS})
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8, 'scheduled', $9, $10, $11, $11)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8, 'scheduled', $9, $10, $11, $11, 0)
                  RETURNING {SALE_COLUMNS}"
             ))
             .bind(SaleId::generate().as_str())
@@ -170,7 +172,7 @@ impl Store {
         let started = fetch_optional!(
             &mut tx,
             sqlx::query(&format!(
-                "UPDATE sales SET status = 'live', updated_at = $2,
+                "UPDATE sales SET status = 'live', updated_at = $2, version = version + 1,
                      starts_at = CASE WHEN starts_at > $2 THEN $2 ELSE starts_at END
                  WHERE id = $1 AND status = 'scheduled' AND ends_at > $2
                  RETURNING {SALE_COLUMNS}"
@@ -222,7 +224,7 @@ impl Store {
         let closed = fetch_optional!(
             &mut tx,
             sqlx::query(&format!(
-                "UPDATE sales SET status = $3, updated_at = $4
+                "UPDATE sales SET status = $3, updated_at = $4, version = version + 1
                  WHERE id = $1 AND status = $2 AND available = $5 RETURNING {SALE_COLUMNS}"
             ))
             .bind(id.as_str())

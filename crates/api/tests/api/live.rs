@@ -1028,3 +1028,44 @@ async fn an_event_of_a_newer_node_is_skipped_and_the_room_goes_on() {
         "{metrics}"
     );
 }
+
+/// Two nodes' reports of one sale can cross on the bus: the room never shows
+/// an older state after a newer one.
+#[tokio::test]
+async fn an_older_sale_state_never_follows_a_newer_one() {
+    let app = TestApp::spawn().await;
+    let (seller, room) = room_of(&app).await;
+    let room_id = domain::ids::RoomId::from_string(&room);
+    let mut viewer = open(&app, &room, None, None).await;
+    next(&mut viewer).await;
+    let stock = |available: i64, version: i64| {
+        let event = json!({"type": "sale.stock", "data": {
+            "sale_id": "sal_1", "variant_id": "var_1", "available": available,
+            "quantity": 10, "status": "live", "price": {"amount": 999, "currency": "EUR"},
+            "ends_at": "2026-12-31T00:00:00Z", "version": version}});
+        Bytes::from(event.to_string())
+    };
+    let topic = bus::Topic::Room(room_id.clone());
+    for (available, version) in [(7, 5), (9, 3), (6, 6)] {
+        app.state
+            .bus()
+            .publish(&topic, stock(available, version))
+            .await
+            .unwrap();
+    }
+    app.state
+        .bus()
+        .publish_room(&room_id, &chat_event("msg_end", &seller.id, true, "end"))
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    loop {
+        let frame = next(&mut viewer).await;
+        match frame["type"].as_str().unwrap() {
+            "sale.stock" => seen.push(frame["data"]["available"].as_i64().unwrap()),
+            "chat" => break,
+            _ => {}
+        }
+    }
+    assert_eq!(seen, [7, 6]);
+}

@@ -3,7 +3,7 @@
 -- attempts.
 CREATE TABLE throttle_windows (
     key TEXT PRIMARY KEY,
-    started_at BIGINT NOT NULL,
-    hits BIGINT NOT NULL
-);
+    started_at INTEGER NOT NULL,
+    hits INTEGER NOT NULL
+) STRICT;
 CREATE INDEX throttle_windows_started ON throttle_windows (started_at);
