@@ -252,6 +252,16 @@ impl Bus {
             Backend::Nats(n) => n.lease(room, expected, holder).await,
         }
     }
+
+    /// Gives up a lease (at the position its last take or renewal returned),
+    /// so that another node takes it at once rather than when it lapses.
+    pub async fn release(&self, room: &RoomId, lease: u64) {
+        if let Backend::Nats(n) = &self.0
+            && let Err(e) = n.release(lease).await
+        {
+            tracing::debug!(%room, error = %e, "a lease was left to lapse");
+        }
+    }
 }
 
 fn counted<T>(op: &'static str, result: Result<T, BusError>) -> Result<T, BusError> {

@@ -49,6 +49,7 @@ pub(crate) struct Nats {
     prefix: String,
     inputs: stream::Stream,
     log: stream::Stream,
+    leases: stream::Stream,
 }
 
 fn unreachable(e: impl std::fmt::Display) -> BusError {
@@ -97,7 +98,8 @@ impl Nats {
             .get_or_create_stream(make("room_log", "room.*.log", LOG_PER_ROOM, LOG_AGE))
             .await
             .map_err(|e| jetstream_error(&e))?;
-        js.get_or_create_stream(make("leases", "lease.*", 1, LEASE))
+        let leases = js
+            .get_or_create_stream(make("leases", "lease.*", 1, LEASE))
             .await
             .map_err(|e| jetstream_error(&e))?;
         Ok(Self {
@@ -106,6 +108,7 @@ impl Nats {
             prefix,
             inputs,
             log,
+            leases,
         })
     }
 
@@ -211,6 +214,14 @@ impl Nats {
         let subject = format!("{}.lease.{room}", self.prefix);
         self.conditional(subject, expected, Bytes::copy_from_slice(holder.as_bytes()))
             .await
+    }
+
+    pub(crate) async fn release(&self, lease: u64) -> Result<(), BusError> {
+        self.leases
+            .delete_message(lease)
+            .await
+            .map(|_| ())
+            .map_err(unreachable)
     }
 
     /// Publishes to `subject` if its last message is at `expected` (0: none).

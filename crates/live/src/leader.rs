@@ -80,55 +80,24 @@ const RENEW: Duration = Duration::from_secs(1);
 const BATCH_BYTES: usize = 256 * 1024;
 
 /// Sequences the room while this node holds its lease; returns when it cannot
-/// take it, loses it, or `stop` is cancelled.
+/// take it, loses it, or `stop` is cancelled. The lease is given up on the way
+/// out (when the node stops, by [`Hub::stopped`]).
 pub(crate) async fn lead(hub: Hub, room: Arc<Room>, stop: CancellationToken) {
     let bus = hub.bus();
     let Ok(lease) = bus.lease(&room.id, 0, hub.node()).await else {
         return;
     };
-    let Some(mut leader) = Leader::take_over(&hub, &room, lease).await else {
-        return;
-    };
-    tracing::debug!(room = %room.id, node = hub.node(), seq = leader.seq, "sequencing the room");
-    metrics::counter!("live_sequencer_takeovers_total").increment(1);
-    let from = match leader.input {
-        0 => Start::Recent(RECENT),
-        input => Start::After(input),
-    };
-    let Ok(mut inputs) = bus.room_inputs(&room.id, from).await else {
-        return;
-    };
-    let mut flush = tokio::time::interval(FLUSH);
-    let mut tick = tokio::time::interval(TICK);
-    let mut renew = tokio::time::interval(RENEW);
-    for timer in [&mut flush, &mut tick, &mut renew] {
-        timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    }
-    loop {
-        let room_for_more = leader.bytes < BATCH_BYTES;
-        tokio::select! {
-            biased;
-            () = stop.cancelled() => return,
-            _ = flush.tick() => {
-                if leader.flush(&hub).await.is_err() {
-                    return;
-                }
-            }
-            _ = renew.tick() => {
-                if leader.renew(&hub).await.is_err() {
-                    return;
-                }
-            }
-            _ = tick.tick() => leader.count(),
-            entry = inputs.next(), if room_for_more => {
-                let Some(entry) = entry else { return };
-                leader.input = entry.position;
-                match decode(&entry.payload) {
-                    Ok(input) => leader.take(&hub, input),
-                    Err(e) => crate::skip(&room.id, &e),
-                }
-            }
+    hub.hold_lease(&room.id, Some(lease));
+    let lease = match Leader::take_over(&hub, &room, lease).await {
+        Some(mut leader) => {
+            leader.run(&hub, &stop).await;
+            leader.lease
         }
+        None => lease,
+    };
+    if !hub.shutdown().is_cancelled() {
+        hub.hold_lease(&room.id, None);
+        bus.release(&room.id, lease).await;
     }
 }
 
@@ -184,6 +153,53 @@ struct Leader {
 }
 
 impl Leader {
+    /// Numbers the room's inputs until the lease is lost or `stop` is
+    /// cancelled.
+    async fn run(&mut self, hub: &Hub, stop: &CancellationToken) {
+        let room = self.room.clone();
+        tracing::debug!(room = %room.id, node = hub.node(), seq = self.seq, "sequencing the room");
+        metrics::counter!("live_sequencer_takeovers_total").increment(1);
+        let from = match self.input {
+            0 => Start::Recent(RECENT),
+            input => Start::After(input),
+        };
+        let Ok(mut inputs) = hub.bus().room_inputs(&room.id, from).await else {
+            return;
+        };
+        let mut flush = tokio::time::interval(FLUSH);
+        let mut tick = tokio::time::interval(TICK);
+        let mut renew = tokio::time::interval(RENEW);
+        for timer in [&mut flush, &mut tick, &mut renew] {
+            timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        }
+        loop {
+            let room_for_more = self.bytes < BATCH_BYTES;
+            tokio::select! {
+                biased;
+                () = stop.cancelled() => return,
+                _ = flush.tick() => {
+                    if self.flush(hub).await.is_err() {
+                        return;
+                    }
+                }
+                _ = renew.tick() => {
+                    if self.renew(hub).await.is_err() {
+                        return;
+                    }
+                }
+                _ = tick.tick() => self.count(),
+                entry = inputs.next(), if room_for_more => {
+                    let Some(entry) = entry else { return };
+                    self.input = entry.position;
+                    match decode(&entry.payload) {
+                        Ok(input) => self.take(hub, input),
+                        Err(e) => crate::skip(&room.id, &e),
+                    }
+                }
+            }
+        }
+    }
+
     async fn take_over(hub: &Hub, room: &Arc<Room>, lease: u64) -> Option<Self> {
         let last = hub.bus().last_batch(&room.id).await.ok()?;
         let position = last.as_ref().map_or(0, |e| e.position);
@@ -397,6 +413,7 @@ impl Leader {
             Ok(lease) => {
                 self.lease = lease;
                 self.renewed = Instant::now();
+                hub.hold_lease(&self.room.id, Some(lease));
                 Ok(())
             }
             Err(AppendError::Conflict) => Err(Stepped),

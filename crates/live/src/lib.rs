@@ -82,6 +82,9 @@ struct Inner {
     node: String,
     /// Held while a room is opened, so that it is opened once.
     opening: tokio::sync::Mutex<()>,
+    /// The rooms this node sequences, with their leases' positions: given up
+    /// when the node stops.
+    leases: Mutex<HashMap<RoomId, u64>>,
 }
 
 /// A name no other hub has, in this process or another.
@@ -158,6 +161,7 @@ impl Hub {
             shutdown,
             node: node_name(),
             opening: tokio::sync::Mutex::new(()),
+            leases: Mutex::default(),
         }));
         tokio::spawn(sample_rooms(Arc::downgrade(&hub.0)));
         hub
@@ -170,7 +174,7 @@ impl Hub {
     }
 
     /// Returns once the chat log has written out what it held after
-    /// [`Hub::stop`].
+    /// [`Hub::stop`], and the rooms this node sequenced are given up.
     pub async fn stopped(&self) {
         let writer = self
             .0
@@ -181,6 +185,25 @@ impl Hub {
         if let Some(writer) = writer {
             let _ = writer.await;
         }
+        let leases: Vec<(RoomId, u64)> = self
+            .0
+            .leases
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain()
+            .collect();
+        for (room, lease) in leases {
+            self.0.bus.release(&room, lease).await;
+        }
+    }
+
+    /// Records (`Some`) or forgets the lease this node holds on a room.
+    pub(crate) fn hold_lease(&self, room: &RoomId, lease: Option<u64>) {
+        let mut leases = self.0.leases.lock().unwrap_or_else(|p| p.into_inner());
+        match lease {
+            Some(lease) => leases.insert(room.clone(), lease),
+            None => leases.remove(room),
+        };
     }
 
     pub fn limits(&self) -> &Limits {
