@@ -41,7 +41,7 @@ fn prefix() -> String {
 
 struct Cluster {
     dir: tempfile::TempDir,
-    _db: store::testing::TestDatabase,
+    db: store::testing::TestDatabase,
     db_url: String,
     nats_url: String,
     prefix: String,
@@ -57,7 +57,7 @@ impl Cluster {
         let mut cluster = Self {
             dir: tempfile::tempdir().unwrap(),
             db_url: db.url.clone().unwrap(),
-            _db: db,
+            db,
             nats_url: nats_url.to_owned(),
             prefix: prefix(),
             addrs: (0..n)
@@ -656,6 +656,48 @@ async fn a_node_killed_mid_chat_loses_no_acknowledged_message() {
     }
     let all: Vec<&Viewer> = watchers.iter().collect();
     assert_same_room(&all);
+    // Kept in the store once each, whichever sequencer numbered it.
+    let room_id = domain::ids::RoomId::from_string(&room);
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let kept: Vec<String> = cluster
+            .db
+            .store
+            .recent_chat(&room_id, 1000)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| m.record.text)
+            .collect();
+        if kept.iter().any(|t| t == "end") {
+            for text in &acknowledged {
+                assert_eq!(
+                    kept.iter().filter(|t| *t == text).count(),
+                    1,
+                    "{text} in {kept:?}"
+                );
+            }
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the chat log never caught up: {kept:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The bus's traffic is counted.
+    let text = cluster
+        .client
+        .get(format!("{}/metrics", cluster.base(1)))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for counter in ["bus_published_total", "bus_received_total"] {
+        assert!(text.contains(counter), "{counter} missing from /metrics");
+    }
     cluster.finish().await;
 }
 

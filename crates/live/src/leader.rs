@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use bus::{AppendError, Start, Topic};
 use bytes::Bytes;
 use domain::Timestamp;
-use domain::event::{Likes, RoomEvent, Viewers};
+use domain::event::{ChatEntry, Likes, RoomEvent, Viewers};
 use domain::ids::{SaleId, UserId};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
@@ -211,6 +211,11 @@ impl Leader {
             tracing::warn!(room = %room.id, "the room's log could not be read to its end");
             return None;
         }
+        // The last sequencer may have died before it kept what it numbered:
+        // what the log still shows is kept again (once, whoever kept it first).
+        for entry in room.recent_chat() {
+            crate::log_chat(hub, &room.id, entry);
+        }
         let standing = room.standing();
         let mut leader = Self {
             room: room.clone(),
@@ -276,7 +281,12 @@ impl Leader {
                 } else {
                     // Over the display cap: kept, not shown.
                     metrics::counter!("live_chat_not_shown_total").increment(1);
-                    crate::log_chat(hub, &self.room.id, self.seq, &message);
+                    let entry = ChatEntry {
+                        message,
+                        seq: self.seq,
+                        at: Timestamp::now(),
+                    };
+                    crate::log_chat(hub, &self.room.id, entry);
                 }
             }
             Input::Event(event) => {
@@ -378,7 +388,12 @@ impl Leader {
                 self.refused.clear();
                 self.bytes = 0;
                 for (seq, message) in std::mem::take(&mut self.chat) {
-                    crate::log_chat(hub, &self.room.id, seq, &message);
+                    let entry = ChatEntry {
+                        message,
+                        seq,
+                        at: Timestamp::now(),
+                    };
+                    crate::log_chat(hub, &self.room.id, entry);
                 }
                 Ok(())
             }

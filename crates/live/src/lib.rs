@@ -473,15 +473,16 @@ pub(crate) fn skip(room: &RoomId, error: &Undecodable) {
     metrics::counter!("live_bus_events_skipped_total", "reason" => reason).increment(1);
 }
 
-pub(crate) fn log_chat(hub: &Hub, room: &RoomId, seq: u64, message: &ChatMessage) {
+/// Queues a chat message for the store, as shown at `at` under `seq`.
+pub(crate) fn log_chat(hub: &Hub, room: &RoomId, entry: ChatEntry) {
     let record = ChatRecord {
-        id: message.id.clone(),
+        id: entry.message.id,
         room: room.clone(),
-        user: message.user.id.clone(),
-        moderator: message.user.moderator,
-        seq: i64::try_from(seq).unwrap_or(i64::MAX),
-        text: message.text.as_str().to_owned(),
-        at: Timestamp::now(),
+        user: entry.message.user.id,
+        moderator: entry.message.user.moderator,
+        seq: i64::try_from(entry.seq).unwrap_or(i64::MAX),
+        text: entry.message.text.as_str().to_owned(),
+        at: entry.at,
     };
     if hub.0.chat_log.try_send(record).is_err() {
         metrics::counter!("live_chat_unlogged_total").increment(1);

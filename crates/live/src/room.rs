@@ -408,6 +408,26 @@ impl Room {
         self.speakers().slow_mode.as_secs()
     }
 
+    /// The chat messages among the frames the room keeps for `since`.
+    pub(crate) fn recent_chat(&self) -> Vec<ChatEntry> {
+        let state = self.lock();
+        state
+            .history
+            .iter()
+            .filter_map(|frame| {
+                let read = read_frame(frame.text.as_bytes())?;
+                match read.event {
+                    Ok(RoomEvent::Chat(message)) => Some(ChatEntry {
+                        message,
+                        seq: read.seq,
+                        at: read.at,
+                    }),
+                    _ => None,
+                }
+            })
+            .collect()
+    }
+
     /// Slow mode's time between two messages of a user (zero: off).
     pub(crate) fn slow_mode_period(&self) -> Duration {
         self.speakers().slow_mode
