@@ -36,6 +36,7 @@ impl Running {
             .arg(data_dir)
             .args(extra)
             .env_remove("HAWKER_DATABASE_URL")
+            .env_remove("HAWKER_NATS_URL")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -137,6 +138,7 @@ fn run(args: &[&str], data_dir: &Path, stdin: Option<&str>) -> (i32, String, Str
         .arg("--data-dir")
         .arg(data_dir)
         .env_remove("HAWKER_DATABASE_URL")
+        .env_remove("HAWKER_NATS_URL")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -537,6 +539,46 @@ fn bad_configuration_is_a_clear_error() {
     let (code, _, err) = run(&["serve", "--http-addr", "nowhere"], dir.path(), None);
     assert_eq!(code, 2, "clap's usage error: {err}");
     assert!(err.contains("--http-addr"), "{err}");
+}
+
+#[test]
+fn a_node_that_cannot_reach_nats_says_so_and_exits() {
+    let dir = tempfile::tempdir().unwrap();
+    let nobody = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("nats://{}", nobody.local_addr().unwrap());
+    drop(nobody);
+    let (code, _, err) = run(
+        &[
+            "serve",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--rtmp-addr",
+            "127.0.0.1:0",
+            "--nats-url",
+            &url,
+        ],
+        dir.path(),
+        None,
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("connecting to NATS"), "{err}");
+    let (code, _, err) = run(
+        &[
+            "serve",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--rtmp-addr",
+            "127.0.0.1:0",
+            "--nats-url",
+            "nats://127.0.0.1:4222",
+            "--nats-prefix",
+            "two words",
+        ],
+        dir.path(),
+        None,
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("prefix"), "{err}");
 }
 
 /// A seller's shop with a product and a room, and a live sale on it, set up

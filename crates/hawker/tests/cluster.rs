@@ -94,6 +94,7 @@ impl Cluster {
                 .args(["--shutdown-grace", "2"])
                 .args(["--log", "info,live=debug"])
                 .env_remove("HAWKER_DATABASE_URL")
+                .env_remove("HAWKER_NATS_URL")
                 .stdout(Stdio::null())
                 .stderr(log_file(self.dir.path(), &format!("node{i}.log")))
                 .spawn()
