@@ -519,6 +519,21 @@ async fn every_node_shows_one_room_in_one_order() {
             json!({"kind": "ban"}),
         )
         .await;
+    // A message deleted through node 2.
+    let first = ann_socket.wait_for(chat_is("ann 0")).await;
+    let (status, _) = cluster
+        .call(
+            2,
+            reqwest::Method::DELETE,
+            &format!(
+                "/api/v1/rooms/{room}/messages/{}",
+                first["data"]["id"].as_str().unwrap()
+            ),
+            Some(&seller),
+            None,
+        )
+        .await;
+    assert_eq!(status, 204);
     // Banned on node 0, refused on node 2.
     bob_socket.wait_for(|f| f["type"] == "user.banned").await;
     bob_socket.chat("let me in").await;
@@ -550,7 +565,7 @@ async fn every_node_shows_one_room_in_one_order() {
             .values()
             .map(|f| f["type"].as_str().unwrap())
             .collect();
-        for kind in ["pin", "sale.started", "user.banned"] {
+        for kind in ["pin", "sale.started", "user.banned", "chat.deleted"] {
             assert!(kinds.contains(&kind), "{kind} missing from {kinds:?}");
         }
     }
