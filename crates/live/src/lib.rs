@@ -35,7 +35,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 pub use connection::{Limits, Viewer, serve};
-pub use leader::Presence;
+use leader::Presence;
 pub use room::{Frame, Rate, Refusal, Room, Seed, Standing, Start};
 
 /// Why a room could not be opened on this node.
