@@ -229,10 +229,13 @@ impl Bus {
             Backend::Local(l) => l.append(room, expected, payload),
             Backend::Nats(n) => n.append(room, expected, payload).await,
         };
-        if matches!(appended, Err(AppendError::Bus(_))) {
-            metrics::counter!("bus_failed_total", "op" => "append").increment(1);
-        } else {
-            metrics::counter!("bus_published_total").increment(1);
+        match &appended {
+            Ok(_) => metrics::counter!("bus_published_total").increment(1),
+            Err(AppendError::Bus(_)) => {
+                metrics::counter!("bus_failed_total", "op" => "append").increment(1);
+            }
+            // Refused by the condition: nothing was published, nothing failed.
+            Err(AppendError::Conflict) => {}
         }
         appended
     }

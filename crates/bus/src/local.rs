@@ -243,6 +243,24 @@ mod tests {
             .unwrap();
         bus.publish(&a, Bytes::from_static(b"mine")).await.unwrap();
         assert_eq!(sub.next().await.unwrap(), "mine");
+        let Subscription(SubscriptionInner::Local(receiver)) = &mut sub else {
+            panic!("an in-process subscription")
+        };
+        assert!(
+            receiver.receiver.try_recv().is_err(),
+            "nothing from before or from another topic"
+        );
+        drop(sub);
+        bus.publish(&a, Bytes::from_static(b"nobody listens"))
+            .await
+            .unwrap();
+        let crate::Backend::Local(local) = &bus.0 else {
+            panic!("an in-process bus")
+        };
+        assert!(
+            local.topics.lock().unwrap().get(&a).is_none(),
+            "an unheard topic is forgotten"
+        );
     }
 
     #[tokio::test]

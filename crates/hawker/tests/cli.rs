@@ -544,39 +544,29 @@ fn bad_configuration_is_a_clear_error() {
 #[test]
 fn a_node_that_cannot_reach_nats_says_so_and_exits() {
     let dir = tempfile::tempdir().unwrap();
+    let serve = |nats: &[&str]| {
+        let mut args = vec![
+            "serve",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--rtmp-addr",
+            "127.0.0.1:0",
+        ];
+        args.extend_from_slice(nats);
+        run(&args, dir.path(), None)
+    };
     let nobody = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("nats://{}", nobody.local_addr().unwrap());
     drop(nobody);
-    let (code, _, err) = run(
-        &[
-            "serve",
-            "--http-addr",
-            "127.0.0.1:0",
-            "--rtmp-addr",
-            "127.0.0.1:0",
-            "--nats-url",
-            &url,
-        ],
-        dir.path(),
-        None,
-    );
+    let (code, _, err) = serve(&["--nats-url", &url]);
     assert_ne!(code, 0);
     assert!(err.contains("connecting to NATS"), "{err}");
-    let (code, _, err) = run(
-        &[
-            "serve",
-            "--http-addr",
-            "127.0.0.1:0",
-            "--rtmp-addr",
-            "127.0.0.1:0",
-            "--nats-url",
-            "nats://127.0.0.1:4222",
-            "--nats-prefix",
-            "two words",
-        ],
-        dir.path(),
-        None,
-    );
+    let (code, _, err) = serve(&[
+        "--nats-url",
+        "nats://127.0.0.1:4222",
+        "--nats-prefix",
+        "two words",
+    ]);
     assert_ne!(code, 0);
     assert!(err.contains("prefix"), "{err}");
 }

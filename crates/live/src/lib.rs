@@ -409,11 +409,12 @@ fn take_seat(room: Arc<Room>) -> Seat {
 async fn run_room(hub: Hub, room: Arc<Room>, mut log: Entries, mut shop_events: Subscription) {
     let stop = hub.0.shutdown.child_token();
     let _stop_leading = stop.clone().drop_guard();
-    let mut leading = Some(hub.0.rooms_runtime.spawn(leader::lead(
-        hub.clone(),
-        room.clone(),
-        stop.clone(),
-    )));
+    let lead = || {
+        hub.0
+            .rooms_runtime
+            .spawn(leader::lead(hub.clone(), room.clone(), stop.clone()))
+    };
+    let mut leading = lead();
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut idle_since: Option<tokio::time::Instant> = None;
@@ -443,8 +444,8 @@ async fn run_room(hub: Hub, room: Arc<Room>, mut log: Entries, mut shop_events: 
                     let (hub, room) = (hub.clone(), room.clone());
                     hub.0.rooms_runtime.clone().spawn(async move { leader::report(&hub, &room, presence).await });
                 }
-                if leading.as_ref().is_none_or(tokio::task::JoinHandle::is_finished) {
-                    leading = Some(hub.0.rooms_runtime.spawn(leader::lead(hub.clone(), room.clone(), stop.clone())));
+                if leading.is_finished() {
+                    leading = lead();
                 }
                 if room.viewers.load(Ordering::Relaxed) > 0 {
                     idle_since = None;

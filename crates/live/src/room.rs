@@ -78,7 +78,6 @@ struct State {
 /// Where a room stands (see [`Room::standing`]).
 #[derive(Debug, Clone, Copy)]
 pub struct Standing {
-    pub position: u64,
     pub seq: u64,
     pub likes: u64,
     pub viewers: u64,
@@ -303,12 +302,11 @@ impl Room {
         }
     }
 
-    /// Where the room stands: the last batch applied, the last `seq`, and the
-    /// counters shown (a new sequencer carries on from them).
+    /// Where the room stands: the last `seq` and the counters shown (a new
+    /// sequencer carries on from them).
     pub fn standing(&self) -> Standing {
         let state = self.lock();
         Standing {
-            position: state.position,
             seq: state.seq,
             likes: state.likes,
             viewers: state.viewers_shown,

@@ -117,19 +117,14 @@ pub async fn throttle_windows(store: &Store) {
     );
     // A window that is over starts again at one.
     let none = std::time::Duration::ZERO;
-    assert!(
-        store
-            .throttle_hit("sign-in:account:a@example.com", 1, none)
-            .await
-            .unwrap()
-            .is_ok()
-    );
-    assert!(
-        store
-            .throttle_hit("sign-in:account:a@example.com", 1, none)
-            .await
-            .unwrap()
-            .is_ok()
-    );
+    for _ in 0..2 {
+        assert!(
+            store
+                .throttle_hit("sign-in:account:a@example.com", 1, none)
+                .await
+                .unwrap()
+                .is_ok()
+        );
+    }
     assert_eq!(store.delete_expired_throttles(none).await.unwrap(), 3);
 }
