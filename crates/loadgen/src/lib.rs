@@ -2,8 +2,10 @@
 //! real clients do. `hawker-loadgen` uses it for benchmarks; `hawker demo` uses
 //! [`crowd::flash_sales`] and [`crowd::chat`] to keep the demo room busy;
 //! [`room`] is the live-room benchmark (its viewers speak WebSocket through
-//! [`ws`]), [`video`] the video benchmark's clients.
+//! [`ws`]), [`cluster`] the same room over several nodes with one of them
+//! killed, [`video`] the video benchmark's clients.
 
+pub mod cluster;
 pub mod crowd;
 pub mod room;
 pub mod rtmp;

@@ -40,6 +40,12 @@ enum Scenario {
     FlashSale(FlashSale),
     /// Viewers, chatters and slow readers in one live room
     Room(RoomArgs),
+    /// One room over several nodes: viewers spread over them, chat through
+    /// all of them, then the node that numbers the room killed
+    Cluster(ClusterArgs),
+    /// A viewer process of `cluster` (started by it)
+    #[command(hide = true)]
+    ClusterViewers(ClusterViewersArgs),
     /// Publishers of a pre-encoded clip and HTTP-FLV or RTMP players, against
     /// Hawker or nginx-rtmp: latency, CPU per stream, viewers per core
     Video(VideoArgs),
@@ -79,6 +85,56 @@ struct VideoArgs {
     /// Write `frame_index timestamp wall_ms` for each video frame the first publisher sent
     #[arg(long)]
     send_log: Option<std::path::PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct ClusterArgs {
+    /// The nodes' base URLs (http://IP:PORT), comma separated; the room is
+    /// set up and opened through the first
+    #[arg(long, value_delimiter = ',', required = true)]
+    nodes: Vec<String>,
+    /// The nodes' process ids, in the same order: their CPU time, and the kill
+    #[arg(long, value_delimiter = ',', required = true)]
+    pids: Vec<u32>,
+    /// nats-server's process id, for its CPU time
+    #[arg(long)]
+    bus_pid: Option<u32>,
+    /// WebSocket viewers in the room, over all nodes
+    #[arg(long, default_value_t = 40_000)]
+    viewers: usize,
+    /// Signed-in accounts that chat, spread over the nodes
+    #[arg(long, default_value_t = 40)]
+    chatters: usize,
+    /// Chat messages a second, over all chatters
+    #[arg(long, default_value_t = 20.0)]
+    rate: f64,
+    /// Seconds of steady state measured before the kill
+    #[arg(long, default_value_t = 20)]
+    steady_seconds: u64,
+    /// Seconds measured after the kill
+    #[arg(long, default_value_t = 15)]
+    after_kill_seconds: u64,
+    /// Do not kill a node (the single-node run)
+    #[arg(long)]
+    no_kill: bool,
+    /// Print only the JSON line
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(clap::Args)]
+struct ClusterViewersArgs {
+    #[arg(long, value_delimiter = ',', required = true)]
+    nodes: Vec<std::net::SocketAddr>,
+    #[arg(long)]
+    room: String,
+    #[arg(long)]
+    viewers: usize,
+    #[arg(long)]
+    first: usize,
+    /// Source addresses, as LOW-HIGH of 127.0.0.LOW to 127.0.0.HIGH
+    #[arg(long)]
+    sources: String,
 }
 
 #[derive(clap::Args)]
@@ -187,6 +243,39 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }),
         Scenario::Video(args) => runtime.block_on(video(args)),
+        Scenario::Cluster(args) => runtime.block_on(async move {
+            let figures = loadgen::cluster::run(loadgen::cluster::Plan {
+                nodes: args.nodes,
+                pids: args.pids,
+                bus_pid: args.bus_pid,
+                viewers: args.viewers,
+                chatters: args.chatters,
+                rate: args.rate,
+                steady_seconds: args.steady_seconds,
+                after_kill_seconds: args.after_kill_seconds,
+                kill: !args.no_kill,
+                quiet: args.quiet,
+            })
+            .await?;
+            println!("{}", serde_json::to_string(&figures)?);
+            Ok(())
+        }),
+        Scenario::ClusterViewers(args) => {
+            let sources = args
+                .sources
+                .split_once('-')
+                .and_then(|(low, high)| Some((low.parse().ok()?, high.parse().ok()?)))
+                .context("--sources takes LOW-HIGH")?;
+            runtime.block_on(loadgen::cluster::watch::run(
+                loadgen::cluster::watch::Plan {
+                    nodes: args.nodes,
+                    room: args.room,
+                    viewers: args.viewers,
+                    first: args.first,
+                    sources,
+                },
+            ))
+        }
     }
 }
 

@@ -107,7 +107,7 @@ fn config() -> WebSocketConfig {
 }
 
 /// A counter from the server's `/metrics`.
-async fn metric(http: &reqwest::Client, base: &str, name: &str) -> f64 {
+pub(crate) async fn metric(http: &reqwest::Client, base: &str, name: &str) -> f64 {
     let Ok(res) = http.get(format!("{base}/metrics")).send().await else {
         return 0.0;
     };
@@ -128,13 +128,13 @@ enum Talk {
 }
 
 /// Signs up a seller, opens a shop and a room, and signs up the chatters:
-/// where Hawker's viewers connect and how its chat is made.
-async fn hawker_room(
+/// the room's id and the chatters' tokens.
+pub(crate) async fn hawker_room(
     http: &reqwest::Client,
     base: &str,
     chatters: usize,
     say: &impl Fn(String),
-) -> anyhow::Result<(String, Talk)> {
+) -> anyhow::Result<(String, Vec<String>)> {
     let run_id = std::process::id();
     let seller = created(http, format!("{base}/api/v1/users"), None, json!({
         "email": format!("room-seller-{run_id}@loadgen.example"), "password": "loadgen-password", "display_name": "Seller"})).await?;
@@ -162,9 +162,7 @@ async fn hawker_room(
             "email": format!("chatter-{run_id}-{i}@loadgen.example"), "password": "loadgen-password", "display_name": format!("Chatter {i}")})).await?;
         tokens.push(v["token"].as_str().unwrap_or_default().to_owned());
     }
-    let path = format!("/api/v1/rooms/{room}/ws");
-    let url = format!("{}{path}", base.replacen("http", "ws", 1));
-    Ok((path, Talk::Chat { url, tokens }))
+    Ok((room, tokens))
 }
 
 /// Runs the scenario and returns its figures.
@@ -183,7 +181,10 @@ pub async fn run(plan: Plan) -> anyhow::Result<Figures> {
     };
     let (target, talk) = match &plan.pusher {
         None => {
-            let (path, talk) = hawker_room(&http, &base, plan.chatters, &say).await?;
+            let (room, tokens) = hawker_room(&http, &base, plan.chatters, &say).await?;
+            let path = format!("/api/v1/rooms/{room}/ws");
+            let url = format!("{}{path}", base.replacen("http", "ws", 1));
+            let talk = Talk::Chat { url, tokens };
             let target = Target {
                 addr,
                 path,
