@@ -31,20 +31,24 @@ async function freePort(host = '127.0.0.1') {
   });
 }
 
-/** Starts `hawker serve` on SQLite in a fresh directory; `stop()` ends it. */
-export async function startHawker() {
+/**
+ * Starts `hawker serve` in a fresh directory; `stop()` ends it with SIGTERM.
+ * On SQLite by default; `host` and `args` (such as `--database-url` and
+ * `--nats-url`) make it one node of several.
+ */
+export async function startHawker({ host = '127.0.0.1', args = [] } = {}) {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'hawker-e2e-'));
-  const http = await freePort();
-  const rtmp = await freePort();
+  const http = await freePort(host);
+  const rtmp = await freePort(host);
   const env = { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'warn' };
   delete env.HAWKER_DATABASE_URL;
   delete env.HAWKER_NATS_URL;
   const child = spawn(
     binary(),
-    ['serve', '--data-dir', dir, '--http-addr', `127.0.0.1:${http}`, '--rtmp-addr', `127.0.0.1:${rtmp}`],
+    ['serve', '--data-dir', dir, '--http-addr', `${host}:${http}`, '--rtmp-addr', `${host}:${rtmp}`, ...args],
     { env, stdio: ['ignore', 'inherit', 'inherit'] },
   );
-  const url = `http://127.0.0.1:${http}`;
+  const url = `http://${host}:${http}`;
   for (let i = 0; ; i++) {
     try {
       if ((await fetch(`${url}/readyz`)).ok) break;
@@ -56,11 +60,50 @@ export async function startHawker() {
   }
   return {
     url,
+    host,
+    port: http,
     rtmpPort: rtmp,
     async stop() {
-      child.kill('SIGTERM');
-      await new Promise((r) => (child.exitCode !== null ? r() : child.once('exit', r)));
+      if (child.exitCode === null) {
+        child.kill('SIGTERM');
+        await new Promise((r) => (child.exitCode !== null ? r() : child.once('exit', r)));
+      }
       rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/**
+ * A load balancer in front of several nodes, as small as one can be: each new
+ * connection goes to the first node that accepts it, so once the first node
+ * stops, everyone lands on the next. `close()` ends it.
+ */
+export async function balance(nodes) {
+  const open = new Set();
+  const server = net.createServer((client) => {
+    open.add(client);
+    client.once('close', () => open.delete(client));
+    const attempt = (i) => {
+      if (i >= nodes.length) return client.destroy();
+      const upstream = net.connect(nodes[i].port, nodes[i].host);
+      upstream.once('error', () => attempt(i + 1));
+      upstream.once('connect', () => {
+        upstream.removeAllListeners('error');
+        upstream.on('error', () => client.destroy());
+        client.on('error', () => upstream.destroy());
+        client.pipe(upstream);
+        upstream.pipe(client);
+      });
+    };
+    attempt(0);
+  });
+  const port = await freePort();
+  await new Promise((r) => server.listen(port, '127.0.0.1', r));
+  return {
+    url: `http://127.0.0.1:${port}`,
+    async close() {
+      for (const socket of open) socket.destroy();
+      await new Promise((r) => server.close(r));
     },
   };
 }

@@ -1,0 +1,89 @@
+// The live room page on two nodes behind a load balancer, on one PostgreSQL
+// database and the machine's NATS (a database and a subject prefix of this
+// test's own): chat said through one node shows on a page served by the other;
+// when the first node stops (SIGTERM: it closes its sockets with 1012), the
+// page reconnects through the balancer to the second and carries on, with
+// every message shown once.
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { after, before, test } from 'node:test';
+import { balance, launch, signUpInDialog, startHawker } from './harness.mjs';
+
+const database = `e2e_cluster_${process.pid}`;
+const psql = (sql) => execFileSync('psql', ['-h', '127.0.0.1', '-d', 'postgres', '-qc', sql]);
+let nodes = [];
+let balancer;
+let browser;
+
+before(async () => {
+  psql(`CREATE DATABASE ${database}`);
+  const args = [
+    '--database-url', `postgres://127.0.0.1:5432/${database}`,
+    '--nats-url', process.env.HAWKER_E2E_NATS_URL ?? 'nats://127.0.0.1:4222',
+    '--nats-prefix', database,
+    '--shutdown-grace', '2',
+  ];
+  // One after the other: the second finds the schema the first made.
+  nodes.push(await startHawker({ host: '127.0.0.2', args }));
+  nodes.push(await startHawker({ host: '127.0.0.3', args }));
+  balancer = await balance(nodes);
+  browser = await launch();
+});
+
+after(async () => {
+  await browser?.close();
+  await balancer?.close();
+  for (const node of nodes) await node.stop();
+  psql(`DROP DATABASE IF EXISTS ${database}`);
+});
+
+async function created(url, body, token) {
+  const headers = { 'content-type': 'application/json' };
+  if (token) headers.authorization = `Bearer ${token}`;
+  const res = await fetch(url, { method: 'POST', headers, body: JSON.stringify(body) });
+  const value = await res.json();
+  assert.equal(res.status, 201, `${url}: ${JSON.stringify(value)}`);
+  return value;
+}
+
+async function say(page, text) {
+  await page.getByRole('textbox', { name: 'Chat message' }).fill(text);
+  await page.getByRole('button', { name: 'Send' }).click();
+}
+
+/** Waits until `page` shows `text` in its chat, then checks it shows it once. */
+async function shownOnce(page, text) {
+  const items = page.locator('.chat-list li', { hasText: text });
+  await items.first().waitFor();
+  assert.equal(await items.count(), 1, `"${text}" is shown once`);
+}
+
+test('a room page follows the chat across nodes and through the stop of the node it was on', async () => {
+  const base = balancer.url;
+  const seller = await created(`${base}/api/v1/users`, {
+    email: 'seller@cluster.example', password: 'correct horse battery', display_name: 'Seller',
+  });
+  await created(`${base}/api/v1/shops`, { handle: 'cluster', name: 'Cluster', currency: 'EUR' }, seller.token);
+  const room = (await created(`${base}/api/v1/shops/cluster/rooms`, { title: 'Across nodes' }, seller.token)).room.id;
+
+  // Ann comes in through the balancer (the first node); Bob straight on the second.
+  const ann = await (await browser.newContext()).newPage();
+  ann.on('pageerror', (error) => assert.fail(`Ann's page: ${error.message}`));
+  await ann.goto(`${base}/r/${room}`);
+  const bob = await (await browser.newContext()).newPage();
+  bob.on('pageerror', (error) => assert.fail(`Bob's page: ${error.message}`));
+  await bob.goto(`${nodes[1].url}/r/${room}`);
+
+  await say(ann, 'Said on the first node');
+  await signUpInDialog(ann, 'ann@cluster.example', 'Ann');
+  await ann.getByRole('button', { name: 'Send' }).click();
+  for (const page of [ann, bob]) await shownOnce(page, 'Said on the first node');
+
+  // The first node stops; Ann's page reconnects through the balancer to the second.
+  await nodes[0].stop();
+  await say(ann, 'Said after the first node stopped');
+  for (const page of [ann, bob]) {
+    await shownOnce(page, 'Said after the first node stopped');
+    await shownOnce(page, 'Said on the first node');
+  }
+});
