@@ -145,6 +145,11 @@ pub struct Settings {
     /// fewer writes per viewer for that much latency [default: 0]
     #[arg(long, env = "HAWKER_HTTPFLV_MERGE_MS")]
     pub httpflv_merge_ms: Option<u64>,
+    /// Seconds a stream whose encoder went away waits for it to come back
+    /// before it ends; a reconnect within them continues the same playlist;
+    /// 0 ends the stream with its encoder [default: 5]
+    #[arg(long, env = "HAWKER_RECONNECT_GRACE")]
+    pub reconnect_grace: Option<u64>,
     /// LL-HLS partial segment target, in milliseconds [default: 200]
     #[arg(long, env = "HAWKER_HLS_PART_MS")]
     pub hls_part_ms: Option<u64>,
@@ -272,6 +277,7 @@ impl Settings {
             hls_part_ms,
             rtmp_tick_ms,
             httpflv_merge_ms,
+            reconnect_grace,
             database_url,
             nats_url,
             nats_prefix,
@@ -335,6 +341,9 @@ impl Settings {
         }
         if let Some(batching) = s.inventory_batching {
             api.inventory_batching = batching;
+        }
+        if let Some(seconds) = s.reconnect_grace {
+            api.media.reconnect_grace = Duration::from_secs(seconds.min(300));
         }
         if let Some(ms) = s.httpflv_merge_ms {
             api.media.flv_merge = Duration::from_millis(ms.min(1000));

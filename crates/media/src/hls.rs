@@ -185,6 +185,20 @@ impl Hls {
         self.audio_next = None;
     }
 
+    /// The encoder went away and may come back: what is open becomes a
+    /// segment, and the next one starts a new init segment generation after a
+    /// discontinuity (a returning encoder's settings need not be the same).
+    /// The media sequence goes on; the wall clock is taken again from the
+    /// first sample after.
+    pub fn pause(&mut self) {
+        self.restart();
+        if std::mem::take(&mut self.init_used) {
+            self.generation += 1;
+        }
+        self.discontinuity_next = true;
+        self.wall_offset_ms = None;
+    }
+
     /// The stream is over: what is open becomes the last segment.
     pub fn end(&mut self) {
         self.restart();
@@ -398,10 +412,16 @@ impl Hls {
         std::mem::take(&mut self.completed)
     }
 
+    /// The init segment of a generation: the current one, or one that
+    /// segments still in the window use.
     pub fn init(&self, generation: u32) -> Option<Bytes> {
-        (generation == self.generation)
-            .then(|| self.init.clone())
-            .flatten()
+        if generation == self.generation {
+            return self.init.clone();
+        }
+        self.segments
+            .iter()
+            .find(|s| s.generation == generation)
+            .map(|s| s.init.clone())
     }
 
     pub fn segment(&self, msn: u64) -> Option<Bytes> {
@@ -670,8 +690,37 @@ mod tests {
         let playlist = hls.playlist();
         assert_eq!(tag_values(&playlist, "#EXTINF:").len(), 6);
         assert!(playlist.contains("#EXT-X-DISCONTINUITY\n#EXT-X-MAP:URI=\"init1.mp4\""));
-        assert!(hls.init(1).is_some() && hls.init(0).is_none());
+        assert!(hls.init(1).is_some() && hls.init(0).is_some());
         assert!(hls.segment(0).is_none(), "out of the window");
+    }
+
+    #[test]
+    fn an_encoder_that_comes_back_continues_the_playlist_after_a_discontinuity() {
+        let mut hls = Hls::new(Settings::default(), String::new());
+        hls.set_video(video_config());
+        hls.set_audio(audio_config());
+        stream(&mut hls, 3, 30);
+        hls.pause();
+        // What was open is a whole segment now: the encoder's last frames play.
+        assert_eq!(hls.take_completed().len(), 3);
+        // The same encoder again, its clock carried on by the stream's.
+        for n in 0..60 {
+            let dts = 3040 + n * 1000 / 30;
+            hls.push_video(
+                dts,
+                66,
+                n % 30 == 0,
+                Bytes::from_static(&[0, 0, 0, 1, 5]),
+                0,
+            );
+        }
+        let after = hls.playlist();
+        assert_eq!(tag_values(&after, "#EXT-X-MEDIA-SEQUENCE:"), ["0"]);
+        let segments = tag_values(&after, "#EXTINF:").len();
+        assert_eq!(segments, 4, "the three before and one after");
+        assert!(after.contains("#EXT-X-DISCONTINUITY\n#EXT-X-MAP:URI=\"init1.mp4\""));
+        assert!(after.contains("seg3.m4s"), "numbers keep rising");
+        assert!(hls.init(0).is_some() && hls.init(1).is_some());
     }
 
     #[test]

@@ -46,6 +46,10 @@ pub struct Settings {
     pub gop_max_bytes: usize,
     /// An ended stream's playlist stays (with ENDLIST) this long.
     pub linger: Duration,
+    /// A stream whose encoder went away waits this long for it to come back
+    /// (OBS reconnects by itself) before it ends: a reconnect within it
+    /// continues the same playlist. Zero ends a stream with its encoder.
+    pub reconnect_grace: Duration,
     /// Recordings are written under this directory.
     pub recordings_dir: std::path::PathBuf,
 }
@@ -62,6 +66,7 @@ impl Settings {
             flv_merge: Duration::ZERO,
             gop_max_bytes: 32 * 1024 * 1024,
             linger: Duration::from_secs(30),
+            reconnect_grace: Duration::from_secs(5),
             recordings_dir: data_dir.join("recordings"),
         }
     }
@@ -146,11 +151,12 @@ impl Media {
 
     /// Makes this session the room's publisher. A publisher already there is
     /// told to stop (its token is cancelled): the newest connection wins, which
-    /// is what an encoder reconnecting after a network drop needs.
+    /// is what an encoder reconnecting after a network drop needs. A stream
+    /// waiting for its encoder to come back goes on with this one.
     pub async fn publish(&self, room: &Room, peer: SocketAddr) -> Publisher {
         let session = self.0.sessions.fetch_add(1, Ordering::Relaxed);
         let token = CancellationToken::new();
-        let (stream, replaced) = {
+        let (stream, takeover) = {
             let mut streams = self.streams();
             let stream = match streams.get(&room.id) {
                 Some(s) if !s.lock().ended => s.clone(),
@@ -160,11 +166,14 @@ impl Media {
                     s
                 }
             };
-            let replaced = stream.take_over(session, token.clone());
-            (stream, replaced)
+            let takeover = stream.take_over(session, token.clone());
+            (stream, takeover)
         };
-        if replaced {
+        if takeover == Takeover::Replaced {
             tracing::info!(room = %room.id, %peer, "a new publisher took over the stream");
+        } else if takeover == Takeover::Resumed {
+            tracing::info!(room = %room.id, %peer, "the encoder came back: the stream goes on");
+            metrics::counter!("hawker_streams_resumed_total").increment(1);
         } else {
             tracing::info!(room = %room.id, %peer, "stream started");
             metrics::counter!("hawker_streams_started_total").increment(1);
@@ -251,6 +260,17 @@ impl Media {
     }
 }
 
+/// What a new publisher took over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Takeover {
+    /// A new stream.
+    Started,
+    /// A stream whose publisher was still connected (now cut off).
+    Replaced,
+    /// A stream waiting for its encoder to come back.
+    Resumed,
+}
+
 /// One room's stream.
 pub struct Stream {
     pub room: RoomId,
@@ -265,6 +285,9 @@ pub struct Stream {
 
 struct State {
     publisher: Option<(u64, CancellationToken)>,
+    /// The session whose encoder went away, while the stream waits for it to
+    /// come back.
+    departed: Option<u64>,
     ended: bool,
     metadata: Option<Bytes>,
     video_header: Option<Bytes>,
@@ -284,6 +307,20 @@ struct State {
     clock: Clock,
     stats: Counters,
     recording: Option<crate::record::Recording>,
+}
+
+impl State {
+    /// A changed sequence header (a new encoder's settings), sent to the
+    /// HTTP-FLV viewers at once, after what is pending.
+    fn send_header(&mut self, flv: &broadcast::Sender<Bytes>, kind: u8, ts: u32, body: &Bytes) {
+        if flv.receiver_count() == 0 {
+            return;
+        }
+        let mut batch = self.flv_pending.split();
+        flv::write_tag(kind, ts, body, &mut batch);
+        self.flv_pending_tags = 0;
+        let _ = flv.send(batch.freeze());
+    }
 }
 
 /// Keeps output timestamps increasing across publishers and encoder restarts.
@@ -350,6 +387,8 @@ pub struct StreamStats {
     pub keyframe_interval_ms: Option<i64>,
     pub uptime_seconds: u64,
     pub publishers: u64,
+    /// The encoder went away and the stream waits for it to come back.
+    pub reconnecting: bool,
 }
 
 impl Stream {
@@ -360,6 +399,7 @@ impl Stream {
             id: id.clone(),
             state: Mutex::new(State {
                 publisher: None,
+                departed: None,
                 ended: false,
                 metadata: None,
                 video_header: None,
@@ -385,20 +425,22 @@ impl Stream {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Whether a publisher was replaced.
-    fn take_over(&self, session: u64, token: CancellationToken) -> bool {
+    /// Makes `session` the publisher, and says what it took over.
+    fn take_over(&self, session: u64, token: CancellationToken) -> Takeover {
         let mut state = self.lock();
-        let replaced = match state.publisher.replace((session, token)) {
+        let takeover = match state.publisher.replace((session, token)) {
             Some((_, old)) => {
                 old.cancel();
-                true
+                Takeover::Replaced
             }
-            None => false,
+            None if state.stats.publishers > 0 => Takeover::Resumed,
+            None => Takeover::Started,
         };
+        state.departed = None;
         state.clock.rebase = true;
         state.stats.publishers += 1;
         state.stats.started.get_or_insert_with(Instant::now);
-        replaced
+        takeover
     }
 
     pub fn stats(&self) -> StreamStats {
@@ -418,6 +460,7 @@ impl Stream {
                 .started
                 .map(|s| s.elapsed().as_secs())
                 .unwrap_or(0),
+            reconnecting: state.departed.is_some(),
             publishers: state.stats.publishers,
         }
     }
@@ -564,6 +607,9 @@ impl Publisher {
             if kind == flv::TAG_VIDEO {
                 match flv::parse_video(&body)? {
                     VideoTag::Config(config) => {
+                        if state.video.as_ref().is_some_and(|old| *old != config) {
+                            state.send_header(&self.stream.flv, kind, out_ts, &body);
+                        }
                         state.video_header = Some(body.clone());
                         state.hls.set_video(config.clone());
                         state.video = Some(config);
@@ -597,6 +643,9 @@ impl Publisher {
             } else {
                 match flv::parse_audio(&body)? {
                     AudioTag::Config(config) => {
+                        if state.audio.as_ref().is_some_and(|old| *old != config) {
+                            state.send_header(&self.stream.flv, kind, out_ts, &body);
+                        }
                         state.audio_header = Some(body.clone());
                         state.hls.set_audio(config.clone());
                         state.audio = Some(config);
@@ -660,13 +709,42 @@ impl Publisher {
         Ok(())
     }
 
-    /// The encoder stopped or went away: the stream ends unless another session
-    /// took it over.
+    /// The encoder stopped or went away. Unless another session took the
+    /// stream over, it waits for the reconnect grace, and ends if nobody
+    /// publishes by then.
     pub async fn finish(self) {
-        let current = self.stream.lock().publisher.as_ref().map(|p| p.0) == Some(self.session);
-        if current {
+        let grace = self.media.0.settings.reconnect_grace;
+        let (segments, recording) = {
+            let mut state = self.stream.lock();
+            if state.publisher.as_ref().map(|p| p.0) != Some(self.session) || state.ended {
+                return;
+            }
+            if grace.is_zero() {
+                (Vec::new(), None)
+            } else {
+                state.publisher = None;
+                state.departed = Some(self.session);
+                state.hls.pause();
+                (state.hls.take_completed(), state.recording.clone())
+            }
+        };
+        if grace.is_zero() {
             self.media.end(&self.stream).await;
+            return;
         }
+        self.stream.changed.send_modify(|n| *n += 1);
+        if let Some(recording) = recording {
+            recording.write(segments);
+        }
+        tracing::info!(room = %self.stream.room, grace_ms = grace.as_millis() as u64, "the encoder went away; waiting for it to come back");
+        let (media, stream, session) = (self.media, self.stream, self.session);
+        tokio::spawn(async move {
+            tokio::time::sleep(grace).await;
+            let gone = stream.lock().departed == Some(session);
+            if gone {
+                media.end(&stream).await;
+            }
+        });
     }
 }
 

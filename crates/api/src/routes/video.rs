@@ -523,6 +523,9 @@ pub(crate) struct StreamView {
     uptime_seconds: u64,
     /// Publishing sessions so far (a reconnecting encoder makes a new one).
     publishers: u64,
+    /// The encoder went away and the stream waits for it to come back (for
+    /// the reconnect grace) before it ends.
+    reconnecting: bool,
 }
 
 #[utoipa::path(get, path = "/api/v1/rooms/{room}/stream", tag = "video",
@@ -549,5 +552,6 @@ async fn stream_stats(
         keyframe_interval_ms: stats.keyframe_interval_ms,
         uptime_seconds: stats.uptime_seconds,
         publishers: stats.publishers,
+        reconnecting: stats.reconnecting,
     }))
 }

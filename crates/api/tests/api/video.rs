@@ -366,6 +366,142 @@ async fn a_second_publisher_with_the_same_key_takes_over_at_once() {
     .await;
 }
 
+/// The highest media sequence number a playlist names, and its stream's prefix.
+fn last_segment(playlist: &str) -> (u64, String) {
+    let uri = playlist
+        .lines()
+        .rfind(|l| l.contains("seg") && l.ends_with(".m4s"))
+        .expect("a segment");
+    let (prefix, name) = uri.rsplit_once("seg").unwrap();
+    (
+        name.trim_end_matches(".m4s").parse().unwrap(),
+        prefix.to_owned(),
+    )
+}
+
+/// An HTTP-FLV viewer that reads the room's stream until it ends: the
+/// timestamps of the video tags it got so far, and whether the body ended.
+struct FlvWatcher {
+    video: std::sync::Arc<std::sync::Mutex<Vec<u32>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FlvWatcher {
+    async fn start(app: &TestApp, room: &str) -> Self {
+        let mut res = app
+            .client
+            .get(app.url(&format!("/live/{room}.flv")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        let video = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = video.clone();
+        let task = tokio::spawn(async move {
+            let mut buf = Vec::new();
+            let mut at = 13; // the FLV header and the first previous-tag size
+            while let Ok(Some(chunk)) = res.chunk().await {
+                buf.extend_from_slice(&chunk);
+                while buf.len() >= at + 11 {
+                    let size =
+                        u32::from_be_bytes([0, buf[at + 1], buf[at + 2], buf[at + 3]]) as usize;
+                    if buf.len() < at + 11 + size + 4 {
+                        break;
+                    }
+                    if buf[at] == 9 {
+                        let ts = u32::from_be_bytes([
+                            buf[at + 7],
+                            buf[at + 4],
+                            buf[at + 5],
+                            buf[at + 6],
+                        ]);
+                        seen.lock().unwrap().push(ts);
+                    }
+                    at += 11 + size + 4;
+                }
+            }
+        });
+        Self { video, task }
+    }
+
+    fn video(&self) -> Vec<u32> {
+        self.video.lock().unwrap().clone()
+    }
+}
+
+#[tokio::test]
+async fn an_encoder_that_reconnects_within_the_grace_continues_the_playlist() {
+    let app = TestApp::spawn_with(|c| c.media.reconnect_grace = Duration::from_secs(10)).await;
+    let (_, room, key) = room_with_key(&app).await;
+    let stats_path = format!("/api/v1/rooms/{room}/stream");
+    let playlist_path = format!("/live/{room}/index.m3u8");
+    let mut first = publish(&app, &key, 3);
+    eventually("the first encoder's stream", || async {
+        let (status, stats) = app.get(&stats_path, None).await;
+        (status == StatusCode::OK && stats["video_codec"].is_string()).then_some(())
+    })
+    .await;
+    let watcher = FlvWatcher::start(&app, &room).await;
+    assert!(first.wait().await.unwrap().success());
+    // The encoder is gone; the stream waits for it, still live, not ended.
+    let stats = eventually("the stream to notice its encoder left", || async {
+        let (status, stats) = app.get(&stats_path, None).await;
+        (status == StatusCode::OK && stats["reconnecting"] == true).then_some(stats)
+    })
+    .await;
+    assert_eq!(stats["live"], true);
+    let frames_of_first = watcher.video().len();
+    assert!(
+        frames_of_first > 0,
+        "the HTTP-FLV viewer got the first encoder's frames"
+    );
+    let (_, before) = text(&app, &playlist_path).await;
+    assert!(!before.contains("#EXT-X-ENDLIST"), "{before}");
+    let (last_before, prefix) = last_segment(&before);
+    let (_, room_view) = app.get(&format!("/api/v1/rooms/{room}"), None).await;
+    assert_eq!(room_view["status"], "live", "{room_view}");
+
+    // It comes back: the same playlist goes on, numbers rising, the join marked.
+    let mut second = publish(&app, &key, 30);
+    let after = eventually("segments from the returning encoder", || async {
+        let (_, after) = text(&app, &playlist_path).await;
+        (last_segment(&after).0 > last_before + 1).then_some(after)
+    })
+    .await;
+    assert_eq!(last_segment(&after).1, prefix, "the same stream's URIs");
+    assert!(after.contains("#EXT-X-DISCONTINUITY\n"), "{after}");
+    assert!(!after.contains("#EXT-X-ENDLIST"));
+    let (_, stats) = app.get(&stats_path, None).await;
+    assert_eq!(
+        (stats["publishers"].clone(), stats["reconnecting"].clone()),
+        (json!(2), json!(false))
+    );
+    // The HTTP-FLV viewer kept its connection: frames from both encoders, on
+    // one clock that never goes back.
+    let video = eventually("the returning encoder's frames over HTTP-FLV", || async {
+        let video = watcher.video();
+        (video.len() > frames_of_first + 30).then_some(video)
+    })
+    .await;
+    assert!(
+        !watcher.task.is_finished(),
+        "the HTTP-FLV body is still open"
+    );
+    assert!(
+        video.windows(2).all(|w| w[0] <= w[1]),
+        "timestamps go back: {video:?}"
+    );
+
+    // Gone for longer than the grace: the stream ends.
+    second.kill().await.unwrap();
+    eventually("the stream to end after the grace", || async {
+        playlist_ended(&app, &playlist_path).await.then_some(())
+    })
+    .await;
+    let (_, room_view) = app.get(&format!("/api/v1/rooms/{room}"), None).await;
+    assert_eq!(room_view["status"], "scheduled", "{room_view}");
+}
+
 /// A connection the server should close on its own, and how long that may take.
 async fn closed_by_server(app: &TestApp, bytes: &[u8], within: Duration) -> bool {
     let mut socket = TcpStream::connect(app.rtmp).await.unwrap();
