@@ -2,12 +2,12 @@
 // database and the machine's NATS (a database and a subject prefix of this
 // test's own): chat said through one node shows on a page served by the other;
 // when the first node stops (SIGTERM: it closes its sockets with 1012), the
-// page reconnects through the balancer to the second and carries on, with
-// every message shown once.
+// page on it reconnects through the balancer to the second and carries on,
+// with every message shown once.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { after, before, test } from 'node:test';
-import { balance, launch, signUpInDialog, startHawker } from './harness.mjs';
+import { balance, launch, startHawker } from './harness.mjs';
 
 const database = `e2e_cluster_${process.pid}`;
 const psql = (sql) => execFileSync('psql', ['-h', '127.0.0.1', '-d', 'postgres', '-qc', sql]);
@@ -46,9 +46,23 @@ async function created(url, body, token) {
   return value;
 }
 
+/**
+ * Says `text` in the page's chat. The box empties once the message went out;
+ * while the page is still connecting it keeps the text, and Send is pressed
+ * again.
+ */
 async function say(page, text) {
-  await page.getByRole('textbox', { name: 'Chat message' }).fill(text);
-  await page.getByRole('button', { name: 'Send' }).click();
+  const box = page.getByRole('textbox', { name: 'Chat message' });
+  await box.fill(text);
+  for (let attempt = 0; ; attempt++) {
+    await page.getByRole('button', { name: 'Send' }).click();
+    try {
+      await page.waitForFunction((el) => el.value === '', await box.elementHandle(), { timeout: 2000 });
+      return;
+    } catch (error) {
+      if (attempt === 10) throw error;
+    }
+  }
 }
 
 /** Waits until `page` shows `text` in its chat, then checks it shows it once. */
@@ -66,24 +80,38 @@ test('a room page follows the chat across nodes and through the stop of the node
   await created(`${base}/api/v1/shops`, { handle: 'cluster', name: 'Cluster', currency: 'EUR' }, seller.token);
   const room = (await created(`${base}/api/v1/shops/cluster/rooms`, { title: 'Across nodes' }, seller.token)).room.id;
 
-  // Ann comes in through the balancer (the first node); Bob straight on the second.
-  const ann = await (await browser.newContext()).newPage();
-  ann.on('pageerror', (error) => assert.fail(`Ann's page: ${error.message}`));
-  await ann.goto(`${base}/r/${room}`);
-  const bob = await (await browser.newContext()).newPage();
-  bob.on('pageerror', (error) => assert.fail(`Bob's page: ${error.message}`));
-  await bob.goto(`${nodes[1].url}/r/${room}`);
+  // Ann comes in through the balancer (the first node); Bob straight on the
+  // second. Each signs up first (the session cookie goes into the browser).
+  const viewer = async (origin, name) => {
+    const page = await (await browser.newContext()).newPage();
+    page.on('pageerror', (error) => assert.fail(`${name}'s page: ${error.message}`));
+    const res = await page.request.post(`${origin}/api/v1/users`, {
+      data: { email: `${name}@cluster.example`, password: 'correct horse battery', display_name: name },
+    });
+    assert.equal(res.status(), 201);
+    await page.goto(`${origin}/r/${room}`);
+    return page;
+  };
+  const ann = await viewer(base, 'Ann');
+  const bob = await viewer(nodes[1].url, 'Bob');
 
   await say(ann, 'Said on the first node');
-  await signUpInDialog(ann, 'ann@cluster.example', 'Ann');
-  await ann.getByRole('button', { name: 'Send' }).click();
-  for (const page of [ann, bob]) await shownOnce(page, 'Said on the first node');
-
-  // The first node stops; Ann's page reconnects through the balancer to the second.
-  await nodes[0].stop();
-  await say(ann, 'Said after the first node stopped');
+  await say(bob, 'Said on the second node');
   for (const page of [ann, bob]) {
+    await shownOnce(page, 'Said on the first node');
+    await shownOnce(page, 'Said on the second node');
+  }
+
+  // The first node stops; Ann's page reconnects through the balancer to the
+  // second: what Bob says now reaches her, and she can answer.
+  await nodes[0].stop();
+  await say(bob, 'Said after the first node stopped');
+  await shownOnce(ann, 'Said after the first node stopped');
+  await say(ann, 'Ann, back on the second node');
+  for (const page of [ann, bob]) {
+    await shownOnce(page, 'Ann, back on the second node');
     await shownOnce(page, 'Said after the first node stopped');
     await shownOnce(page, 'Said on the first node');
+    await shownOnce(page, 'Said on the second node');
   }
 });

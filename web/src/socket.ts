@@ -73,14 +73,23 @@ export class RoomSocket {
       this.waiting.splice(0).forEach((resolve) => resolve());
     });
     socket.addEventListener('message', (message) => {
-      if (typeof message.data !== 'string') return;
+      // A replaced connection may still deliver what was in flight; the new
+      // one sends it again from `since`.
+      if (this.socket !== socket || typeof message.data !== 'string') return;
       let frame: RoomEvent;
       try {
         frame = JSON.parse(message.data) as RoomEvent;
       } catch {
         return;
       }
-      if (typeof frame.seq === 'number') this.lastSeq = frame.seq;
+      const seq = frame.seq;
+      if (typeof seq === 'number') {
+        // An event already shown is never shown twice (a snapshot or state
+        // replaces what is shown, whatever its number).
+        const view = frame.type === 'snapshot' || frame.type === 'state';
+        if (!view && this.lastSeq !== null && seq <= this.lastSeq) return;
+        this.lastSeq = seq;
+      }
       if (frame.type === 'snapshot' || frame.type === 'state') {
         this.handlers.snapshot(frame.data as unknown as Snapshot);
       } else if (frame.type === 'error') {
