@@ -83,6 +83,7 @@ error_codes! {
     ProviderUnavailable = (BAD_GATEWAY, "provider_unavailable", "The payment provider did not answer; try again."),
     ProviderRefused = (BAD_GATEWAY, "provider_refused", "The payment provider refused the call; nothing was charged or refunded."),
     Unavailable = (SERVICE_UNAVAILABLE, "unavailable", "The service is not ready; try again shortly."),
+    StorageUnavailable = (SERVICE_UNAVAILABLE, "storage_unavailable", "The file storage is not answering; try again shortly."),
     Timeout = (SERVICE_UNAVAILABLE, "timeout", "The request took too long."),
 }
 

@@ -35,8 +35,11 @@ pub use sale_events::{SaleEvents, TICK as SALE_EVENT_TICK};
 /// Settings the API needs; the binary fills them from flags, env and TOML.
 #[derive(Debug, Clone)]
 pub struct ApiConfig {
-    /// Uploaded images live under `{data_dir}/images`.
+    /// The node's own files; uploaded images live under `{data_dir}/images`
+    /// unless `object_store_url` says otherwise.
     pub data_dir: PathBuf,
+    /// `file:///path`: where images go, a folder every node shares.
+    pub object_store_url: Option<String>,
     pub session_ttl: Duration,
     /// Mark the session cookie `Secure` (when served over HTTPS).
     pub secure_cookies: bool,
@@ -104,6 +107,7 @@ impl ApiConfig {
             media: media::Settings::new(&data_dir),
             send_timeout: Duration::from_secs(30),
             rtmp_port: 1935,
+            object_store_url: None,
             data_dir,
         }
     }
@@ -118,6 +122,7 @@ struct Inner {
     bus: bus::Bus,
     hub: live::Hub,
     media: media::Media,
+    objects: objects::Objects,
     sale_events: SaleEvents,
     inventory: store::Inventory,
     payments: payments::Provider,
@@ -131,6 +136,8 @@ pub struct Parts {
     pub bus: bus::Bus,
     pub hub: live::Hub,
     pub media: media::Media,
+    /// Where images are kept.
+    pub objects: objects::Objects,
     pub sale_events: SaleEvents,
     pub inventory: store::Inventory,
     pub payments: payments::Provider,
@@ -149,6 +156,7 @@ impl AppState {
             sale_rooms: std::sync::Mutex::default(),
             hub: parts.hub,
             media: parts.media,
+            objects: parts.objects,
             bus: parts.bus,
             sale_events: parts.sale_events,
             metrics: middleware::metrics_handle(),
@@ -165,6 +173,10 @@ impl AppState {
 
     pub fn config(&self) -> &ApiConfig {
         &self.0.config
+    }
+
+    pub fn objects(&self) -> &objects::Objects {
+        &self.0.objects
     }
 
     /// The payment provider orders are paid through.

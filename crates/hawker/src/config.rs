@@ -157,6 +157,10 @@ pub struct Settings {
     /// fewer wake-ups for at most that much latency [default: 10]
     #[arg(long, env = "HAWKER_RTMP_TICK_MS")]
     pub rtmp_tick_ms: Option<u64>,
+    /// file:///path of a folder every node shares, for uploaded images
+    /// [default: the data directory]
+    #[arg(long, env = "HAWKER_OBJECT_STORE_URL", hide_env_values = true)]
+    pub object_store_url: Option<String>,
     /// postgres://user@host/db to use PostgreSQL [default: SQLite in the data directory]
     #[arg(long, env = "HAWKER_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
@@ -278,6 +282,7 @@ impl Settings {
             rtmp_tick_ms,
             httpflv_merge_ms,
             reconnect_grace,
+            object_store_url,
             database_url,
             nats_url,
             nats_prefix,
@@ -342,6 +347,7 @@ impl Settings {
         if let Some(batching) = s.inventory_batching {
             api.inventory_batching = batching;
         }
+        api.object_store_url = s.object_store_url;
         if let Some(seconds) = s.reconnect_grace {
             api.media.reconnect_grace = Duration::from_secs(seconds.min(300));
         }

@@ -222,9 +222,10 @@ pub async fn seed(store: &Store, config: &Config) -> anyhow::Result<DemoRoom> {
                 .await?
         }
     };
+    let objects = objects::Objects::open(config.api.object_store_url.as_deref(), &config.data_dir)?;
     for (index, p) in PRODUCTS.iter().enumerate() {
         let picture = draw_product(index, p.rgb)?;
-        let image = api::save_image(store, &config.data_dir, &shop.id, &picture)
+        let image = api::save_image(store, &objects, &shop.id, picture.into())
             .await
             .map_err(|e| anyhow::anyhow!("saving a demo image: {}", e.message))?;
         let variants = p

@@ -571,6 +571,42 @@ fn a_node_that_cannot_reach_nats_says_so_and_exits() {
     assert!(err.contains("prefix"), "{err}");
 }
 
+#[test]
+fn a_node_given_object_storage_it_cannot_use_says_so_and_exits() {
+    let dir = tempfile::tempdir().unwrap();
+    let not_a_folder = dir.path().join("file");
+    std::fs::write(&not_a_folder, b"x").unwrap();
+    for (url, says) in [
+        (
+            "s3://bucket".to_owned(),
+            "only file:///absolute/path".to_owned(),
+        ),
+        (
+            format!("file://{}", not_a_folder.display()),
+            not_a_folder.display().to_string(),
+        ),
+    ] {
+        let (code, _, err) = run(
+            &[
+                "serve",
+                "--http-addr",
+                "127.0.0.1:0",
+                "--rtmp-addr",
+                "127.0.0.1:0",
+                "--object-store-url",
+                &url,
+            ],
+            dir.path(),
+            None,
+        );
+        assert_ne!(code, 0, "{url}");
+        assert!(
+            err.contains("opening the file storage") && err.contains(&says),
+            "{err}"
+        );
+    }
+}
+
 /// A seller's shop with a product and a room, and a live sale on it, set up
 /// over HTTP; returns the seller's token and the buy URL path.
 async fn live_sale(

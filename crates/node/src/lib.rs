@@ -51,6 +51,7 @@ fn assemble(
     store: Store,
     bus: bus::Bus,
     config: ApiConfig,
+    objects: objects::Objects,
     provider: api::payments::ProviderSettings,
     shutdown: &CancellationToken,
 ) -> AppState {
@@ -66,6 +67,7 @@ fn assemble(
         hub: live::Hub::new(store.clone(), bus.clone(), config.live.clone(), shutdown),
         media: media::Media::new(store.clone(), bus.clone(), config.media.clone()),
         payments: api::payments::Provider::new(provider),
+        objects,
         bus,
         sale_events,
         inventory,
@@ -100,7 +102,19 @@ impl Node {
                 .map_err(|e| std::io::Error::other(format!("connecting to NATS: {e}")))?,
             None => bus::Bus::in_process(),
         };
-        let state = assemble(store.clone(), bus, settings.api, provider, &shutdown);
+        let objects = objects::Objects::open(
+            settings.api.object_store_url.as_deref(),
+            &settings.api.data_dir,
+        )
+        .map_err(|e| std::io::Error::other(format!("opening the file storage: {e}")))?;
+        let state = assemble(
+            store.clone(),
+            bus,
+            settings.api,
+            objects,
+            provider,
+            &shutdown,
+        );
         let sessions = state
             .bus()
             .subscribe(&bus::Topic::Sessions)

@@ -1,8 +1,7 @@
 //! Product and room images: uploaded by content (JPEG, PNG or WebP, recognised
-//! from their bytes), stored once under `{data_dir}/images/` by their SHA-256, and
+//! from their bytes), stored once under `images/` in the node's file storage
+//! (its data directory, or a folder every node shares) by their SHA-256, and
 //! served with long cache lifetimes since a given URL never changes.
-
-use std::path::{Path, PathBuf};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -12,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use domain::catalog::ImageFormat;
 use domain::ids::ShopId;
+use objects::{ObjectError, Objects};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use store::Store;
@@ -31,8 +31,16 @@ pub struct ImageView {
     pub byte_size: usize,
 }
 
-fn image_path(data_dir: &Path, id: &str) -> PathBuf {
-    data_dir.join("images").join(&id[..2]).join(id)
+/// Where an image's bytes are kept (the layout the data directory always had).
+fn image_key(id: &str) -> String {
+    format!("images/{}/{id}", &id[..2])
+}
+
+fn storage_error(e: ObjectError) -> ApiError {
+    match e {
+        ObjectError::Unavailable(_) => Code::StorageUnavailable.into(),
+        ObjectError::BadKey(_) => Code::Internal.into(),
+    }
 }
 
 fn is_image_id(id: &str) -> bool {
@@ -43,41 +51,29 @@ fn is_image_id(id: &str) -> bool {
 }
 
 /// Checks an upload by its content, writes it (atomically, once per content) and
-/// records it for the shop.
+/// records it for the shop; the bytes are kept before the record is, so no
+/// recorded image lacks them.
 pub async fn save_image(
     store: &Store,
-    data_dir: &Path,
+    objects: &Objects,
     shop: &ShopId,
-    bytes: &[u8],
+    bytes: Bytes,
 ) -> ApiResult<ImageView> {
-    let format = ImageFormat::sniff(bytes).ok_or(Code::UnsupportedImage)?;
-    let id = hex(&Sha256::digest(bytes));
-    let path = image_path(data_dir, &id);
-    if tokio::fs::metadata(&path).await.is_err() {
-        let dir = path.parent().ok_or(Code::Internal)?;
-        let tmp = dir.join(format!(
-            "{id}.{}.tmp",
-            hex(&crate::auth::random_bytes::<8>()?)
-        ));
-        let write = async {
-            tokio::fs::create_dir_all(dir).await?;
-            tokio::fs::write(&tmp, bytes).await?;
-            tokio::fs::rename(&tmp, &path).await
-        };
-        if let Err(e) = write.await {
-            tracing::error!(error = %e, path = %path.display(), "could not store an image");
-            let _ = tokio::fs::remove_file(&tmp).await;
-            return Err(Code::Internal.into());
-        }
-    }
+    let format = ImageFormat::sniff(&bytes).ok_or(Code::UnsupportedImage)?;
+    let id = hex(&Sha256::digest(&bytes));
+    let byte_size = bytes.len();
+    objects
+        .put_once(&image_key(&id), bytes)
+        .await
+        .map_err(storage_error)?;
     store
-        .add_image(shop, &id, format.content_type(), bytes.len() as i64)
+        .add_image(shop, &id, format.content_type(), byte_size as i64)
         .await?;
     Ok(ImageView {
         url: format!("/images/{id}"),
         id,
         content_type: format.content_type(),
-        byte_size: bytes.len(),
+        byte_size,
     })
 }
 
@@ -94,6 +90,7 @@ pub async fn save_image(
         (status = 403, description = "`forbidden`: not your shop", body = crate::error::ErrorBody),
         (status = 404, description = "`not_found`", body = crate::error::ErrorBody),
         (status = 415, description = "`unsupported_image`", body = crate::error::ErrorBody),
+        (status = 503, description = "`storage_unavailable`: the file storage did not take it; nothing was saved", body = crate::error::ErrorBody),
     ))]
 pub(crate) async fn upload_image(
     State(state): State<AppState>,
@@ -102,7 +99,7 @@ pub(crate) async fn upload_image(
     body: Bytes,
 ) -> ApiResult<(StatusCode, axum::Json<ImageView>)> {
     let shop = super::catalog::owned_shop(&state, &current, &shop).await?;
-    let image = save_image(state.store(), &state.config().data_dir, &shop.id, &body).await?;
+    let image = save_image(state.store(), state.objects(), &shop.id, body).await?;
     Ok((StatusCode::CREATED, axum::Json(image)))
 }
 
@@ -138,10 +135,13 @@ async fn serve_image(
     {
         return Ok((StatusCode::NOT_MODIFIED, cache).into_response());
     }
-    let bytes = tokio::fs::read(image_path(&state.config().data_dir, &id))
+    let bytes = state
+        .objects()
+        .get(&image_key(&id))
         .await
-        .map_err(|e| {
-            tracing::error!(error = %e, image = %id, "an image in the store is missing on disk");
+        .map_err(storage_error)?
+        .ok_or_else(|| {
+            tracing::error!(image = %id, place = state.objects().place(), "a recorded image is missing from the file storage");
             ApiError::from(Code::NotFound)
         })?;
     Ok((cache, [(header::CONTENT_TYPE, content_type)], bytes).into_response())

@@ -1,6 +1,7 @@
 use reqwest::StatusCode;
 use reqwest::header::{CACHE_CONTROL, CONTENT_TYPE, ETAG, IF_NONE_MATCH};
 use serde_json::{Value, json};
+use sha2::Digest;
 
 use crate::helpers::{TestApp, assert_error, png};
 
@@ -147,5 +148,50 @@ async fn bad_images_are_refused() {
         app.get("/images/..%2F..%2Fhawker.db", None).await,
         StatusCode::NOT_FOUND,
         "not_found",
+    );
+}
+
+#[tokio::test]
+async fn nodes_sharing_a_folder_serve_each_others_images_and_a_lost_folder_is_a_503() {
+    let shared = tempfile::tempdir().unwrap();
+    let folder = shared.path().join("objects");
+    std::fs::create_dir(&folder).unwrap();
+    let url = format!("file://{}", folder.display());
+    let app = TestApp::spawn_with(|c| c.object_store_url = Some(url)).await;
+    let other = app.node_beside().await;
+    let ann = app.seller("anns").await;
+    let picture = png(8, 8);
+    let (status, image) = upload(&app, &ann.token, "anns", picture.clone(), "image/png").await;
+    assert_eq!(status, StatusCode::CREATED, "{image}");
+    let id = image["id"].as_str().unwrap();
+    let res = other
+        .client
+        .get(other.url(&format!("/images/{id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK, "the other node serves it");
+    assert_eq!(res.bytes().await.unwrap().as_ref(), picture.as_slice());
+
+    // The folder is gone (an unmounted share): uploads are refused with a
+    // stable code, and nothing is recorded.
+    std::fs::remove_dir_all(&folder).unwrap();
+    std::fs::write(&folder, b"not a folder").unwrap();
+    let another = png(9, 9);
+    let another_id: String = sha2::Sha256::digest(&another)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let (status, refused) = upload(&other, &ann.token, "anns", another, "image/png").await;
+    assert_error(
+        (status, refused),
+        StatusCode::SERVICE_UNAVAILABLE,
+        "storage_unavailable",
+    );
+    let (status, _) = other.get(&format!("/images/{another_id}"), None).await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "a refused upload is not recorded"
     );
 }
