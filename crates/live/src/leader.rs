@@ -66,9 +66,14 @@ fn decode(payload: &[u8]) -> Result<Input, domain::event::Undecodable> {
     RoomEvent::decode(payload).map(Input::Event)
 }
 
-/// A node's report older than this no longer counts (it stopped reporting: it
-/// died, or nobody watches there any more).
+/// A node's report this much older than the newest one no longer counts (it
+/// stopped reporting: it died, or nobody watches there any more). Measured
+/// against the other reports, not the clock, so that a machine that stalls
+/// for a while (all reports late together) does not make the count dip.
 const FRESH: Duration = Duration::from_secs(2);
+/// A report this old lapses whatever the others do (the only node that
+/// reported died).
+const STALE: Duration = Duration::from_secs(8);
 /// A room nobody has numbered for as long as its log keeps: the inputs of
 /// this long before are still shown.
 const RECENT: Duration = Duration::from_secs(30);
@@ -367,9 +372,8 @@ impl Leader {
             let count = self.likes;
             self.number(&RoomEvent::Likes(Likes { count, added }));
         }
-        self.presence.retain(|_, (_, at)| at.elapsed() < FRESH);
         if self.since.elapsed() >= TICK * 2 {
-            let count = self.presence.values().map(|(v, _)| v).sum();
+            let count = viewers_reported(&mut self.presence, Instant::now());
             if count != self.viewers {
                 self.viewers = count;
                 self.number(&RoomEvent::Viewers(Viewers { count }));
@@ -441,6 +445,17 @@ impl Leader {
 }
 
 /// Reports this node's share of the room to its sequencer.
+/// The sum of the nodes' reports that still count (see [`FRESH`] and
+/// [`STALE`]); the others are forgotten.
+fn viewers_reported(presence: &mut HashMap<String, (u64, Instant)>, now: Instant) -> u64 {
+    let Some(newest) = presence.values().map(|(_, at)| *at).max() else {
+        return 0;
+    };
+    presence
+        .retain(|_, (_, at)| newest.duration_since(*at) < FRESH && now.duration_since(*at) < STALE);
+    presence.values().map(|(viewers, _)| viewers).sum()
+}
+
 pub(crate) async fn report(hub: &Hub, room: &Room, presence: Presence) {
     if let Err(e) = hub
         .bus()
@@ -448,5 +463,27 @@ pub(crate) async fn report(hub: &Hub, room: &Room, presence: Presence) {
         .await
     {
         tracing::debug!(room = %room.id, error = %e, "presence not reported");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_silent_node_lapses_but_a_stalled_machine_keeps_its_count() {
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        let mut presence =
+            HashMap::from([("a".to_owned(), (3, at(0))), ("b".to_owned(), (4, at(0)))]);
+        // Nobody reported for 5 s (the machine stalled): both still count.
+        assert_eq!(viewers_reported(&mut presence, at(5_000)), 7);
+        // `a` goes on reporting, `b` is silent: `b` lapses.
+        presence.insert("a".to_owned(), (3, at(2_500)));
+        assert_eq!(viewers_reported(&mut presence, at(2_600)), 3);
+        assert!(!presence.contains_key("b"));
+        // The only report left is very old: it lapses too.
+        assert_eq!(viewers_reported(&mut presence, at(2_500 + 8_000)), 0);
+        assert!(presence.is_empty());
     }
 }
