@@ -345,15 +345,20 @@ fn shared_open(shared: &Shared) -> usize {
 /// The send time a chat message carries ("t:" and microseconds since the
 /// start), wherever it is in the frame: Pusher escapes it inside a string.
 fn sent_at(frame: &[u8]) -> Option<u64> {
-    let at = frame.windows(2).position(|w| w == b"t:")? + 2;
+    number_after(frame, b"t:")
+}
+
+/// The number written right after the first `tag` in a frame.
+pub(crate) fn number_after(frame: &[u8], tag: &[u8]) -> Option<u64> {
+    let at = frame.windows(tag.len()).position(|w| w == tag)? + tag.len();
     let digits = frame[at..].iter().take_while(|b| b.is_ascii_digit());
-    let mut us = 0u64;
+    let mut n = 0u64;
     let mut any = false;
     for d in digits {
-        us = us.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
+        n = n.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
         any = true;
     }
-    any.then_some(us)
+    any.then_some(n)
 }
 
 /// One viewer: connects from 127.0.0.`source`, counts every frame, and (one

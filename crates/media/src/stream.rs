@@ -714,24 +714,23 @@ impl Publisher {
     /// publishes by then.
     pub async fn finish(self) {
         let grace = self.media.0.settings.reconnect_grace;
-        let (segments, recording) = {
+        // What the pause closed, for the recording; `None`: end at once.
+        let paused = {
             let mut state = self.stream.lock();
             if state.publisher.as_ref().map(|p| p.0) != Some(self.session) || state.ended {
                 return;
             }
-            if grace.is_zero() {
-                (Vec::new(), None)
-            } else {
+            (!grace.is_zero()).then(|| {
                 state.publisher = None;
                 state.departed = Some(self.session);
                 state.hls.pause();
                 (state.hls.take_completed(), state.recording.clone())
-            }
+            })
         };
-        if grace.is_zero() {
+        let Some((segments, recording)) = paused else {
             self.media.end(&self.stream).await;
             return;
-        }
+        };
         self.stream.changed.send_modify(|n| *n += 1);
         if let Some(recording) = recording {
             recording.write(segments);

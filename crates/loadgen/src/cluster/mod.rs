@@ -126,16 +126,8 @@ fn chat_text(node: usize) -> String {
 /// The send time (Unix µs) and sender's node of a chat frame made of
 /// [`chat_text`].
 pub fn chat_sender(frame: &[u8]) -> Option<(u64, usize)> {
-    let number_after = |tag: &[u8]| -> Option<u64> {
-        let at = frame.windows(tag.len()).position(|w| w == tag)? + tag.len();
-        let n = frame[at..]
-            .iter()
-            .take_while(|b| b.is_ascii_digit())
-            .count();
-        std::str::from_utf8(&frame[at..at + n]).ok()?.parse().ok()
-    };
-    let sent = number_after(b"t:")?;
-    let node = number_after(b" n:")?;
+    let sent = crate::room::number_after(frame, b"t:")?;
+    let node = crate::room::number_after(frame, b" n:")?;
     Some((sent, usize::try_from(node).ok()?))
 }
 
@@ -205,7 +197,8 @@ impl Process {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+/// A mutex's guard, whether or not a thread panicked holding it.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -218,12 +211,7 @@ fn total(processes: &[Process]) -> Tick {
         sum.away += t.away;
         sum.gaps += t.gaps;
         sum.duplicates += t.duplicates;
-        if sum.frames.len() < t.frames.len() {
-            sum.frames.resize(t.frames.len(), 0);
-        }
-        for (s, n) in sum.frames.iter_mut().zip(&t.frames) {
-            *s += n;
-        }
+        report::add_counts(&mut sum.frames, &t.frames);
     }
     sum
 }

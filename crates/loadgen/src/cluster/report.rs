@@ -78,16 +78,21 @@ pub struct Phase {
 
 impl Phase {
     pub fn merge(&mut self, other: &Phase) {
-        if self.frames.len() < other.frames.len() {
-            self.frames.resize(other.frames.len(), 0);
-        }
-        for (sum, n) in self.frames.iter_mut().zip(&other.frames) {
-            *sum += n;
-        }
+        add_counts(&mut self.frames, &other.frames);
         self.latency.merge(&other.latency);
         self.gaps += other.gaps;
         self.missing += other.missing;
         self.duplicates += other.duplicates;
+    }
+}
+
+/// Adds `more` to `sum`, count by count (by node), growing `sum` to fit.
+pub fn add_counts(sum: &mut Vec<u64>, more: &[u64]) {
+    if sum.len() < more.len() {
+        sum.resize(more.len(), 0);
+    }
+    for (s, n) in sum.iter_mut().zip(more) {
+        *s += n;
     }
 }
 

@@ -22,11 +22,10 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::report::{self, Done, Histogram, Line, PHASES, Tick};
-use super::{chat_sender, unix_us};
+use super::{chat_sender, lock, unix_us};
+use crate::room::SAMPLE;
 use crate::ws;
 
-/// One viewer in this many measures latency.
-pub const SAMPLE: usize = 20;
 /// Handshakes in flight at once, per process.
 const HANDSHAKES: usize = 256;
 /// Room events checked against each other: this many after the first one seen.
@@ -208,10 +207,6 @@ impl Watch {
         }
         counts[ms] += 1;
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// The bytes of every room event under its `seq`, as a hash: the first viewer
