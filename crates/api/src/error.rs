@@ -134,6 +134,15 @@ impl From<Code> for ApiError {
     }
 }
 
+impl From<objects::ObjectError> for ApiError {
+    fn from(e: objects::ObjectError) -> Self {
+        match e {
+            objects::ObjectError::Unavailable(_) => Code::StorageUnavailable.into(),
+            objects::ObjectError::BadKey(_) => Code::Internal.into(),
+        }
+    }
+}
+
 impl From<domain::ValidationError> for ApiError {
     fn from(e: domain::ValidationError) -> Self {
         Self {

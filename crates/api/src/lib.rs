@@ -38,8 +38,11 @@ pub struct ApiConfig {
     /// The node's own files; uploaded images live under `{data_dir}/images`
     /// unless `object_store_url` says otherwise.
     pub data_dir: PathBuf,
-    /// `file:///path`: where images go, a folder every node shares.
+    /// `file:///path` (a folder every node shares) or `s3://bucket[/prefix]`:
+    /// where images and recordings go.
     pub object_store_url: Option<String>,
+    /// The S3-compatible server an `s3://` URL is on (AWS's own if unset).
+    pub object_store_endpoint: Option<String>,
     pub session_ttl: Duration,
     /// Mark the session cookie `Secure` (when served over HTTPS).
     pub secure_cookies: bool,
@@ -104,10 +107,11 @@ impl ApiConfig {
             },
             inventory_batching: true,
             live: live::Limits::default(),
-            media: media::Settings::new(&data_dir),
+            media: media::Settings::default(),
             send_timeout: Duration::from_secs(30),
             rtmp_port: 1935,
             object_store_url: None,
+            object_store_endpoint: None,
             data_dir,
         }
     }

@@ -157,10 +157,15 @@ pub struct Settings {
     /// fewer wake-ups for at most that much latency [default: 10]
     #[arg(long, env = "HAWKER_RTMP_TICK_MS")]
     pub rtmp_tick_ms: Option<u64>,
-    /// file:///path of a folder every node shares, for uploaded images
-    /// [default: the data directory]
+    /// Where images and recordings go: file:///path of a folder every node
+    /// shares, or s3://bucket[/prefix] (credentials and region from the
+    /// AWS_* variables) [default: the data directory]
     #[arg(long, env = "HAWKER_OBJECT_STORE_URL", hide_env_values = true)]
     pub object_store_url: Option<String>,
+    /// http(s)://host:port of the S3-compatible server an s3:// URL is on
+    /// [default: AWS]
+    #[arg(long, env = "HAWKER_OBJECT_STORE_ENDPOINT")]
+    pub object_store_endpoint: Option<String>,
     /// postgres://user@host/db to use PostgreSQL [default: SQLite in the data directory]
     #[arg(long, env = "HAWKER_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
@@ -283,6 +288,7 @@ impl Settings {
             httpflv_merge_ms,
             reconnect_grace,
             object_store_url,
+            object_store_endpoint,
             database_url,
             nats_url,
             nats_prefix,
@@ -348,6 +354,7 @@ impl Settings {
             api.inventory_batching = batching;
         }
         api.object_store_url = s.object_store_url;
+        api.object_store_endpoint = s.object_store_endpoint;
         if let Some(seconds) = s.reconnect_grace {
             api.media.reconnect_grace = Duration::from_secs(seconds.min(300));
         }

@@ -222,7 +222,11 @@ pub async fn seed(store: &Store, config: &Config) -> anyhow::Result<DemoRoom> {
                 .await?
         }
     };
-    let objects = objects::Objects::open(config.api.object_store_url.as_deref(), &config.data_dir)?;
+    let objects = objects::Objects::open(
+        config.api.object_store_url.as_deref(),
+        config.api.object_store_endpoint.as_deref(),
+        &config.data_dir,
+    )?;
     for (index, p) in PRODUCTS.iter().enumerate() {
         let picture = draw_product(index, p.rgb)?;
         let image = api::save_image(store, &objects, &shop.id, picture.into())

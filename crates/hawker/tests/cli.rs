@@ -243,7 +243,7 @@ fn migrate_is_idempotent_and_admin_create_user_works() {
     let (code, out, err) = run(&["migrate"], dir.path(), None);
     assert_eq!(code, 0, "{err}");
     assert!(
-        out.contains("Applied migrations [1, 2, 3, 4, 5, 6, 8, 9, 10, 11, 12]"),
+        out.contains("Applied migrations [1, 2, 3, 4, 5, 6, 8, 9, 10, 11, 12, 13]"),
         "{out}"
     );
     let (code, out, _) = run(&["migrate"], dir.path(), None);
@@ -578,8 +578,8 @@ fn a_node_given_object_storage_it_cannot_use_says_so_and_exits() {
     std::fs::write(&not_a_folder, b"x").unwrap();
     for (url, says) in [
         (
-            "s3://bucket".to_owned(),
-            "only file:///absolute/path".to_owned(),
+            "gs://bucket".to_owned(),
+            "file:///absolute/path or s3://bucket".to_owned(),
         ),
         (
             format!("file://{}", not_a_folder.display()),

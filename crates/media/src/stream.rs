@@ -50,12 +50,13 @@ pub struct Settings {
     /// (OBS reconnects by itself) before it ends: a reconnect within it
     /// continues the same playlist. Zero ends a stream with its encoder.
     pub reconnect_grace: Duration,
-    /// Recordings are written under this directory.
-    pub recordings_dir: std::path::PathBuf,
+    /// Bytes of recorded segments held in memory while the file storage does
+    /// not answer; past it, the oldest are dropped (and counted).
+    pub recording_buffer: usize,
 }
 
-impl Settings {
-    pub fn new(data_dir: &std::path::Path) -> Self {
+impl Default for Settings {
+    fn default() -> Self {
         Self {
             hls: hls::Settings::default(),
             max_message: 8 * 1024 * 1024,
@@ -67,7 +68,7 @@ impl Settings {
             gop_max_bytes: 32 * 1024 * 1024,
             linger: Duration::from_secs(30),
             reconnect_grace: Duration::from_secs(5),
-            recordings_dir: data_dir.join("recordings"),
+            recording_buffer: 256 * 1024 * 1024,
         }
     }
 }
@@ -99,8 +100,9 @@ struct Inner {
 }
 
 impl Media {
-    pub fn new(store: Store, bus: Bus, settings: Settings) -> Self {
-        let recorder = Recorder::new(store.clone(), settings.recordings_dir.clone());
+    /// Recordings go to `objects`.
+    pub fn new(store: Store, bus: Bus, objects: objects::Objects, settings: Settings) -> Self {
+        let recorder = Recorder::new(store.clone(), objects, settings.recording_buffer);
         Self(Arc::new(Inner {
             store,
             bus,

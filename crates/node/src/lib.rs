@@ -65,7 +65,12 @@ fn assemble(
     };
     AppState::new(Parts {
         hub: live::Hub::new(store.clone(), bus.clone(), config.live.clone(), shutdown),
-        media: media::Media::new(store.clone(), bus.clone(), config.media.clone()),
+        media: media::Media::new(
+            store.clone(),
+            bus.clone(),
+            objects.clone(),
+            config.media.clone(),
+        ),
         payments: api::payments::Provider::new(provider),
         objects,
         bus,
@@ -104,6 +109,7 @@ impl Node {
         };
         let objects = objects::Objects::open(
             settings.api.object_store_url.as_deref(),
+            settings.api.object_store_endpoint.as_deref(),
             &settings.api.data_dir,
         )
         .map_err(|e| std::io::Error::other(format!("opening the file storage: {e}")))?;
@@ -132,20 +138,16 @@ impl Node {
             upkeep,
             shutdown.clone(),
         ));
-        // Recordings a crash left open are closed before any encoder comes.
-        state.media().recorder().recover().await;
         tasks.spawn(media::ingest::serve(
             rtmp,
             state.media().clone(),
             shutdown.clone(),
         ));
-        if let Some(keep) = settings.recording_retention {
-            tasks.spawn(sweep_recordings(
-                state.media().recorder().clone(),
-                keep,
-                shutdown.clone(),
-            ));
-        }
+        tasks.spawn(keep_recordings(
+            state.media().recorder().clone(),
+            settings.recording_retention,
+            shutdown.clone(),
+        ));
         let http = tokio::spawn(api::serve(
             http,
             state.clone(),
@@ -235,17 +237,25 @@ async fn payments(
     })
 }
 
-/// Deletes recordings past their retention, hourly.
-async fn sweep_recordings(
+/// Closes recordings whose node died (any node's, a minute after), and
+/// deletes recordings past their retention, hourly.
+async fn keep_recordings(
     recorder: media::record::Recorder,
-    keep: Duration,
+    retention: Option<Duration>,
     shutdown: CancellationToken,
 ) {
+    let mut swept: Option<std::time::Instant> = None;
     loop {
-        recorder.sweep(keep).await;
+        recorder.recover(media::record::ABANDONED_AFTER).await;
+        if let Some(keep) = retention
+            && swept.is_none_or(|at| at.elapsed() >= Duration::from_secs(3600))
+        {
+            recorder.sweep(keep).await;
+            swept = Some(std::time::Instant::now());
+        }
         tokio::select! {
             () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(Duration::from_secs(3600)) => {}
+            () = tokio::time::sleep(Duration::from_secs(60)) => {}
         }
     }
 }

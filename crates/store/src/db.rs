@@ -69,6 +69,11 @@ const SQLITE_MIGRATIONS: Migrations = &[
         "sale versions",
         include_str!("../migrations/sqlite/0012_sale_versions.sql"),
     ),
+    (
+        13,
+        "recording writers",
+        include_str!("../migrations/sqlite/0013_recording_writers.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: Migrations = &[
     (
@@ -130,6 +135,11 @@ const POSTGRES_MIGRATIONS: Migrations = &[
         12,
         "sale versions",
         include_str!("../migrations/postgres/0012_sale_versions.sql"),
+    ),
+    (
+        13,
+        "recording writers",
+        include_str!("../migrations/postgres/0013_recording_writers.sql"),
     ),
 ];
 

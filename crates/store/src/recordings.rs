@@ -91,16 +91,19 @@ impl Store {
         execute!(
             &mut tx,
             sqlx::query(
-                "INSERT INTO recordings (id, room_id, status, started_at) VALUES ($1, $2, 'recording', $3)"
+                "INSERT INTO recordings (id, room_id, status, started_at, written_at)
+                 VALUES ($1, $2, 'recording', $3, $4)"
             )
             .bind(id.as_str())
             .bind(room.as_str())
             .bind(started_at.as_millis())
+            .bind(Timestamp::now().as_millis())
         )?;
         tx.commit().await
     }
 
-    /// Records how far a recording got; with `ended_at`, it is complete.
+    /// Records how far a recording got (and that its writer is still there);
+    /// with `ended_at`, it is complete.
     pub async fn update_recording(
         &self,
         id: &RecordingId,
@@ -112,7 +115,7 @@ impl Store {
             &mut tx,
             sqlx::query(
                 "UPDATE recordings SET duration_ms = $2, segments = $3, bytes = $4,
-                     ended_at = COALESCE($5, ended_at),
+                     ended_at = COALESCE($5, ended_at), written_at = $6,
                      status = CASE WHEN $5 IS NULL THEN status ELSE 'complete' END
                  WHERE id = $1"
             )
@@ -121,6 +124,7 @@ impl Store {
             .bind(progress.segments)
             .bind(progress.bytes)
             .bind(ended_at.map(Timestamp::as_millis))
+            .bind(Timestamp::now().as_millis())
         )?;
         tx.commit().await
     }
@@ -162,13 +166,17 @@ impl Store {
     }
 
     /// Recordings still marked as being written (after a crash, all of them).
-    pub async fn unfinished_recordings(&self) -> Result<Vec<Recording>> {
+    /// Recordings still being written whose writer was last heard of before
+    /// `before`.
+    pub async fn abandoned_recordings(&self, before: Timestamp) -> Result<Vec<Recording>> {
         let mut c = self.read().await?;
         fetch_all!(
             &mut c,
             sqlx::query(&format!(
-                "SELECT {COLUMNS} FROM recordings WHERE status = 'recording'"
-            )),
+                "SELECT {COLUMNS} FROM recordings
+                 WHERE status = 'recording' AND COALESCE(written_at, started_at) < $1"
+            ))
+            .bind(before.as_millis()),
             recording
         )
     }

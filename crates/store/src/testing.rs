@@ -131,3 +131,44 @@ pub async fn orphans(store: &Store) -> crate::error::Result<i64> {
 fn orphan_count<R: crate::row::Get>(r: &R) -> crate::error::Result<i64> {
     r.int("orphans")
 }
+
+/// A room (in a shop of its own, with a seller of its own) for tests that
+/// need one to exist and nothing more.
+pub async fn room(store: &Store) -> domain::ids::RoomId {
+    use domain::account::{DisplayName, Email, Role};
+    use domain::catalog::{Description, Handle, ShopName, Title};
+    use domain::money::Currency;
+    let tag = uuid::Uuid::now_v7().simple().to_string();
+    let parse = "a valid test value";
+    let seller = store
+        .create_user(crate::NewUser {
+            email: Email::parse(&format!("seller-{tag}@example.com")).expect(parse),
+            display_name: DisplayName::parse("Seller").expect(parse),
+            password_hash: "$argon2id$stand-in".into(),
+            role: Role::Seller,
+        })
+        .await
+        .expect("a user");
+    let shop = store
+        .create_shop(crate::NewShop {
+            owner: seller.id,
+            handle: Handle::parse(&format!("s{}", &tag[tag.len() - 12..])).expect(parse),
+            name: ShopName::parse("Test shop").expect(parse),
+            currency: Currency::parse("EUR").expect(parse),
+            description: Description::parse("").expect(parse),
+        })
+        .await
+        .expect("a shop");
+    store
+        .create_room(crate::NewRoom {
+            shop: shop.id,
+            title: Title::parse("Live").expect(parse),
+            description: Description::parse("").expect(parse),
+            cover_image: None,
+            scheduled_start: None,
+            stream_key_hash: format!("key-{tag}"),
+        })
+        .await
+        .expect("a room")
+        .id
+}

@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use domain::catalog::ImageFormat;
 use domain::ids::ShopId;
-use objects::{ObjectError, Objects};
+use objects::Objects;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use store::Store;
@@ -36,13 +36,6 @@ fn image_key(id: &str) -> String {
     format!("images/{}/{id}", &id[..2])
 }
 
-fn storage_error(e: ObjectError) -> ApiError {
-    match e {
-        ObjectError::Unavailable(_) => Code::StorageUnavailable.into(),
-        ObjectError::BadKey(_) => Code::Internal.into(),
-    }
-}
-
 fn is_image_id(id: &str) -> bool {
     id.len() == 64
         && id
@@ -65,7 +58,7 @@ pub async fn save_image(
     objects
         .put_once(&image_key(&id), bytes)
         .await
-        .map_err(storage_error)?;
+        .map_err(ApiError::from)?;
     store
         .add_image(shop, &id, format.content_type(), byte_size as i64)
         .await?;
@@ -139,7 +132,7 @@ async fn serve_image(
         .objects()
         .get(&image_key(&id))
         .await
-        .map_err(storage_error)?
+        .map_err(ApiError::from)?
         .ok_or_else(|| {
             tracing::error!(image = %id, place = state.objects().place(), "a recorded image is missing from the file storage");
             ApiError::from(Code::NotFound)

@@ -255,29 +255,21 @@ async fn recording_file(
         && rec
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if !valid_id || !media::record::is_file_name(&file) {
+        return Err(Code::NotFound.into());
+    }
     let (content_type, cache) = if file == "index.m3u8" {
         (PLAYLIST, NO_CACHE)
-    } else if media_file_name(&file).is_some_and(|f| !matches!(f, MediaFile::Part(..))) {
-        (MP4, IMMUTABLE)
     } else {
-        return Err(Code::NotFound.into());
+        (MP4, IMMUTABLE)
     };
-    if !valid_id {
-        return Err(Code::NotFound.into());
-    }
-    let path = state
+    let found = state
         .media()
         .recorder()
-        .path(&RecordingId::from_string(rec))
-        .join(&file);
-    match tokio::fs::read(&path).await {
-        Ok(bytes) => Ok(media(content_type, cache, bytes)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Code::NotFound.into()),
-        Err(e) => {
-            tracing::error!(path = %path.display(), error = %e, "could not read a recording");
-            Err(Code::Internal.into())
-        }
-    }
+        .file(&RecordingId::from_string(rec), &file)
+        .await?;
+    let bytes = found.ok_or(Code::NotFound)?;
+    Ok(media(content_type, cache, bytes))
 }
 
 /// A recording of a live, with what happened during it.

@@ -110,7 +110,7 @@ impl TestApp {
     pub async fn node_beside(&self) -> Self {
         let mut config = self.config.clone();
         config.data_dir = self.db.dir().join("beside");
-        config.media = media::Settings::new(&config.data_dir);
+        config.media = media::Settings::default();
         config.payments_url = Some(self.payments_url.clone());
         Self::on(self.db.clone(), config).await
     }
