@@ -3,6 +3,8 @@
 
 #![allow(dead_code)] // Each test binary uses a part of it.
 
+pub mod cluster;
+
 use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
