@@ -39,16 +39,20 @@ pub enum Topic {
     /// Users' sign-ins, which every node's credential cache follows
     /// ([`SessionEvent`]).
     Sessions,
+    /// Which node a room's stream moved to, for the one it left to let go
+    /// at once.
+    Streams,
 }
 
 impl Topic {
     /// The topic's name under the bus's prefix: `room.{id}.in`, `shop.{id}`,
-    /// `sessions`.
+    /// `sessions`, `streams`.
     pub fn subject(&self) -> String {
         match self {
             Self::Room(id) => format!("room.{id}.in"),
             Self::Shop(id) => format!("shop.{id}"),
             Self::Sessions => "sessions".to_owned(),
+            Self::Streams => "streams".to_owned(),
         }
     }
 }

@@ -139,7 +139,7 @@ impl Nats {
                     .await
                     .map_err(unreachable)?;
             }
-            Topic::Shop(_) | Topic::Sessions => {
+            Topic::Shop(_) | Topic::Sessions | Topic::Streams => {
                 self.client
                     .publish(subject, payload)
                     .await

@@ -243,7 +243,7 @@ fn migrate_is_idempotent_and_admin_create_user_works() {
     let (code, out, err) = run(&["migrate"], dir.path(), None);
     assert_eq!(code, 0, "{err}");
     assert!(
-        out.contains("Applied migrations [1, 2, 3, 4, 5, 6, 8, 9, 10, 11, 12, 13]"),
+        out.contains("Applied migrations [1, 2, 3, 4, 5, 6, 8, 9, 10, 11, 12, 13, 14]"),
         "{out}"
     );
     let (code, out, _) = run(&["migrate"], dir.path(), None);

@@ -195,3 +195,179 @@ async fn nodes_sharing_a_folder_serve_each_others_images_and_recordings() {
     assert!(shared.path().join("recordings").is_dir());
     cluster.finish().await;
 }
+
+/// An ffmpeg publishing to `rtmp` until it is killed or cut off.
+fn encoder(rtmp: std::net::SocketAddr, key: &str) -> tokio::process::Child {
+    tokio::process::Command::new("ffmpeg")
+        .args(["-v", "error", "-re", "-f", "lavfi", "-i"])
+        .arg("testsrc2=size=320x240:rate=30:duration=120")
+        .args([
+            "-c:v", "libx264", "-preset", "veryfast", "-g", "30", "-pix_fmt", "yuv420p", "-f",
+            "flv",
+        ])
+        .arg(format!("rtmp://{rtmp}/live/{key}"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("ffmpeg is installed (scripts/test installs it)")
+}
+
+/// What a live playlist says: its stream id (the directory of its URIs),
+/// first media sequence number, discontinuity sequence and newest segment.
+#[derive(Debug)]
+struct Live {
+    stream: String,
+    first: u64,
+    discontinuities: u64,
+    last: u64,
+}
+
+fn live(playlist: &str) -> Option<Live> {
+    let tag = |name: &str| {
+        playlist
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.parse().ok())
+    };
+    let (stream, last) = playlist.lines().rev().find_map(|l| {
+        let (stream, file) = l.split_once('/')?;
+        let msn = file
+            .strip_prefix("seg")?
+            .strip_suffix(".m4s")?
+            .parse()
+            .ok()?;
+        Some((stream.to_owned(), msn))
+    })?;
+    Some(Live {
+        stream,
+        first: tag("#EXT-X-MEDIA-SEQUENCE:")?,
+        discontinuities: tag("#EXT-X-DISCONTINUITY-SEQUENCE:").unwrap_or(0),
+        last,
+    })
+}
+
+/// Node `i`'s live playlist of `room` once it has a segment past `after`.
+async fn playlist_past(cluster: &Cluster, i: usize, room: &str, after: Option<u64>) -> Live {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let (status, body) = get(cluster, i, &format!("/live/{room}/index.m3u8")).await;
+        let text = String::from_utf8_lossy(&body);
+        if status == 200
+            && let Some(found) = live(&text).filter(|l| after.is_none_or(|a| l.last > a))
+        {
+            return found;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "node {i}: {status} {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The room's recordings, as node `i` lists them, once all are complete.
+async fn complete_recordings(cluster: &Cluster, i: usize, room: &str) -> Vec<Value> {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let (_, list) = cluster
+            .call(
+                i,
+                reqwest::Method::GET,
+                &format!("/api/v1/rooms/{room}/recordings"),
+                None,
+                None,
+            )
+            .await;
+        let items = list["items"].as_array().cloned().unwrap_or_default();
+        if !items.is_empty() && items.iter().all(|r| r["status"] == "complete") {
+            return items;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "recordings: {list}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn room_status(cluster: &Cluster, i: usize, room: &str) -> String {
+    let (_, body) = cluster
+        .call(
+            i,
+            reqwest::Method::GET,
+            &format!("/api/v1/rooms/{room}"),
+            None,
+            None,
+        )
+        .await;
+    body["status"].as_str().unwrap_or_default().to_owned()
+}
+
+/// After the move, node 1 goes on with node 0's stream: the same URIs,
+/// numbers that keep rising after a discontinuity, the room live all along,
+/// and one recording of both halves.
+async fn the_stream_goes_on_at_node_1(cluster: &Cluster, room: &str, before: &Live) {
+    let after = playlist_past(cluster, 1, room, Some(before.last)).await;
+    assert_eq!(after.stream, before.stream, "the same stream: {after:?}");
+    assert!(
+        after.first > before.last,
+        "numbers keep rising: {before:?} then {after:?}"
+    );
+    assert!(after.discontinuities > before.discontinuities, "{after:?}");
+    assert_eq!(room_status(cluster, 2, room).await, "live");
+}
+
+#[tokio::test]
+async fn an_encoder_that_moves_to_another_node_takes_the_stream_over_there() {
+    let shared = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", shared.path().display());
+    let cluster = Cluster::start_with(
+        3,
+        "nats://127.0.0.1:4222",
+        vec![("HAWKER_OBJECT_STORE_URL", url)],
+    )
+    .await;
+    let (_, room, key) = room(&cluster).await;
+    let mut first = encoder(cluster.rtmp[0], &key);
+    let before = playlist_past(&cluster, 0, &room, Some(1)).await;
+    // The same key on another node: the newest encoder wins, and the node it
+    // left cuts the first encoder off.
+    let mut second = encoder(cluster.rtmp[1], &key);
+    let cut = tokio::time::timeout(PATIENCE, first.wait()).await;
+    assert!(cut.is_ok(), "node 0 let the first encoder go on publishing");
+    the_stream_goes_on_at_node_1(&cluster, &room, &before).await;
+    second.kill().await.unwrap();
+    let recordings = complete_recordings(&cluster, 2, &room).await;
+    assert_eq!(
+        recordings.len(),
+        1,
+        "one recording of both halves: {recordings:?}"
+    );
+    let (_, playlist) = get(&cluster, 2, recordings[0]["playlist_url"].as_str().unwrap()).await;
+    let playlist = String::from_utf8_lossy(&playlist);
+    assert!(playlist.contains("#EXT-X-DISCONTINUITY"), "{playlist}");
+    assert_eq!(room_status(&cluster, 1, &room).await, "scheduled");
+    cluster.finish().await;
+}
+
+#[tokio::test]
+async fn an_encoder_that_comes_back_to_another_node_within_the_grace_continues_the_stream() {
+    let shared = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", shared.path().display());
+    let cluster = Cluster::start_with(
+        3,
+        "nats://127.0.0.1:4222",
+        vec![("HAWKER_OBJECT_STORE_URL", url)],
+    )
+    .await;
+    let (_, room, key) = room(&cluster).await;
+    let mut first = encoder(cluster.rtmp[0], &key);
+    let before = playlist_past(&cluster, 0, &room, Some(1)).await;
+    // The encoder's connection drops; it reconnects, to another node.
+    first.kill().await.unwrap();
+    let mut second = encoder(cluster.rtmp[1], &key);
+    the_stream_goes_on_at_node_1(&cluster, &room, &before).await;
+    second.kill().await.unwrap();
+    let recordings = complete_recordings(&cluster, 2, &room).await;
+    assert_eq!(recordings.len(), 1, "{recordings:?}");
+    cluster.finish().await;
+}

@@ -67,6 +67,16 @@ pub struct Segment {
     parts: Vec<Part>,
 }
 
+/// Where a stream's playlist stands: the next segment's media sequence
+/// number, its init segment generation and the discontinuity sequence of its
+/// newest segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct Position {
+    pub next_msn: u64,
+    pub generation: u32,
+    pub discontinuity_sequence: u64,
+}
+
 struct Open {
     msn: u64,
     start_ms: i64,
@@ -407,6 +417,34 @@ impl Hls {
         }
     }
 
+    /// Where the stream stands, for a node that continues it.
+    pub fn position(&self) -> Position {
+        let shown = self
+            .segments
+            .iter()
+            .skip(1)
+            .filter(|s| s.discontinuity)
+            .count()
+            + usize::from(
+                self.open
+                    .as_ref()
+                    .is_some_and(|o| o.discontinuity && !self.segments.is_empty()),
+            );
+        Position {
+            next_msn: self.next_msn,
+            generation: self.generation,
+            discontinuity_sequence: self.discontinuities_dropped + shown as u64,
+        }
+    }
+
+    /// A new muxer's stream goes on from where another's stood: its segments
+    /// number on from there, after a discontinuity, with a new init segment.
+    pub fn continue_from(&mut self, from: Position) {
+        self.next_msn = from.next_msn;
+        self.generation = from.generation + 1;
+        self.discontinuities_dropped = from.discontinuity_sequence + 1;
+    }
+
     /// Segments completed since the last call (for the recorder).
     pub fn take_completed(&mut self) -> Vec<Arc<Segment>> {
         std::mem::take(&mut self.completed)
@@ -721,6 +759,34 @@ mod tests {
         assert!(after.contains("#EXT-X-DISCONTINUITY\n#EXT-X-MAP:URI=\"init1.mp4\""));
         assert!(after.contains("seg3.m4s"), "numbers keep rising");
         assert!(hls.init(0).is_some() && hls.init(1).is_some());
+    }
+
+    #[test]
+    fn a_muxer_that_continues_anothers_stream_numbers_on_after_a_discontinuity() {
+        let mut first = Hls::new(Settings::default(), String::new());
+        first.set_video(video_config());
+        stream(&mut first, 3, 30);
+        first.pause();
+        stream(&mut first, 2, 30);
+        let at = first.position();
+        assert_eq!(at.generation, 1);
+        assert_eq!(at.discontinuity_sequence, 1, "one join in the window");
+
+        let mut next = Hls::new(Settings::default(), String::new());
+        next.continue_from(at);
+        next.set_video(video_config());
+        stream(&mut next, 2, 30);
+        let playlist = next.playlist();
+        assert_eq!(
+            tag_values(&playlist, "#EXT-X-MEDIA-SEQUENCE:"),
+            [at.next_msn.to_string().as_str()]
+        );
+        assert_eq!(
+            tag_values(&playlist, "#EXT-X-DISCONTINUITY-SEQUENCE:"),
+            ["2"]
+        );
+        assert!(playlist.contains("#EXT-X-MAP:URI=\"init2.mp4\""));
+        assert!(next.init(2).is_some());
     }
 
     #[test]

@@ -20,6 +20,7 @@ pub mod flv;
 pub mod fmp4;
 pub mod hls;
 pub mod ingest;
+pub mod origin;
 pub mod record;
 pub mod rtmp;
 pub mod stream;

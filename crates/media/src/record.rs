@@ -45,6 +45,10 @@ struct Inner {
 enum Job {
     Segments(Vec<Arc<Segment>>),
     Finish,
+    /// The stream went on on another node, which writes the rest: stop at
+    /// once (what is still queued would take the numbers that node's
+    /// segments take), leaving the recording open.
+    Leave,
 }
 
 /// A stream's handle on its recording.
@@ -63,6 +67,11 @@ impl Recording {
 
     pub fn finish(&self) {
         let _ = self.jobs.send(Job::Finish);
+    }
+
+    /// Another node goes on with the recording.
+    pub fn leave(&self) {
+        let _ = self.jobs.send(Job::Leave);
     }
 }
 
@@ -93,6 +102,36 @@ impl Recorder {
             tracing::error!(%room, error = %e, "could not start a recording");
             return None;
         }
+        Some(self.write_to(id, 0, HashSet::new(), RecordingProgress::default(), false))
+    }
+
+    /// Goes on with a recording another node was making (the stream moved
+    /// here): its next segment follows the last one in the storage. `None`
+    /// if the storage cannot say what it holds or the recording is over.
+    pub async fn resume(&self, id: RecordingId) -> Option<Recording> {
+        let open = self.0.store.recording(&id).await.ok().flatten()?.recording;
+        let listing = Listing::read(&self.0.objects, &prefix(&id)).await;
+        let listing = match listing {
+            Ok(listing) if open => listing,
+            Ok(_) => return None,
+            Err(e) => {
+                tracing::error!(recording = %id, error = %e, "could not go on with a recording");
+                return None;
+            }
+        };
+        let next = listing.entries.last().map_or(0, |e| e.index + 1);
+        let inits = listing.entries.iter().map(|e| e.generation).collect();
+        Some(self.write_to(id, next, inits, listing.progress, true))
+    }
+
+    fn write_to(
+        &self,
+        id: RecordingId,
+        next_index: u64,
+        inits: HashSet<u32>,
+        progress: RecordingProgress,
+        started: bool,
+    ) -> Recording {
         let (jobs, queue) = mpsc::unbounded_channel();
         let writer = Writer {
             recorder: self.clone(),
@@ -100,13 +139,13 @@ impl Recorder {
             prefix: prefix(&id),
             queue,
             waiting: VecDeque::new(),
-            inits: HashSet::new(),
-            next_index: 0,
-            progress: RecordingProgress::default(),
-            started: false,
+            inits,
+            next_index,
+            progress,
+            started,
         };
         self.writers().spawn(writer.run());
-        Some(Recording { id, jobs })
+        Recording { id, jobs }
     }
 
     fn writers(&self) -> std::sync::MutexGuard<'_, JoinSet<()>> {
@@ -351,13 +390,16 @@ const RETRY_MAX: Duration = Duration::from_secs(10);
 
 impl Writer {
     async fn run(mut self) {
-        let mut finishing = false;
+        let mut finishing = None;
         let mut retry = Duration::from_millis(250);
         let mut heartbeat = tokio::time::interval(PROGRESS_EVERY);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             while let Ok(job) = self.queue.try_recv() {
-                finishing |= self.take(job).await;
+                finishing = finishing.or(self.take(job).await);
+            }
+            if matches!(finishing, Some(Job::Leave)) {
+                return self.save_progress().await;
             }
             if let Some(upload) = self.waiting.front() {
                 match self
@@ -384,13 +426,13 @@ impl Writer {
                 retry = (retry * 2).min(RETRY_MAX);
                 continue;
             }
-            if finishing {
+            if finishing.is_some() {
                 break;
             }
             tokio::select! {
                 job = self.queue.recv() => match job {
-                    Some(job) => finishing |= self.take(job).await,
-                    None => finishing = true,
+                    Some(job) => finishing = self.take(job).await,
+                    None => finishing = Some(Job::Finish),
                 },
                 _ = heartbeat.tick() => self.save_progress().await,
             }
@@ -398,10 +440,10 @@ impl Writer {
         self.complete().await;
     }
 
-    /// Queues a job's files; true when it ends the recording.
-    async fn take(&mut self, job: Job) -> bool {
+    /// Queues a job's files; the job itself when it ends the writing.
+    async fn take(&mut self, job: Job) -> Option<Job> {
         let segments = match job {
-            Job::Finish => return true,
+            Job::Finish | Job::Leave => return Some(job),
             Job::Segments(segments) => segments,
         };
         if !self.started
@@ -444,7 +486,7 @@ impl Writer {
             });
         }
         self.drop_over_buffer();
-        false
+        None
     }
 
     /// Past the node's buffer, the oldest waiting segment goes.

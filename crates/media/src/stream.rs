@@ -12,7 +12,7 @@ use bus::Bus;
 use bytes::{Bytes, BytesMut};
 use domain::Timestamp;
 use domain::event::{Ended, RoomEvent};
-use domain::ids::RoomId;
+use domain::ids::{RecordingId, RoomId};
 use domain::room::{Playback, Room, RoomChange, RoomStatus};
 use serde::Serialize;
 use store::Store;
@@ -53,6 +53,8 @@ pub struct Settings {
     /// Bytes of recorded segments held in memory while the file storage does
     /// not answer; past it, the oldest are dropped (and counted).
     pub recording_buffer: usize,
+    /// Where the other nodes reach this one (its origin lease says it).
+    pub advertise_url: String,
 }
 
 impl Default for Settings {
@@ -69,6 +71,7 @@ impl Default for Settings {
             linger: Duration::from_secs(30),
             reconnect_grace: Duration::from_secs(5),
             recording_buffer: 256 * 1024 * 1024,
+            advertise_url: String::new(),
         }
     }
 }
@@ -88,11 +91,13 @@ pub enum Refused {
 
 /// The streams of this node. Cheap to clone.
 #[derive(Clone)]
-pub struct Media(Arc<Inner>);
+pub struct Media(pub(crate) Arc<Inner>);
 
-struct Inner {
-    store: Store,
-    bus: Bus,
+pub(crate) struct Inner {
+    pub(crate) store: Store,
+    pub(crate) bus: Bus,
+    /// This node's name in the origin leases; no other node has it.
+    pub(crate) node: String,
     settings: Settings,
     streams: Mutex<HashMap<RoomId, Arc<Stream>>>,
     sessions: AtomicU64,
@@ -106,6 +111,7 @@ impl Media {
         Self(Arc::new(Inner {
             store,
             bus,
+            node: crate::origin::node_name(),
             settings,
             streams: Mutex::default(),
             sessions: AtomicU64::new(1),
@@ -132,7 +138,7 @@ impl Media {
         streams.iter().map(|s| s.stats()).collect()
     }
 
-    fn streams(&self) -> MutexGuard<'_, HashMap<RoomId, Arc<Stream>>> {
+    pub(crate) fn streams(&self) -> MutexGuard<'_, HashMap<RoomId, Arc<Stream>>> {
         self.0.streams.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -151,46 +157,94 @@ impl Media {
         Ok(room)
     }
 
-    /// Makes this session the room's publisher. A publisher already there is
-    /// told to stop (its token is cancelled): the newest connection wins, which
-    /// is what an encoder reconnecting after a network drop needs. A stream
-    /// waiting for its encoder to come back goes on with this one.
-    pub async fn publish(&self, room: &Room, peer: SocketAddr) -> Publisher {
+    /// Makes this session the room's publisher, and this node the room's
+    /// origin (its lease, [`crate::origin`]). A publisher already there is
+    /// told to stop (its token is cancelled): the newest connection wins,
+    /// which is what an encoder reconnecting after a network drop needs, on
+    /// this node or another. A stream waiting for its encoder to come back,
+    /// here or on another node, goes on with this one.
+    pub async fn publish(&self, room: &Room, peer: SocketAddr) -> Result<Publisher, Refused> {
         let session = self.0.sessions.fetch_add(1, Ordering::Relaxed);
         let token = CancellationToken::new();
-        let (stream, takeover) = {
+        let claim = self
+            .0
+            .store
+            .claim_origin(
+                &room.id,
+                &self.0.node,
+                &self.0.settings.advertise_url,
+                &format!("s{:x}", Timestamp::now().as_millis()),
+                crate::origin::LEASE,
+            )
+            .await?;
+        let epoch = claim.origin.epoch;
+        // The stream was another node's: it goes on here from where it stood.
+        let moved = claim
+            .previous_node
+            .as_ref()
+            .filter(|node| **node != self.0.node)
+            .map(|_| crate::origin::Handoff::parse(&claim.origin.state));
+        let (stream, takeover, stale) = {
             let mut streams = self.streams();
-            let stream = match streams.get(&room.id) {
-                Some(s) if !s.lock().ended => s.clone(),
-                _ => {
-                    let s = Arc::new(Stream::new(room.id.clone(), &self.0.settings));
-                    streams.insert(room.id.clone(), s.clone());
-                    s
+            let here = streams.get(&room.id).filter(|s| !s.lock().ended).cloned();
+            match here {
+                Some(stream) if moved.is_none() => {
+                    let takeover = stream.take_over(session, token.clone(), epoch);
+                    (stream, takeover, None)
                 }
-            };
-            let takeover = stream.take_over(session, token.clone());
-            (stream, takeover)
+                stale => {
+                    let stream = Arc::new(Stream::new(
+                        room.id.clone(),
+                        claim.origin.stream_id.clone(),
+                        &self.0.settings,
+                    ));
+                    if let Some(handoff) = &moved {
+                        stream.lock().continue_from(handoff);
+                    }
+                    streams.insert(room.id.clone(), stream.clone());
+                    let takeover = stream.take_over(session, token.clone(), epoch);
+                    (stream, takeover, stale)
+                }
+            }
         };
+        if let Some(stale) = stale {
+            self.let_go(&stale);
+        }
         if takeover == Takeover::Replaced {
             tracing::info!(room = %room.id, %peer, "a new publisher took over the stream");
         } else if takeover == Takeover::Resumed {
             tracing::info!(room = %room.id, %peer, "the encoder came back: the stream goes on");
             metrics::counter!("hawker_streams_resumed_total").increment(1);
+        } else if let Some(handoff) = moved {
+            tracing::info!(room = %room.id, %peer, from = ?claim.previous_node, "the stream moved here from another node: it goes on");
+            metrics::counter!("hawker_streams_resumed_total").increment(1);
+            self.announce_move(&room.id, epoch).await;
+            let recording = match handoff.recording {
+                Some(id) => self.0.recorder.resume(RecordingId::from_string(id)).await,
+                None => None,
+            };
+            let recording = match recording {
+                Some(r) => Some(r),
+                None => self.0.recorder.start(&room.id, Timestamp::now()).await,
+            };
+            stream.lock().recording = recording;
+            self.keep_origin(&stream);
         } else {
             tracing::info!(room = %room.id, %peer, "stream started");
             metrics::counter!("hawker_streams_started_total").increment(1);
             let started = Timestamp::now();
             stream.lock().recording = self.0.recorder.start(&room.id, started).await;
+            self.keep_origin(&stream);
             self.set_live(&room.id, true).await;
             let live = RoomEvent::StreamLive(Playback::new(&room.id, Some(started)));
             self.0.bus.announce_room(&room.id, &live).await;
         }
-        Publisher {
+        Ok(Publisher {
             media: self.clone(),
             stream,
             session,
             token,
-        }
+        })
     }
 
     async fn set_live(&self, room: &RoomId, live: bool) {
@@ -223,6 +277,12 @@ impl Media {
     }
 
     async fn end(&self, stream: &Arc<Stream>) {
+        let epoch = stream.lock().epoch;
+        if let Ok(false) = self.0.store.release_origin(&stream.room, epoch).await {
+            // Another node took the stream and goes on with it.
+            self.let_go(stream);
+            return;
+        }
         let (segments, recording) = {
             let mut state = stream.lock();
             if state.ended {
@@ -280,17 +340,19 @@ pub struct Stream {
     pub id: String,
     state: Mutex<State>,
     /// Batches of encoded FLV tags for HTTP-FLV viewers; an empty one means the end.
-    flv: broadcast::Sender<Bytes>,
+    pub(crate) flv: broadcast::Sender<Bytes>,
     /// Bumped at every new part and at the end, for blocking playlist requests.
-    changed: watch::Sender<u64>,
+    pub(crate) changed: watch::Sender<u64>,
 }
 
-struct State {
-    publisher: Option<(u64, CancellationToken)>,
+pub(crate) struct State {
+    /// The epoch of this node's origin lease on the room.
+    pub(crate) epoch: i64,
+    pub(crate) publisher: Option<(u64, CancellationToken)>,
     /// The session whose encoder went away, while the stream waits for it to
     /// come back.
-    departed: Option<u64>,
-    ended: bool,
+    pub(crate) departed: Option<u64>,
+    pub(crate) ended: bool,
     metadata: Option<Bytes>,
     video_header: Option<Bytes>,
     audio_header: Option<Bytes>,
@@ -305,10 +367,10 @@ struct State {
     /// How many of the GOP's last tags are in `flv_pending`.
     flv_pending_tags: usize,
     gop_max_bytes: usize,
-    hls: Hls,
-    clock: Clock,
+    pub(crate) hls: Hls,
+    pub(crate) clock: Clock,
     stats: Counters,
-    recording: Option<crate::record::Recording>,
+    pub(crate) recording: Option<crate::record::Recording>,
 }
 
 impl State {
@@ -327,15 +389,22 @@ impl State {
 
 /// Keeps output timestamps increasing across publishers and encoder restarts.
 #[derive(Default)]
-struct Clock {
+pub(crate) struct Clock {
     offset: i64,
     last_in: Option<i64>,
-    last_out: i64,
+    pub(crate) last_out: i64,
     rebase: bool,
     started: bool,
 }
 
 impl Clock {
+    /// Goes on from another node's clock, which stood at `last_out`.
+    pub(crate) fn continue_from(&mut self, last_out: i64) {
+        self.last_out = last_out;
+        self.started = true;
+        self.rebase = true;
+    }
+
     /// Tags more than this apart (forwards) or behind (backwards) are a jump.
     const FORWARD_JUMP_MS: i64 = 10_000;
     const BACKWARD_JUMP_MS: i64 = 1_000;
@@ -394,12 +463,12 @@ pub struct StreamStats {
 }
 
 impl Stream {
-    fn new(room: RoomId, settings: &Settings) -> Self {
-        let id = format!("s{:x}", Timestamp::now().as_millis());
+    fn new(room: RoomId, id: String, settings: &Settings) -> Self {
         Self {
             room,
             id: id.clone(),
             state: Mutex::new(State {
+                epoch: 0,
                 publisher: None,
                 departed: None,
                 ended: false,
@@ -423,13 +492,15 @@ impl Stream {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Makes `session` the publisher, and says what it took over.
-    fn take_over(&self, session: u64, token: CancellationToken) -> Takeover {
+    /// Makes `session` the publisher, under the lease's `epoch`, and says
+    /// what it took over.
+    fn take_over(&self, session: u64, token: CancellationToken, epoch: i64) -> Takeover {
         let mut state = self.lock();
+        state.epoch = epoch;
         let takeover = match state.publisher.replace((session, token)) {
             Some((_, old)) => {
                 old.cancel();

@@ -95,6 +95,9 @@ impl Node {
         let http_addr = http.local_addr()?;
         let rtmp_addr = rtmp.local_addr()?;
         settings.api.rtmp_port = rtmp_addr.port();
+        if settings.api.media.advertise_url.is_empty() {
+            settings.api.media.advertise_url = format!("http://{http_addr}");
+        }
         let mut tasks = JoinSet::new();
         let provider = payments(&settings.api, http_addr, &mut tasks, &shutdown).await?;
         let payments_url = provider.url.clone();
@@ -131,6 +134,12 @@ impl Node {
             sessions,
             shutdown.clone(),
         ));
+        let moves = state
+            .bus()
+            .subscribe(&bus::Topic::Streams)
+            .await
+            .map_err(std::io::Error::other)?;
+        tasks.spawn(state.media().clone().follow_moves(moves, shutdown.clone()));
         tasks.spawn(api::sweep_sessions(store, shutdown.clone()));
         tasks.spawn(api::run_selling_clock(state.clone(), shutdown.clone()));
         tasks.spawn(api::payments::upkeep::run(

@@ -74,6 +74,11 @@ const SQLITE_MIGRATIONS: Migrations = &[
         "recording writers",
         include_str!("../migrations/sqlite/0013_recording_writers.sql"),
     ),
+    (
+        14,
+        "stream origins",
+        include_str!("../migrations/sqlite/0014_stream_origins.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: Migrations = &[
     (
@@ -140,6 +145,11 @@ const POSTGRES_MIGRATIONS: Migrations = &[
         13,
         "recording writers",
         include_str!("../migrations/postgres/0013_recording_writers.sql"),
+    ),
+    (
+        14,
+        "stream origins",
+        include_str!("../migrations/postgres/0014_stream_origins.sql"),
     ),
 ];
 

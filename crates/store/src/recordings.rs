@@ -165,7 +165,6 @@ impl Store {
         )
     }
 
-    /// Recordings still marked as being written (after a crash, all of them).
     /// Recordings still being written whose writer was last heard of before
     /// `before`.
     pub async fn abandoned_recordings(&self, before: Timestamp) -> Result<Vec<Recording>> {

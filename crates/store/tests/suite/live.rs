@@ -200,3 +200,64 @@ pub(crate) async fn moderation_is_kept(store: &Store) {
     assert!(!store.delete_chat(&room, message.id.as_str()).await.unwrap());
     assert!(store.recent_chat(&room, 10).await.unwrap().is_empty());
 }
+
+pub(crate) async fn the_newest_claim_of_a_stream_origin_wins(store: &Store) {
+    let room = store::testing::room(store).await;
+    let ttl = Duration::from_secs(30);
+    assert_eq!(store.origin(&room).await.unwrap(), None);
+
+    let first = store
+        .claim_origin(&room, "node-a", "http://a", "s1", ttl)
+        .await
+        .unwrap();
+    assert_eq!(first.previous_node, None);
+    assert_eq!(
+        (first.origin.epoch, first.origin.stream_id.as_str()),
+        (1, "s1")
+    );
+    assert!(
+        store
+            .renew_origin(&room, 1, "{\"msn\":4}", ttl)
+            .await
+            .unwrap()
+    );
+
+    // Another node takes it: the stream keeps its id and state, and the
+    // first holder's renewal fails from now on.
+    let second = store
+        .claim_origin(&room, "node-b", "http://b", "s2", ttl)
+        .await
+        .unwrap();
+    assert_eq!(second.previous_node.as_deref(), Some("node-a"));
+    assert_eq!(second.origin.epoch, 2);
+    assert_eq!(second.origin.stream_id, "s1");
+    assert_eq!(second.origin.state, "{\"msn\":4}");
+    assert!(!store.renew_origin(&room, 1, "{}", ttl).await.unwrap());
+    let read = store.origin(&room).await.unwrap().unwrap();
+    assert_eq!(
+        (read.node.as_str(), read.url.as_str(), read.epoch),
+        ("node-b", "http://b", 2)
+    );
+
+    // A release by the one who lost it changes nothing; by the holder, it ends.
+    assert!(!store.release_origin(&room, 1).await.unwrap());
+    assert!(store.origin(&room).await.unwrap().is_some());
+    assert!(store.release_origin(&room, 2).await.unwrap());
+    assert_eq!(store.origin(&room).await.unwrap(), None);
+
+    // A lapsed lease is no lease: the next stream starts afresh.
+    store
+        .claim_origin(&room, "node-a", "http://a", "s3", Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(store.origin(&room).await.unwrap(), None);
+    let fresh = store
+        .claim_origin(&room, "node-c", "http://c", "s4", ttl)
+        .await
+        .unwrap();
+    assert_eq!(fresh.previous_node, None);
+    assert_eq!(
+        (fresh.origin.stream_id.as_str(), fresh.origin.state.as_str()),
+        ("s4", "")
+    );
+}

@@ -81,6 +81,7 @@ conformance!(
     live::pins_replace_each_other_and_keep_their_timeline,
     live::room_stats_add_up_the_nodes_samples_and_the_chat,
     live::moderation_is_kept,
+    live::the_newest_claim_of_a_stream_origin_wins,
 );
 
 pub(crate) async fn user(store: &Store, email: &str) -> UserId {
