@@ -16,6 +16,7 @@
 
 pub mod amf;
 pub mod client;
+pub mod edge;
 pub mod flv;
 pub mod fmp4;
 pub mod hls;
@@ -24,6 +25,7 @@ pub mod origin;
 pub mod record;
 pub mod rtmp;
 pub mod stream;
+pub mod wire;
 
 pub use stream::{
     Media, Publisher, Refused, Settings, Stream, StreamStats, TooFar, flv_path, hls_path,

@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::flv::{self, AacConfig, AudioTag, AvcConfig, VideoTag};
 use crate::hls::{self, Hls};
 use crate::record::Recorder;
+use crate::wire::Frame;
 
 /// How the media part behaves; the binary fills it from its settings.
 #[derive(Debug, Clone)]
@@ -77,6 +78,9 @@ impl Default for Settings {
 }
 
 pub use domain::room::{flv_path, hls_path};
+
+/// Frames an edge may fall behind by before it is cut off (and starts again).
+const FEED_QUEUE: usize = 4096;
 
 /// Why a publish is refused.
 #[derive(Debug, thiserror::Error)]
@@ -291,6 +295,7 @@ impl Media {
             state.ended = true;
             state.hls.end();
             state.publisher = None;
+            stream.feed_out(&mut state, Frame::End);
             (state.hls.take_completed(), state.recording.take())
         };
         let _ = stream.flv.send(Bytes::new());
@@ -307,6 +312,11 @@ impl Media {
             recording.write(segments);
             recording.finish();
         }
+        self.drop_after_linger(stream);
+    }
+
+    /// An ended stream's playlist (with ENDLIST) stays for the linger.
+    pub(crate) fn drop_after_linger(&self, stream: &Arc<Stream>) {
         let media = self.clone();
         let stream = stream.clone();
         tokio::spawn(async move {
@@ -343,40 +353,66 @@ pub struct Stream {
     pub(crate) flv: broadcast::Sender<Bytes>,
     /// Bumped at every new part and at the end, for blocking playlist requests.
     pub(crate) changed: watch::Sender<u64>,
+    /// What the edges pulling this stream get ([`crate::wire`]).
+    pub(crate) feed: broadcast::Sender<Frame>,
 }
 
 pub(crate) struct State {
     /// The epoch of this node's origin lease on the room.
     pub(crate) epoch: i64,
+    /// A copy of another node's stream ([`crate::edge`]).
+    pub(crate) edge: bool,
+    /// When a viewer last asked for something.
+    pub(crate) last_read: Instant,
     pub(crate) publisher: Option<(u64, CancellationToken)>,
     /// The session whose encoder went away, while the stream waits for it to
     /// come back.
     pub(crate) departed: Option<u64>,
     pub(crate) ended: bool,
-    metadata: Option<Bytes>,
-    video_header: Option<Bytes>,
-    audio_header: Option<Bytes>,
-    video: Option<AvcConfig>,
-    audio: Option<AacConfig>,
+    pub(crate) metadata: Option<Bytes>,
+    pub(crate) video_header: Option<Bytes>,
+    pub(crate) audio_header: Option<Bytes>,
+    pub(crate) video: Option<AvcConfig>,
+    pub(crate) audio: Option<AacConfig>,
     /// The tags since the last keyframe (kind, timestamp, body), for new viewers.
-    gop: Vec<(u8, u32, Bytes)>,
-    gop_bytes: usize,
+    pub(crate) gop: Vec<(u8, u32, Bytes)>,
+    pub(crate) gop_bytes: usize,
     /// Encoded tags not yet sent to HTTP-FLV viewers: audio waits for the next
     /// video frame, so viewers wake once per frame, not once per tag.
-    flv_pending: BytesMut,
+    pub(crate) flv_pending: BytesMut,
     /// How many of the GOP's last tags are in `flv_pending`.
-    flv_pending_tags: usize,
-    gop_max_bytes: usize,
+    pub(crate) flv_pending_tags: usize,
+    pub(crate) gop_max_bytes: usize,
     pub(crate) hls: Hls,
     pub(crate) clock: Clock,
     stats: Counters,
     pub(crate) recording: Option<crate::record::Recording>,
+    /// The stream as it stood just before the last sample that began a
+    /// segment, and what it took in since: where an edge starts.
+    checkpoint: Option<Checkpoint>,
+    since: Vec<Frame>,
+    since_bytes: usize,
+}
+
+/// A stream as an edge starts from it.
+#[derive(Clone)]
+pub(crate) struct Checkpoint {
+    pub(crate) hls: Hls,
+    pub(crate) metadata: Option<Bytes>,
+    pub(crate) video_header: Option<Bytes>,
+    pub(crate) audio_header: Option<Bytes>,
 }
 
 impl State {
     /// A changed sequence header (a new encoder's settings), sent to the
     /// HTTP-FLV viewers at once, after what is pending.
-    fn send_header(&mut self, flv: &broadcast::Sender<Bytes>, kind: u8, ts: u32, body: &Bytes) {
+    pub(crate) fn send_header(
+        &mut self,
+        flv: &broadcast::Sender<Bytes>,
+        kind: u8,
+        ts: u32,
+        body: &Bytes,
+    ) {
         if flv.receiver_count() == 0 {
             return;
         }
@@ -463,12 +499,14 @@ pub struct StreamStats {
 }
 
 impl Stream {
-    fn new(room: RoomId, id: String, settings: &Settings) -> Self {
+    pub(crate) fn new(room: RoomId, id: String, settings: &Settings) -> Self {
         Self {
             room,
             id: id.clone(),
             state: Mutex::new(State {
                 epoch: 0,
+                edge: false,
+                last_read: Instant::now(),
                 publisher: None,
                 departed: None,
                 ended: false,
@@ -486,9 +524,13 @@ impl Stream {
                 clock: Clock::default(),
                 stats: Counters::default(),
                 recording: None,
+                checkpoint: None,
+                since: Vec::new(),
+                since_bytes: 0,
             }),
             flv: broadcast::channel(settings.flv_queue).0,
             changed: watch::channel(0).0,
+            feed: broadcast::channel(FEED_QUEUE).0,
         }
     }
 
@@ -538,10 +580,194 @@ impl Stream {
         }
     }
 
+    /// A tag at its output timestamp `out_ts`, seen at `wall_ms`: parsed,
+    /// muxed, kept for new viewers and sent to those watching, and to the
+    /// edges. The origin and its edges all take tags in through here, so
+    /// they all make the same parts and segments.
+    pub(crate) fn take_in(
+        &self,
+        state: &mut State,
+        kind: u8,
+        out_ts: u32,
+        body: Bytes,
+        wall_ms: i64,
+    ) -> Result<(), BadTag> {
+        let ts = i64::from(out_ts);
+        self.checkpoint_before(state, kind, ts, &body);
+        state.stats.window_bytes += body.len() as u64;
+        let mut keyframe = false;
+        let mut media = false;
+        if kind == flv::TAG_VIDEO {
+            match flv::parse_video(&body)? {
+                VideoTag::Config(config) => {
+                    if state.video.as_ref().is_some_and(|old| *old != config) {
+                        state.send_header(&self.flv, kind, out_ts, &body);
+                    }
+                    state.video_header = Some(body.clone());
+                    state.hls.set_video(config.clone());
+                    state.video = Some(config);
+                }
+                VideoTag::Frame {
+                    keyframe: key,
+                    cts,
+                    data,
+                } => {
+                    if state.video.is_none() {
+                        return Ok(());
+                    }
+                    keyframe = key;
+                    media = true;
+                    state.stats.window_frames += 1;
+                    if key {
+                        if let Some(last) = state.stats.last_keyframe_ms {
+                            state.stats.keyframe_interval_ms = Some(ts - last);
+                        }
+                        state.stats.last_keyframe_ms = Some(ts);
+                    }
+                    state.hls.push_video(ts, cts, key, data, wall_ms);
+                }
+                VideoTag::EndOfSequence => {}
+                VideoTag::Unsupported(codec) => {
+                    metrics::counter!("hawker_media_unsupported_tags_total").increment(1);
+                    tracing::debug!(room = %self.room, codec, "unsupported video codec");
+                    return Ok(());
+                }
+            }
+        } else {
+            match flv::parse_audio(&body)? {
+                AudioTag::Config(config) => {
+                    if state.audio.as_ref().is_some_and(|old| *old != config) {
+                        state.send_header(&self.flv, kind, out_ts, &body);
+                    }
+                    state.audio_header = Some(body.clone());
+                    state.hls.set_audio(config.clone());
+                    state.audio = Some(config);
+                }
+                AudioTag::Frame(data) => {
+                    if state.audio.is_none() {
+                        return Ok(());
+                    }
+                    media = true;
+                    state.hls.push_audio(ts, data, wall_ms);
+                }
+                AudioTag::Unsupported(format) => {
+                    metrics::counter!("hawker_media_unsupported_tags_total").increment(1);
+                    tracing::debug!(room = %self.room, format, "unsupported audio format");
+                    return Ok(());
+                }
+            }
+        }
+        if media {
+            if keyframe {
+                state.gop.clear();
+                state.gop_bytes = 0;
+            }
+            if state.gop_bytes + body.len() <= state.gop_max_bytes {
+                state.gop_bytes += body.len();
+                state.gop.push((kind, out_ts, body.clone()));
+            } else {
+                // Too long a GOP to keep: new viewers wait for the next keyframe.
+                state.gop.clear();
+                state.gop_bytes = state.gop_max_bytes;
+            }
+            if self.flv.receiver_count() > 0 {
+                flv::write_tag(kind, out_ts, &body, &mut state.flv_pending);
+                state.flv_pending_tags += 1;
+                if kind == flv::TAG_VIDEO || state.video.is_none() {
+                    let batch = state.flv_pending.split().freeze();
+                    state.flv_pending_tags = 0;
+                    let _ = self.flv.send(batch);
+                }
+            } else {
+                state.flv_pending.clear();
+                state.flv_pending_tags = 0;
+            }
+        }
+        update_rates(&mut state.stats);
+        self.feed_out(
+            state,
+            crate::wire::Frame::Tag {
+                kind,
+                timestamp: out_ts,
+                wall_ms,
+                body,
+            },
+        );
+        Ok(())
+    }
+
+    /// Before a tag that begins a segment, the stream as it stands is the
+    /// edges' new starting point.
+    fn checkpoint_before(&self, state: &mut State, kind: u8, ts: i64, body: &Bytes) {
+        let codec = body.first().copied().unwrap_or(0);
+        let frame = body.get(1) == Some(&1);
+        let starts = match kind {
+            flv::TAG_VIDEO if frame && codec & 0x0f == 7 => {
+                state.hls.starts_segment(true, ts, codec >> 4 == 1)
+            }
+            flv::TAG_AUDIO if frame && codec >> 4 == 10 => {
+                state.hls.starts_segment(false, ts, false)
+            }
+            _ => false,
+        };
+        if starts {
+            state.checkpoint = Some(Checkpoint {
+                hls: state.hls.clone(),
+                metadata: state.metadata.clone(),
+                video_header: state.video_header.clone(),
+                audio_header: state.audio_header.clone(),
+            });
+            state.since.clear();
+            state.since_bytes = 0;
+        }
+    }
+
+    /// What the stream took in, for the edges: sent to those pulling it, and
+    /// kept since the checkpoint for those that come.
+    pub(crate) fn feed_out(&self, state: &mut State, frame: Frame) {
+        if state.checkpoint.is_some() {
+            state.since_bytes += match &frame {
+                Frame::Tag { body, .. } | Frame::Metadata(body) => body.len(),
+                _ => 0,
+            };
+            if state.since_bytes > state.gop_max_bytes {
+                // Too long since a segment began: edges wait for the next.
+                state.checkpoint = None;
+                state.since.clear();
+            } else {
+                state.since.push(frame.clone());
+            }
+        }
+        if self.feed.receiver_count() > 0 {
+            let _ = self.feed.send(frame);
+        }
+    }
+
+    /// What an edge that starts pulling now gets first (the checkpoint, then
+    /// what came since, [`crate::wire`]'s frames encoded) and what comes
+    /// after; `None` until the stream has begun a segment, or once it ended.
+    pub fn join_feed(&self) -> Option<(Bytes, broadcast::Receiver<Frame>)> {
+        let (checkpoint, since, feed) = {
+            let state = self.lock();
+            if state.ended {
+                return None;
+            }
+            let checkpoint = state.checkpoint.clone()?;
+            (checkpoint, state.since.clone(), self.feed.subscribe())
+        };
+        let mut out = BytesMut::new();
+        Frame::Start(checkpoint.encode(&self.id)).encode(&mut out);
+        for frame in &since {
+            frame.encode(&mut out);
+        }
+        Some((out.freeze(), feed))
+    }
+
     /// What an HTTP-FLV viewer gets first (header, metadata, sequence headers,
     /// the current GOP) and the tags after it.
     pub fn watch_flv(&self) -> Option<(Bytes, broadcast::Receiver<Bytes>)> {
-        let state = self.lock();
+        let mut state = self.lock();
+        state.last_read = Instant::now();
         if state.ended {
             return None;
         }
@@ -576,7 +802,8 @@ impl Stream {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             {
-                let state = self.lock();
+                let mut state = self.lock();
+                state.last_read = Instant::now();
                 let ready = match want {
                     None => true,
                     Some((msn, _)) if msn > state.hls.upcoming_msn() + 1 => return Err(TooFar),
@@ -600,7 +827,8 @@ impl Stream {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             {
-                let state = self.lock();
+                let mut state = self.lock();
+                state.last_read = Instant::now();
                 if let Some(part) = state.hls.part(msn, index) {
                     return Some(part);
                 }
@@ -621,11 +849,15 @@ impl Stream {
     }
 
     pub fn segment(&self, msn: u64) -> Option<Bytes> {
-        self.lock().hls.segment(msn)
+        let mut state = self.lock();
+        state.last_read = Instant::now();
+        state.hls.segment(msn)
     }
 
     pub fn init(&self, generation: u32) -> Option<Bytes> {
-        self.lock().hls.init(generation)
+        let mut state = self.lock();
+        state.last_read = Instant::now();
+        state.hls.init(generation)
     }
 }
 
@@ -659,7 +891,8 @@ impl Publisher {
     pub fn metadata(&self, body: Bytes) {
         let mut state = self.stream.lock();
         if state.publisher.as_ref().map(|p| p.0) == Some(self.session) {
-            state.metadata = Some(body);
+            state.metadata = Some(body.clone());
+            self.stream.feed_out(&mut state, Frame::Metadata(body));
         }
     }
 
@@ -674,96 +907,8 @@ impl Publisher {
             let parts_before = state.hls.next_part();
             let ts = state.clock.map(timestamp);
             let out_ts = u32::try_from(ts).unwrap_or(u32::MAX);
-            state.stats.window_bytes += body.len() as u64;
-            let mut keyframe = false;
-            let mut media = false;
-            if kind == flv::TAG_VIDEO {
-                match flv::parse_video(&body)? {
-                    VideoTag::Config(config) => {
-                        if state.video.as_ref().is_some_and(|old| *old != config) {
-                            state.send_header(&self.stream.flv, kind, out_ts, &body);
-                        }
-                        state.video_header = Some(body.clone());
-                        state.hls.set_video(config.clone());
-                        state.video = Some(config);
-                    }
-                    VideoTag::Frame {
-                        keyframe: key,
-                        cts,
-                        data,
-                    } => {
-                        if state.video.is_none() {
-                            return Ok(());
-                        }
-                        keyframe = key;
-                        media = true;
-                        state.stats.window_frames += 1;
-                        if key {
-                            if let Some(last) = state.stats.last_keyframe_ms {
-                                state.stats.keyframe_interval_ms = Some(ts - last);
-                            }
-                            state.stats.last_keyframe_ms = Some(ts);
-                        }
-                        state.hls.push_video(ts, cts, key, data, wall_ms);
-                    }
-                    VideoTag::EndOfSequence => {}
-                    VideoTag::Unsupported(codec) => {
-                        metrics::counter!("hawker_media_unsupported_tags_total").increment(1);
-                        tracing::debug!(room = %self.stream.room, codec, "unsupported video codec");
-                        return Ok(());
-                    }
-                }
-            } else {
-                match flv::parse_audio(&body)? {
-                    AudioTag::Config(config) => {
-                        if state.audio.as_ref().is_some_and(|old| *old != config) {
-                            state.send_header(&self.stream.flv, kind, out_ts, &body);
-                        }
-                        state.audio_header = Some(body.clone());
-                        state.hls.set_audio(config.clone());
-                        state.audio = Some(config);
-                    }
-                    AudioTag::Frame(data) => {
-                        if state.audio.is_none() {
-                            return Ok(());
-                        }
-                        media = true;
-                        state.hls.push_audio(ts, data, wall_ms);
-                    }
-                    AudioTag::Unsupported(format) => {
-                        metrics::counter!("hawker_media_unsupported_tags_total").increment(1);
-                        tracing::debug!(room = %self.stream.room, format, "unsupported audio format");
-                        return Ok(());
-                    }
-                }
-            }
-            if media {
-                if keyframe {
-                    state.gop.clear();
-                    state.gop_bytes = 0;
-                }
-                if state.gop_bytes + body.len() <= state.gop_max_bytes {
-                    state.gop_bytes += body.len();
-                    state.gop.push((kind, out_ts, body.clone()));
-                } else {
-                    // Too long a GOP to keep: new viewers wait for the next keyframe.
-                    state.gop.clear();
-                    state.gop_bytes = state.gop_max_bytes;
-                }
-                if self.stream.flv.receiver_count() > 0 {
-                    flv::write_tag(kind, out_ts, &body, &mut state.flv_pending);
-                    state.flv_pending_tags += 1;
-                    if kind == flv::TAG_VIDEO || state.video.is_none() {
-                        let batch = state.flv_pending.split().freeze();
-                        state.flv_pending_tags = 0;
-                        let _ = self.stream.flv.send(batch);
-                    }
-                } else {
-                    state.flv_pending.clear();
-                    state.flv_pending_tags = 0;
-                }
-            }
-            update_rates(&mut state.stats);
+            self.stream
+                .take_in(&mut state, kind, out_ts, body, wall_ms)?;
             let new_part = state.hls.next_part() != parts_before;
             let segments = state.hls.take_completed();
             let recording = if segments.is_empty() {
@@ -797,6 +942,7 @@ impl Publisher {
                 state.publisher = None;
                 state.departed = Some(self.session);
                 state.hls.pause();
+                self.stream.feed_out(&mut state, Frame::Pause);
                 (state.hls.take_completed(), state.recording.clone())
             })
         };

@@ -16,6 +16,8 @@ use bytes::{Bytes, BytesMut};
 use crate::flv::{AacConfig, AvcConfig};
 use crate::fmp4::{self, AUDIO_TRACK, Run, Sample, VIDEO_TIMESCALE, VIDEO_TRACK};
 
+mod checkpoint;
+
 #[derive(Debug, Clone, Copy)]
 pub struct Settings {
     /// The longest a part may be, in ms (PART-TARGET).
@@ -77,6 +79,7 @@ pub struct Position {
     pub discontinuity_sequence: u64,
 }
 
+#[derive(Clone)]
 struct Open {
     msn: u64,
     start_ms: i64,
@@ -86,6 +89,7 @@ struct Open {
     part_start_ms: i64,
 }
 
+#[derive(Clone)]
 struct VideoFrame {
     dts_ms: i64,
     cts_ms: i32,
@@ -93,6 +97,7 @@ struct VideoFrame {
     data: Bytes,
 }
 
+#[derive(Clone)]
 pub struct Hls {
     settings: Settings,
     /// Put before every media URI of the playlist (a stream's own directory,
@@ -207,6 +212,21 @@ impl Hls {
         }
         self.discontinuity_next = true;
         self.wall_offset_ms = None;
+    }
+
+    /// Whether a frame (a video frame, or else an audio frame) at `dts_ms`
+    /// would begin a segment.
+    pub fn starts_segment(&self, video: bool, dts_ms: i64, keyframe: bool) -> bool {
+        let due = self
+            .open
+            .as_ref()
+            .is_none_or(|o| dts_ms - o.start_ms >= self.settings.segment_min_ms);
+        let cuts = if video {
+            self.video.is_some() && keyframe
+        } else {
+            self.video.is_none() && self.audio.is_some()
+        };
+        !self.ended && cuts && due
     }
 
     /// The stream is over: what is open becomes the last segment.
@@ -630,19 +650,19 @@ fn ms_to_ticks(ms: i64, timescale: u32) -> u64 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn video_config() -> AvcConfig {
+    pub(crate) fn video_config() -> AvcConfig {
         AvcConfig::parse(crate::flv::tests::record()).expect("valid")
     }
 
-    fn audio_config() -> AacConfig {
+    pub(crate) fn audio_config() -> AacConfig {
         AacConfig::parse(Bytes::from_static(&[0x12, 0x10])).expect("valid")
     }
 
     /// `seconds` of 30 fps video with a keyframe every `gop` frames, and audio.
-    fn stream(hls: &mut Hls, seconds: i64, gop: i64) {
+    pub(crate) fn stream(hls: &mut Hls, seconds: i64, gop: i64) {
         let frames = seconds * 30;
         let mut audio_ms = 0.0f64;
         for n in 0..frames {
