@@ -6,6 +6,7 @@
 //! the database itself.
 
 mod auth;
+mod edge;
 mod error;
 mod extract;
 mod idempotency;
@@ -43,6 +44,9 @@ pub struct ApiConfig {
     pub object_store_url: Option<String>,
     /// The S3-compatible server an `s3://` URL is on (AWS's own if unset).
     pub object_store_endpoint: Option<String>,
+    /// What nodes show each other to pull a stream from its origin
+    /// (`crate::edge`); without it, a stream plays from its origin only.
+    pub cluster_secret: Option<String>,
     pub session_ttl: Duration,
     /// Mark the session cookie `Secure` (when served over HTTPS).
     pub secure_cookies: bool,
@@ -112,6 +116,7 @@ impl ApiConfig {
             rtmp_port: 1935,
             object_store_url: None,
             object_store_endpoint: None,
+            cluster_secret: None,
             data_dir,
         }
     }
@@ -275,6 +280,7 @@ pub fn router(state: AppState) -> Router {
         .merge(ops::router(openapi))
         .merge(routes::images::serve_router())
         .merge(routes::video::media_router())
+        .merge(edge::router())
         .merge(routes::pages::router())
         .fallback(|| async { ApiError::from(Code::RouteNotFound) })
         .method_not_allowed_fallback(|| async { ApiError::from(Code::MethodNotAllowed) })

@@ -166,6 +166,15 @@ pub struct Settings {
     /// [default: AWS]
     #[arg(long, env = "HAWKER_OBJECT_STORE_ENDPOINT")]
     pub object_store_endpoint: Option<String>,
+    /// A secret every node of the cluster is given, with which a node pulls
+    /// a stream from the node its encoder reached, to play it from every
+    /// node [default: none: a stream plays from its own node only]
+    #[arg(long, env = "HAWKER_CLUSTER_SECRET", hide_env_values = true)]
+    pub cluster_secret: Option<String>,
+    /// http://host:port at which the other nodes reach this one
+    /// [default: http://{http-addr}]
+    #[arg(long, env = "HAWKER_ADVERTISE_URL")]
+    pub advertise_url: Option<String>,
     /// postgres://user@host/db to use PostgreSQL [default: SQLite in the data directory]
     #[arg(long, env = "HAWKER_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
@@ -289,6 +298,8 @@ impl Settings {
             reconnect_grace,
             object_store_url,
             object_store_endpoint,
+            cluster_secret,
+            advertise_url,
             database_url,
             nats_url,
             nats_prefix,
@@ -355,6 +366,10 @@ impl Settings {
         }
         api.object_store_url = s.object_store_url;
         api.object_store_endpoint = s.object_store_endpoint;
+        api.cluster_secret = s.cluster_secret.filter(|s| !s.is_empty());
+        if let Some(url) = s.advertise_url {
+            api.media.advertise_url = url.trim_end_matches('/').to_owned();
+        }
         if let Some(seconds) = s.reconnect_grace {
             api.media.reconnect_grace = Duration::from_secs(seconds.min(300));
         }

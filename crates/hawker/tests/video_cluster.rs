@@ -250,12 +250,22 @@ fn live(playlist: &str) -> Option<Live> {
 
 /// Node `i`'s live playlist of `room` once it has a segment past `after`.
 async fn playlist_past(cluster: &Cluster, i: usize, room: &str, after: Option<u64>) -> Live {
+    playlist_where(cluster, i, room, |l| after.is_none_or(|a| l.last > a)).await
+}
+
+/// Node `i`'s live playlist of `room` once it is as `wanted`.
+async fn playlist_where(
+    cluster: &Cluster,
+    i: usize,
+    room: &str,
+    wanted: impl Fn(&Live) -> bool,
+) -> Live {
     let deadline = tokio::time::Instant::now() + PATIENCE;
     loop {
         let (status, body) = get(cluster, i, &format!("/live/{room}/index.m3u8")).await;
         let text = String::from_utf8_lossy(&body);
         if status == 200
-            && let Some(found) = live(&text).filter(|l| after.is_none_or(|a| l.last > a))
+            && let Some(found) = live(&text).filter(&wanted)
         {
             return found;
         }
@@ -306,7 +316,8 @@ async fn room_status(cluster: &Cluster, i: usize, room: &str) -> String {
 /// numbers that keep rising after a discontinuity, the room live all along,
 /// and one recording of both halves.
 async fn the_stream_goes_on_at_node_1(cluster: &Cluster, room: &str, before: &Live) {
-    let after = playlist_past(cluster, 1, room, Some(before.last)).await;
+    // Node 1 may serve a copy of node 0's stream first; then its own.
+    let after = playlist_where(cluster, 1, room, |l| l.first > before.last).await;
     assert_eq!(after.stream, before.stream, "the same stream: {after:?}");
     assert!(
         after.first > before.last,
@@ -369,5 +380,233 @@ async fn an_encoder_that_comes_back_to_another_node_within_the_grace_continues_t
     second.kill().await.unwrap();
     let recordings = complete_recordings(&cluster, 2, &room).await;
     assert_eq!(recordings.len(), 1, "{recordings:?}");
+    cluster.finish().await;
+}
+
+/// The media URIs of a live playlist, as listed.
+fn uris(playlist: &str) -> Vec<String> {
+    playlist
+        .lines()
+        .filter_map(|l| {
+            l.split_once("URI=\"")
+                .map(|(_, rest)| rest.split('"').next().unwrap_or("").to_owned())
+                .or_else(|| (!l.starts_with('#') && !l.is_empty()).then(|| l.to_owned()))
+        })
+        .collect()
+}
+
+/// Tags of an FLV body (after its 13-byte header): kind and timestamp.
+fn flv_tags(body: &[u8]) -> Vec<(u8, u32)> {
+    let mut tags = Vec::new();
+    let mut at = 13;
+    while at + 11 <= body.len() {
+        let size = u32::from_be_bytes([0, body[at + 1], body[at + 2], body[at + 3]]) as usize;
+        let ts = u32::from_be_bytes([body[at + 7], body[at + 4], body[at + 5], body[at + 6]]);
+        if at + 11 + size + 4 > body.len() {
+            break;
+        }
+        tags.push((body[at], ts));
+        at += 11 + size + 4;
+    }
+    tags
+}
+
+/// `bytes` of node `i`'s HTTP-FLV body of `room`.
+async fn flv_body(cluster: &Cluster, i: usize, room: &str, bytes: usize) -> Vec<u8> {
+    let mut res = cluster
+        .client
+        .get(format!("{}/live/{room}.flv", cluster.base(i)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 200);
+    let mut body = Vec::new();
+    while body.len() < bytes {
+        match res.chunk().await.unwrap() {
+            Some(chunk) => body.extend_from_slice(&chunk),
+            None => break,
+        }
+    }
+    body
+}
+
+async fn metric(cluster: &Cluster, i: usize, name: &str) -> f64 {
+    let (_, text) = get(cluster, i, "/metrics").await;
+    String::from_utf8_lossy(&text)
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn a_stream_published_to_one_node_plays_from_every_node() {
+    let cluster = Cluster::start(3, "nats://127.0.0.1:4222").await;
+    let (_, room, key) = room(&cluster).await;
+    let _encoder = encoder(cluster.rtmp[0], &key);
+    let origin = playlist_past(&cluster, 0, &room, Some(1)).await;
+
+    // Node 1 serves the origin's stream, under the same names.
+    let edge = playlist_past(&cluster, 1, &room, Some(origin.last)).await;
+    assert_eq!(edge.stream, origin.stream);
+    // A blocking request for the next part wakes when it is there, and the
+    // part is the origin's, byte for byte.
+    let (_, text) = get(&cluster, 1, &format!("/live/{room}/index.m3u8")).await;
+    let text = String::from_utf8_lossy(&text).into_owned();
+    let hint = text
+        .lines()
+        .find_map(|l| l.strip_prefix("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\""))
+        .and_then(|l| l.strip_suffix('"'))
+        .unwrap()
+        .to_owned();
+    let (msn, part) = hint
+        .rsplit('/')
+        .next()
+        .and_then(|f| {
+            f.strip_prefix("part")?
+                .strip_suffix(".m4s")?
+                .split_once('.')
+        })
+        .map(|(m, p)| (m.to_owned(), p.to_owned()))
+        .unwrap();
+    let (status, blocked) = get(
+        &cluster,
+        1,
+        &format!("/live/{room}/index.m3u8?_HLS_msn={msn}&_HLS_part={part}"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(
+        uris(&String::from_utf8_lossy(&blocked)).contains(&hint),
+        "{hint}"
+    );
+    let path = format!("/live/{room}/{hint}");
+    let (edge_status, edge_part) = get(&cluster, 1, &path).await;
+    let (origin_status, origin_part) = get(&cluster, 0, &path).await;
+    assert_eq!((edge_status, origin_status), (200, 200));
+    assert_eq!(edge_part, origin_part, "the same part from both nodes");
+
+    // Node 2 serves it over HTTP-FLV, timestamps rising, and its health.
+    let body = flv_body(&cluster, 2, &room, 200_000).await;
+    assert!(body.starts_with(b"FLV"));
+    let tags = flv_tags(&body);
+    assert!(
+        tags.iter().filter(|t| t.0 == 9).count() > 10,
+        "{} tags",
+        tags.len()
+    );
+    let video: Vec<u32> = tags.iter().filter(|t| t.0 == 9).map(|t| t.1).collect();
+    assert!(video.windows(2).all(|w| w[0] <= w[1]), "{video:?}");
+    let (status, health) = cluster
+        .call(
+            2,
+            reqwest::Method::GET,
+            &format!("/api/v1/rooms/{room}/stream"),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{health}");
+    assert_eq!(health["live"], true);
+    assert_eq!(
+        health["video_codec"]
+            .as_str()
+            .map(|c| c.starts_with("avc1")),
+        Some(true)
+    );
+
+    // One pull per node, however many viewers: twenty more on node 1.
+    let path = format!("/live/{room}/index.m3u8");
+    let viewers: Vec<_> = (0..20).map(|_| get(&cluster, 1, &path)).collect();
+    for (status, _) in futures_util::future::join_all(viewers).await {
+        assert_eq!(status, 200);
+    }
+    assert_eq!(metric(&cluster, 1, "hawker_edge_pulls_total").await, 1.0);
+    assert_eq!(
+        metric(&cluster, 0, "hawker_edge_feeds").await,
+        2.0,
+        "nodes 1 and 2"
+    );
+    // ffprobe plays node 2's LL-HLS.
+    let probe = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=codec_name",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(format!("{}/live/{room}/index.m3u8", cluster.base(2)))
+        .output()
+        .expect("ffprobe comes with ffmpeg");
+    assert!(
+        String::from_utf8_lossy(&probe.stdout).contains("h264"),
+        "{probe:?}"
+    );
+    cluster.finish().await;
+}
+
+#[tokio::test]
+async fn when_the_origin_dies_its_edges_end_the_stream_and_a_new_one_plays_everywhere() {
+    let shared = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", shared.path().display());
+    let mut cluster = Cluster::start_with(
+        3,
+        "nats://127.0.0.1:4222",
+        vec![("HAWKER_OBJECT_STORE_URL", url)],
+    )
+    .await;
+    let (_, room, key) = room(&cluster).await;
+    let mut first = encoder(cluster.rtmp[0], &key);
+    let before = playlist_past(&cluster, 0, &room, Some(1)).await;
+    playlist_past(&cluster, 1, &room, None).await;
+    cluster.kill(0);
+    let _ = first.wait().await;
+    // Node 1's copy ends cleanly, and the room's live is over.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let (_, text) = get(&cluster, 1, &format!("/live/{room}/index.m3u8")).await;
+        if String::from_utf8_lossy(&text).contains("#EXT-X-ENDLIST") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no ENDLIST on node 1"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    while room_status(&cluster, 2, &room).await != "scheduled" {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the room stayed live"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The encoder comes back, to node 1: a new stream plays from every node.
+    let _second = encoder(cluster.rtmp[1], &key);
+    let after = playlist_past(&cluster, 2, &room, None).await;
+    assert_ne!(after.stream, before.stream);
+    assert_eq!(room_status(&cluster, 2, &room).await, "live");
+    // What node 0 recorded before it died is kept, and closed.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let (_, list) = cluster
+            .call(
+                2,
+                reqwest::Method::GET,
+                &format!("/api/v1/rooms/{room}/recordings"),
+                None,
+                None,
+            )
+            .await;
+        let items = list["items"].as_array().cloned().unwrap_or_default();
+        let first = items.iter().find(|r| r["status"] == "complete");
+        if let Some(first) = first {
+            assert!(first["duration_ms"].as_i64().unwrap() > 0, "{first}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{list}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     cluster.finish().await;
 }

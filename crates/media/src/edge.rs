@@ -180,6 +180,11 @@ impl Mirror {
     pub fn stream(&self) -> &Arc<Stream> {
         &self.stream
     }
+
+    /// Whether the feed of the last connection brought its checkpoint.
+    pub fn took_media(&self) -> bool {
+        self.started
+    }
 }
 
 impl crate::stream::State {
@@ -220,6 +225,34 @@ impl crate::stream::State {
 pub const EDGE_IDLE: Duration = Duration::from_secs(10);
 
 impl Stream {
+    /// Whether this is a copy of another node's stream.
+    pub fn is_copy(&self) -> bool {
+        self.lock().edge
+    }
+
+    pub fn is_over(&self) -> bool {
+        self.lock().ended
+    }
+
+    /// Waits up to `wait` for the stream to have something to play (or to
+    /// end).
+    pub async fn until_started(&self, wait: Duration) {
+        let mut changed = self.changed.subscribe();
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            {
+                let state = self.lock();
+                if state.ended || state.hls.is_playable() {
+                    return;
+                }
+            }
+            tokio::select! {
+                r = changed.changed() => if r.is_err() { return },
+                () = tokio::time::sleep_until(deadline) => return,
+            }
+        }
+    }
+
     /// Whether this copy has had no viewer for [`EDGE_IDLE`].
     pub fn unwatched(&self) -> bool {
         self.flv.receiver_count() == 0 && self.lock().last_read.elapsed() >= EDGE_IDLE

@@ -18,6 +18,7 @@ use std::time::Duration;
 use bus::{Subscription, Topic};
 use bytes::Bytes;
 use domain::Timestamp;
+use domain::event::{Ended, RoomEvent};
 use domain::ids::RoomId;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
@@ -67,10 +68,17 @@ impl Handoff {
     }
 }
 
+/// Media sequence numbers a new origin skips: the lease's position is up to a
+/// renewal old, and the node it came from may have begun a segment or two
+/// since, which viewers may have seen; a number must never name two segments.
+const MSN_MARGIN: u64 = 2;
+
 impl State {
     /// A new copy of the stream goes on from another node's.
     pub(crate) fn continue_from(&mut self, handoff: &Handoff) {
-        self.hls.continue_from(handoff.position);
+        let mut position = handoff.position;
+        position.next_msn += MSN_MARGIN;
+        self.hls.continue_from(position);
         self.clock.continue_from(handoff.media_ms);
     }
 }
@@ -172,6 +180,44 @@ impl Media {
             streams.remove(&stream.room);
         }
         metrics::counter!("hawker_streams_moved_total").increment(1);
+    }
+
+    /// Ends the lives whose origin died (their lease lapsed): every node
+    /// looks every second, and the one whose release of the lapsed lease
+    /// takes announces the end. An encoder that comes back after that starts
+    /// a new stream; the recording keeps what was written (and is closed by
+    /// `Recorder::recover`).
+    pub async fn end_lapsed_streams(self, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(RENEW);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let Ok(lapsed) = self.0.store.lapsed_origins(Timestamp::now()).await else {
+                continue;
+            };
+            for origin in lapsed {
+                if !matches!(
+                    self.0
+                        .store
+                        .release_origin(&origin.room, origin.epoch)
+                        .await,
+                    Ok(true)
+                ) {
+                    continue;
+                }
+                tracing::info!(room = %origin.room, node = %origin.node, "the stream's node went away and no encoder came back: the live is over");
+                if let Some(copy) = self.stream(&origin.room).filter(|s| s.is_copy()) {
+                    self.end_copy(&copy);
+                }
+                self.set_live(&origin.room, false).await;
+                let ended = RoomEvent::StreamEnded(Ended {
+                    ended_at: Some(Timestamp::now()),
+                });
+                self.0.bus.announce_room(&origin.room, &ended).await;
+            }
+        }
     }
 
     /// Lets go of the streams other nodes announce they took over, until

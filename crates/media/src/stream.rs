@@ -127,6 +127,11 @@ impl Media {
         &self.0.settings
     }
 
+    /// This node's name in the origin leases.
+    pub fn node(&self) -> &str {
+        &self.0.node
+    }
+
     pub fn recorder(&self) -> &Recorder {
         &self.0.recorder
     }
@@ -251,7 +256,7 @@ impl Media {
         })
     }
 
-    async fn set_live(&self, room: &RoomId, live: bool) {
+    pub(crate) async fn set_live(&self, room: &RoomId, live: bool) {
         let store = &self.0.store;
         let Ok(Some(current)) = store.room(room).await else {
             return;

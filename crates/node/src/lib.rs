@@ -140,6 +140,7 @@ impl Node {
             .await
             .map_err(std::io::Error::other)?;
         tasks.spawn(state.media().clone().follow_moves(moves, shutdown.clone()));
+        tasks.spawn(state.media().clone().end_lapsed_streams(shutdown.clone()));
         tasks.spawn(api::sweep_sessions(store, shutdown.clone()));
         tasks.spawn(api::run_selling_clock(state.clone(), shutdown.clone()));
         tasks.spawn(api::payments::upkeep::run(
@@ -246,8 +247,8 @@ async fn payments(
     })
 }
 
-/// Closes recordings whose node died (any node's, a minute after), and
-/// deletes recordings past their retention, hourly.
+/// Closes recordings whose node died (any node's, within 40 s), and deletes
+/// recordings past their retention, hourly.
 async fn keep_recordings(
     recorder: media::record::Recorder,
     retention: Option<Duration>,
@@ -264,7 +265,7 @@ async fn keep_recordings(
         }
         tokio::select! {
             () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(Duration::from_secs(60)) => {}
+            () = tokio::time::sleep(Duration::from_secs(10)) => {}
         }
     }
 }

@@ -10,7 +10,7 @@ use domain::Timestamp;
 use domain::ids::RoomId;
 
 use crate::Store;
-use crate::db::{execute, fetch_one, fetch_optional};
+use crate::db::{execute, fetch_all, fetch_one, fetch_optional};
 use crate::error::Result;
 use crate::row::Get;
 
@@ -142,6 +142,21 @@ impl Store {
         )?;
         tx.commit().await?;
         Ok(released == 1)
+    }
+
+    /// Leases that lapsed before `before`: their nodes died with the stream
+    /// live.
+    pub async fn lapsed_origins(&self, before: Timestamp) -> Result<Vec<Origin>> {
+        let mut c = self.read().await?;
+        let found = fetch_all!(
+            &mut c,
+            sqlx::query(&format!(
+                "SELECT {COLUMNS} FROM stream_origins WHERE expires_at < $1 LIMIT 100"
+            ))
+            .bind(before.as_millis()),
+            claim
+        )?;
+        Ok(found.into_iter().map(|c| c.origin).collect())
     }
 
     /// The room's origin, unless there is none or its lease lapsed.

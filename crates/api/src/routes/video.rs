@@ -64,16 +64,9 @@ const MP4: &str = "video/mp4";
 const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 const NO_CACHE: &str = "no-cache";
 
-fn stream_of(state: &AppState, room: &str) -> ApiResult<std::sync::Arc<media::Stream>> {
-    state
-        .media()
-        .stream(&RoomId::from_string(room))
-        .ok_or_else(|| ApiError::new(Code::NotFound, "the room is not streaming"))
-}
-
 async fn http_flv(State(state): State<AppState>, Path(file): Path<String>) -> ApiResult<Response> {
     let room = file.strip_suffix(".flv").ok_or(Code::NotFound)?;
-    let stream = stream_of(&state, room)?;
+    let stream = crate::edge::stream_here(&state, room).await?;
     let (start, tags) = stream
         .watch_flv()
         .ok_or_else(|| ApiError::new(Code::NotFound, "the stream has ended"))?;
@@ -188,7 +181,7 @@ async fn playlist(
                 .transpose()?,
         )),
     };
-    let stream = stream_of(&state, &room)?;
+    let stream = crate::edge::stream_here(&state, &room).await?;
     let text = stream
         .playlist(want, PLAYLIST_WAIT)
         .await
@@ -233,7 +226,7 @@ async fn media_file(
     State(state): State<AppState>,
     Path((room, stream_id, file)): Path<(String, String, String)>,
 ) -> ApiResult<Response> {
-    let stream = stream_of(&state, &room)?;
+    let stream = crate::edge::stream_here(&state, &room).await?;
     if stream.id != stream_id {
         return Err(ApiError::new(Code::NotFound, "that stream is over"));
     }
@@ -530,7 +523,7 @@ async fn stream_stats(
     State(state): State<AppState>,
     Path(room): Path<String>,
 ) -> ApiResult<Json<StreamView>> {
-    let stats = stream_of(&state, &room)?.stats();
+    let stats = crate::edge::stream_here(&state, &room).await?.stats();
     Ok(Json(StreamView {
         live: stats.live,
         hls_url: media::hls_path(&stats.room),

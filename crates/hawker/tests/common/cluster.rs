@@ -94,6 +94,7 @@ impl Cluster {
                 .args(["--nats-url", &self.nats_url])
                 .args(["--nats-prefix", &self.prefix])
                 .args(["--shutdown-grace", "2"])
+                .args(["--cluster-secret", "test-cluster-secret"])
                 .args(["--log", "info,live=debug"])
                 .env_remove("HAWKER_DATABASE_URL")
                 .env_remove("HAWKER_NATS_URL")
