@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { after, before, test } from 'node:test';
-import { balance, launch, startHawker } from './harness.mjs';
+import { balance, created, launch, startHawker } from './harness.mjs';
 
 const database = `e2e_cluster_${process.pid}`;
 const psql = (sql) => execFileSync('psql', ['-h', '127.0.0.1', '-d', 'postgres', '-qc', sql]);
@@ -36,15 +36,6 @@ after(async () => {
   for (const node of nodes) await node.stop();
   psql(`DROP DATABASE IF EXISTS ${database}`);
 });
-
-async function created(url, body, token) {
-  const headers = { 'content-type': 'application/json' };
-  if (token) headers.authorization = `Bearer ${token}`;
-  const res = await fetch(url, { method: 'POST', headers, body: JSON.stringify(body) });
-  const value = await res.json();
-  assert.equal(res.status, 201, `${url}: ${JSON.stringify(value)}`);
-  return value;
-}
 
 /**
  * Says `text` in the page's chat. The box empties once the message went out;

@@ -34,9 +34,10 @@ async function freePort(host = '127.0.0.1') {
 /**
  * Starts `hawker serve` in a fresh directory; `stop()` ends it with SIGTERM.
  * On SQLite by default; `host` and `args` (such as `--database-url` and
- * `--nats-url`) make it one node of several.
+ * `--nats-url`) make it one node of several; `command: 'demo'` starts the
+ * demo.
  */
-export async function startHawker({ host = '127.0.0.1', args = [] } = {}) {
+export async function startHawker({ host = '127.0.0.1', args = [], command = 'serve' } = {}) {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'hawker-e2e-'));
   const http = await freePort(host);
   const rtmp = await freePort(host);
@@ -45,7 +46,7 @@ export async function startHawker({ host = '127.0.0.1', args = [] } = {}) {
   delete env.HAWKER_NATS_URL;
   const child = spawn(
     binary(),
-    ['serve', '--data-dir', dir, '--http-addr', `${host}:${http}`, '--rtmp-addr', `${host}:${rtmp}`, ...args],
+    [command, '--data-dir', dir, '--http-addr', `${host}:${http}`, '--rtmp-addr', `${host}:${rtmp}`, ...args],
     { env, stdio: ['ignore', 'inherit', 'inherit'] },
   );
   const url = `http://${host}:${http}`;
@@ -129,6 +130,16 @@ export function publish(server, key) {
       await new Promise((r) => (ffmpeg.exitCode !== null ? r() : ffmpeg.once('exit', r)));
     },
   };
+}
+
+/** POSTs `body` to `url` (with `token`) and returns what a 201 brings. */
+export async function created(url, body, token) {
+  const headers = { 'content-type': 'application/json' };
+  if (token) headers.authorization = `Bearer ${token}`;
+  const res = await fetch(url, { method: 'POST', headers, body: JSON.stringify(body) });
+  const value = await res.json();
+  if (res.status !== 201) throw new Error(`${url}: ${res.status} ${JSON.stringify(value)}`);
+  return value;
 }
 
 /** A small PNG made by ffmpeg, for a product image upload. */

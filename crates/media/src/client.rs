@@ -248,6 +248,14 @@ impl Connection {
 
 /// Publishes `tags` (an FLV file's) at their pace, looping with timestamps
 /// that keep growing, until `stop`. Sequence headers go out once.
+///
+/// A clip's audio does not tile its video: 4 s of video hold 172.27 AAC
+/// frames, and the clip's audio starts later than its video. Looped as the
+/// file has them, the audio would come short of the video by a fraction of a
+/// frame at every round, and a player's buffer would get a hole once the
+/// muxer gave up following the audio's own clock. So the audio frames are
+/// sent on one clock of their own, each exactly one frame after the last,
+/// the clip's frames over and over, while the video loops on the video's.
 pub async fn loop_clip(
     addr: SocketAddr,
     key: &str,
@@ -255,36 +263,77 @@ pub async fn loop_clip(
     stop: CancellationToken,
 ) -> Result<(), PublishError> {
     let mut connection = Connection::publish(addr, key).await?;
-    // One round lasts as long as its video; audio past that is left out so
-    // that the rounds join without a gap or an overlap.
-    let span = tags
-        .iter()
-        .filter(|t| t.kind == flv::TAG_VIDEO)
-        .map(|t| t.timestamp)
-        .max()
-        .unwrap_or(0)
-        + 33;
-    let started = tokio::time::Instant::now();
-    let mut round = 0u32;
-    loop {
-        for tag in tags {
-            let headers = is_sequence_header(tag);
-            if tag.timestamp >= span || (round > 0 && (headers || tag.kind == flv::TAG_SCRIPT)) {
-                continue;
-            }
-            let timestamp = tag.timestamp.wrapping_add(round.wrapping_mul(span));
-            let due = started + Duration::from_millis(u64::from(timestamp));
-            if due > tokio::time::Instant::now() {
-                connection.flush().await?;
-                tokio::select! {
-                    () = stop.cancelled() => return Ok(()),
-                    () = tokio::time::sleep_until(due) => {}
-                }
-            }
-            connection.tag(tag.kind, timestamp, tag.body.clone());
-        }
-        round += 1;
+    let (headers, video, audio): (Vec<_>, Vec<_>, Vec<_>) = {
+        let headers = tags
+            .iter()
+            .filter(|t| is_sequence_header(t) || t.kind == flv::TAG_SCRIPT);
+        let video = tags
+            .iter()
+            .filter(|t| t.kind == flv::TAG_VIDEO && !is_sequence_header(t));
+        let audio = tags
+            .iter()
+            .filter(|t| t.kind == flv::TAG_AUDIO && !is_sequence_header(t));
+        (headers.collect(), video.collect(), audio.collect())
+    };
+    // One round lasts as long as its video.
+    let span = video.iter().map(|t| t.timestamp).max().unwrap_or(0) + 33;
+    let frame_ms = audio_frame_ms(tags);
+    let audio_start = audio.first().map_or(0.0, |t| f64::from(t.timestamp));
+    for tag in &headers {
+        connection.tag(tag.kind, 0, tag.body.clone());
     }
+    let started = tokio::time::Instant::now();
+    let (mut round, mut v, mut a) = (0u64, 0usize, 0u64);
+    loop {
+        let video_at = video
+            .get(v)
+            .map(|t| u64::from(t.timestamp) + round * u64::from(span));
+        let audio_at =
+            (!audio.is_empty()).then(|| (audio_start + a as f64 * frame_ms).round() as u64);
+        let (at, kind, body) = match (video_at, audio_at) {
+            (Some(vt), Some(at)) if at < vt => {
+                let body = audio[(a % audio.len() as u64) as usize].body.clone();
+                a += 1;
+                (at, flv::TAG_AUDIO, body)
+            }
+            (Some(vt), _) => {
+                let body = video[v].body.clone();
+                v += 1;
+                if v == video.len() {
+                    (v, round) = (0, round + 1);
+                }
+                (vt, flv::TAG_VIDEO, body)
+            }
+            (None, Some(at)) => {
+                let body = audio[(a % audio.len() as u64) as usize].body.clone();
+                a += 1;
+                (at, flv::TAG_AUDIO, body)
+            }
+            (None, None) => return Ok(()),
+        };
+        let due = started + Duration::from_millis(at);
+        if due > tokio::time::Instant::now() {
+            connection.flush().await?;
+            tokio::select! {
+                () = stop.cancelled() => return Ok(()),
+                () = tokio::time::sleep_until(due) => {}
+            }
+        }
+        connection.tag(kind, at as u32, body);
+    }
+}
+
+/// How long one of the clip's AAC frames lasts (1024 samples), in ms.
+fn audio_frame_ms(tags: &[FileTag]) -> f64 {
+    let rate = tags
+        .iter()
+        .filter(|t| t.kind == flv::TAG_AUDIO && is_sequence_header(t))
+        .find_map(|t| match flv::parse_audio(&t.body) {
+            Ok(flv::AudioTag::Config(config)) => Some(config.sample_rate),
+            _ => None,
+        })
+        .unwrap_or(44_100);
+    1024.0 * 1000.0 / f64::from(rate.max(1))
 }
 
 fn is_sequence_header(tag: &FileTag) -> bool {

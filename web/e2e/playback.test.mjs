@@ -1,0 +1,81 @@
+// Playback as a viewer's browser has it, counting stalls (`waiting` events
+// of the room page's video once it plays): the demo's looping clip for 60 s,
+// whose loop joins must not show; and an encoder that drops its connection
+// and comes back within the reconnect grace, which the player rides over
+// with at most one short stall.
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import { created, launch, publish, startHawker, waitForPlayback } from './harness.mjs';
+
+let hawker;
+let browser;
+
+before(async () => {
+  hawker = await startHawker({ command: 'demo' });
+  browser = await launch();
+});
+
+after(async () => {
+  await browser?.close();
+  await hawker?.stop();
+});
+
+test('the demo plays for 60 s without a stall at the clip loop joins', async () => {
+  let room;
+  for (let i = 0; !room; i++) {
+    const live = await (await fetch(`${hawker.url}/api/v1/rooms?status=live`)).json();
+    room = live.items?.[0]?.id;
+    if (!room) {
+      assert.ok(i < 300, 'the demo room never went live');
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+  const page = await browser.newPage();
+  await page.goto(`${hawker.url}/r/${room}`);
+  await waitForPlayback(page, 1);
+  await countStalls(page);
+  await page.evaluate(() => new Promise((done) => setTimeout(done, 60_000)));
+  const played = await stalls(page);
+  assert.ok(played.seconds > 0, 'the video did not play');
+  assert.deepEqual(played.at, [], `the player stalled at ${played.at.join(', ')} s`);
+});
+
+test('a player keeps playing when the encoder reconnects within the grace', async () => {
+  const seller = await created(`${hawker.url}/api/v1/users`, {
+    email: 'seller@playback.example', password: 'correct horse battery', display_name: 'Seller',
+  });
+  await created(`${hawker.url}/api/v1/shops`, { handle: 'playback', name: 'Playback', currency: 'EUR' }, seller.token);
+  const made = await created(`${hawker.url}/api/v1/shops/playback/rooms`, { title: 'Reconnects' }, seller.token);
+  const server = `rtmp://127.0.0.1:${hawker.rtmpPort}/live`;
+  let encoder = publish(server, made.stream_key);
+  const page = await browser.newPage();
+  await page.goto(`${hawker.url}/r/${made.room.id}`);
+  await waitForPlayback(page, 2);
+  await countStalls(page);
+  // The connection drops; the encoder comes back a moment later.
+  await encoder.stop();
+  encoder = publish(server, made.stream_key);
+  const joined = await page.evaluate(() => document.querySelector('video').currentTime);
+  // Playing well past the join, on the page's clock.
+  await page.waitForFunction((t) => document.querySelector('video').currentTime > t + 8, joined, { timeout: 60_000 });
+  const played = await stalls(page);
+  await encoder.stop();
+  assert.ok(played.at.length <= 1, `the player stalled ${played.at.length} times, at ${played.at.join(', ')} s`);
+});
+
+/** Starts counting the page's video stalls. */
+async function countStalls(page) {
+  await page.evaluate(() => {
+    const video = document.querySelector('video');
+    window.stalls = { at: [], from: video.currentTime };
+    video.addEventListener('waiting', () => window.stalls.at.push(video.currentTime.toFixed(2)));
+  });
+}
+
+/** The stalls counted, and the seconds played since counting started. */
+async function stalls(page) {
+  return page.evaluate(() => ({
+    at: window.stalls.at,
+    seconds: document.querySelector('video').currentTime - window.stalls.from,
+  }));
+}
