@@ -8,7 +8,7 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
 mod common;
 use common::cluster::{Cluster, PATIENCE};
@@ -37,31 +37,13 @@ async fn publish(rtmp: std::net::SocketAddr, key: &str, seconds: u32) {
     assert!(status.success(), "ffmpeg failed: {status}");
 }
 
-/// A seller's shop and room, made through node 0: the seller's token, the
-/// room and its stream key.
-async fn room(cluster: &Cluster) -> (String, String, String) {
-    let (seller, _) = cluster.sign_up(0, "ann@example.com").await;
-    cluster
-        .post(
-            0,
-            "/api/v1/shops",
-            Some(&seller),
-            json!({"handle": "anns", "name": "Ann's", "currency": "EUR"}),
-        )
-        .await;
-    let made = cluster
-        .post(
-            0,
-            "/api/v1/shops/anns/rooms",
-            Some(&seller),
-            json!({"title": "Live"}),
-        )
-        .await;
-    (
-        seller,
-        made["room"]["id"].as_str().unwrap().to_owned(),
-        made["stream_key"].as_str().unwrap().to_owned(),
-    )
+/// Three nodes sharing a folder for their files.
+async fn cluster_on_a_shared_folder() -> (tempfile::TempDir, Cluster) {
+    let shared = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", shared.path().display());
+    let env = vec![("HAWKER_OBJECT_STORE_URL", url)];
+    let cluster = Cluster::start_with(3, "nats://127.0.0.1:4222", env).await;
+    (shared, cluster)
 }
 
 fn png() -> Vec<u8> {
@@ -87,7 +69,7 @@ async fn get(cluster: &Cluster, i: usize, path: &str) -> (u16, bytes::Bytes) {
 /// An image uploaded through node 0 is served by the others; a stream
 /// published to node 0 is recorded there and its recording plays from node 2.
 async fn files_made_on_one_node_are_served_by_all(cluster: &Cluster) {
-    let (seller, room, key) = room(cluster).await;
+    let (seller, room, key) = cluster.shop_with_room().await;
     let picture = png();
     let uploaded = cluster
         .client
@@ -183,14 +165,7 @@ async fn nodes_on_an_s3_server_serve_each_others_images_and_recordings() {
 
 #[tokio::test]
 async fn nodes_sharing_a_folder_serve_each_others_images_and_recordings() {
-    let shared = tempfile::tempdir().unwrap();
-    let url = format!("file://{}", shared.path().display());
-    let cluster = Cluster::start_with(
-        3,
-        "nats://127.0.0.1:4222",
-        vec![("HAWKER_OBJECT_STORE_URL", url)],
-    )
-    .await;
+    let (shared, cluster) = cluster_on_a_shared_folder().await;
     files_made_on_one_node_are_served_by_all(&cluster).await;
     assert!(shared.path().join("recordings").is_dir());
     cluster.finish().await;
@@ -329,15 +304,8 @@ async fn the_stream_goes_on_at_node_1(cluster: &Cluster, room: &str, before: &Li
 
 #[tokio::test]
 async fn an_encoder_that_moves_to_another_node_takes_the_stream_over_there() {
-    let shared = tempfile::tempdir().unwrap();
-    let url = format!("file://{}", shared.path().display());
-    let cluster = Cluster::start_with(
-        3,
-        "nats://127.0.0.1:4222",
-        vec![("HAWKER_OBJECT_STORE_URL", url)],
-    )
-    .await;
-    let (_, room, key) = room(&cluster).await;
+    let (_shared, cluster) = cluster_on_a_shared_folder().await;
+    let (_, room, key) = cluster.shop_with_room().await;
     let mut first = encoder(cluster.rtmp[0], &key);
     let before = playlist_past(&cluster, 0, &room, Some(1)).await;
     // The same key on another node: the newest encoder wins, and the node it
@@ -362,15 +330,8 @@ async fn an_encoder_that_moves_to_another_node_takes_the_stream_over_there() {
 
 #[tokio::test]
 async fn an_encoder_that_comes_back_to_another_node_within_the_grace_continues_the_stream() {
-    let shared = tempfile::tempdir().unwrap();
-    let url = format!("file://{}", shared.path().display());
-    let cluster = Cluster::start_with(
-        3,
-        "nats://127.0.0.1:4222",
-        vec![("HAWKER_OBJECT_STORE_URL", url)],
-    )
-    .await;
-    let (_, room, key) = room(&cluster).await;
+    let (_shared, cluster) = cluster_on_a_shared_folder().await;
+    let (_, room, key) = cluster.shop_with_room().await;
     let mut first = encoder(cluster.rtmp[0], &key);
     let before = playlist_past(&cluster, 0, &room, Some(1)).await;
     // The encoder's connection drops; it reconnects, to another node.
@@ -441,7 +402,7 @@ async fn metric(cluster: &Cluster, i: usize, name: &str) -> f64 {
 #[tokio::test]
 async fn a_stream_published_to_one_node_plays_from_every_node() {
     let cluster = Cluster::start(3, "nats://127.0.0.1:4222").await;
-    let (_, room, key) = room(&cluster).await;
+    let (_, room, key) = cluster.shop_with_room().await;
     let _encoder = encoder(cluster.rtmp[0], &key);
     let origin = playlist_past(&cluster, 0, &room, Some(1)).await;
 
@@ -548,15 +509,8 @@ async fn a_stream_published_to_one_node_plays_from_every_node() {
 
 #[tokio::test]
 async fn when_the_origin_dies_its_edges_end_the_stream_and_a_new_one_plays_everywhere() {
-    let shared = tempfile::tempdir().unwrap();
-    let url = format!("file://{}", shared.path().display());
-    let mut cluster = Cluster::start_with(
-        3,
-        "nats://127.0.0.1:4222",
-        vec![("HAWKER_OBJECT_STORE_URL", url)],
-    )
-    .await;
-    let (_, room, key) = room(&cluster).await;
+    let (_shared, mut cluster) = cluster_on_a_shared_folder().await;
+    let (_, room, key) = cluster.shop_with_room().await;
     let mut first = encoder(cluster.rtmp[0], &key);
     let before = playlist_past(&cluster, 0, &room, Some(1)).await;
     playlist_past(&cluster, 1, &room, None).await;

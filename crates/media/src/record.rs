@@ -583,6 +583,11 @@ mod tests {
         hls.take_completed()
     }
 
+    async fn vod_of(recorder: &Recorder, id: &RecordingId) -> String {
+        let vod = recorder.file(id, PLAYLIST).await.expect("readable");
+        String::from_utf8(vod.expect("a playlist").to_vec()).expect("text")
+    }
+
     /// A recording of three segments on `objects`; `crash`: its node dies
     /// once they are written, and another node closes it.
     async fn record(objects: Objects, crash: bool) {
@@ -617,12 +622,7 @@ mod tests {
         assert!(!row.recording, "complete");
         assert_eq!((row.segments, row.duration_ms), (3, 3000));
         assert_eq!(row.started_at, Timestamp::from_millis(1_000));
-        let vod = recorder
-            .file(&id, PLAYLIST)
-            .await
-            .expect("readable")
-            .expect("a playlist");
-        let vod = String::from_utf8(vod.to_vec()).expect("text");
+        let vod = vod_of(&recorder, &id).await;
         assert!(
             vod.contains("#EXT-X-PLAYLIST-TYPE:VOD") && vod.ends_with("#EXT-X-ENDLIST\n"),
             "{vod}"
@@ -681,12 +681,7 @@ mod tests {
             (2, 2000),
             "the oldest was dropped"
         );
-        let vod = recorder
-            .file(&id, PLAYLIST)
-            .await
-            .expect("readable")
-            .expect("a playlist");
-        let vod = String::from_utf8(vod.to_vec()).expect("text");
+        let vod = vod_of(&recorder, &id).await;
         assert!(
             !vod.contains("seg0-")
                 && vod.contains("seg1-0-1000.m4s")

@@ -205,9 +205,9 @@ impl Cluster {
         )
     }
 
-    /// A seller with a shop `anns`, one product and a room, made through node
-    /// 0: the seller's token, the room's id and the product.
-    pub async fn show(&self) -> (String, String, Value) {
+    /// A seller with a shop `anns` and a room, made through node 0: the
+    /// seller's token, the room's id and its stream key.
+    pub async fn shop_with_room(&self) -> (String, String, String) {
         let (seller, _) = self.sign_up(0, "ann@example.com").await;
         self.post(
             0,
@@ -216,6 +216,25 @@ impl Cluster {
             json!({"handle": "anns", "name": "Ann's", "currency": "EUR"}),
         )
         .await;
+        let made = self
+            .post(
+                0,
+                "/api/v1/shops/anns/rooms",
+                Some(&seller),
+                json!({"title": "Live"}),
+            )
+            .await;
+        (
+            seller,
+            made["room"]["id"].as_str().unwrap().to_owned(),
+            made["stream_key"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    /// The same with one product: the seller's token, the room's id and the
+    /// product.
+    pub async fn show(&self) -> (String, String, Value) {
+        let (seller, room, _) = self.shop_with_room().await;
         let product = self
             .post(
                 0,
@@ -226,19 +245,7 @@ impl Cluster {
                                      "price": {"amount": 1999, "currency": "EUR"}}]}),
             )
             .await;
-        let room = self
-            .post(
-                0,
-                "/api/v1/shops/anns/rooms",
-                Some(&seller),
-                json!({"title": "Live"}),
-            )
-            .await;
-        (
-            seller,
-            room["room"]["id"].as_str().unwrap().to_owned(),
-            product,
-        )
+        (seller, room, product)
     }
 
     /// Removes the test's streams from NATS.
