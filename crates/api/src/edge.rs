@@ -75,6 +75,34 @@ pub(crate) async fn stream_here(state: &AppState, room: &str) -> ApiResult<Arc<S
     Ok(stream)
 }
 
+/// Pulls the streams this node let go to another node (an encoder took them
+/// over there) from there, so that their viewers here go on watching; until
+/// `shutdown`.
+pub async fn follow_copies(state: AppState, shutdown: tokio_util::sync::CancellationToken) {
+    let Some(mut copies) = state.media().copies_to_follow() else {
+        return;
+    };
+    loop {
+        let stream = tokio::select! {
+            () = shutdown.cancelled() => return,
+            next = copies.recv() => match next {
+                Some(stream) => stream,
+                None => return,
+            },
+        };
+        let origin = state.store().origin(&stream.room).await.ok().flatten();
+        match (origin, state.config().cluster_secret.clone()) {
+            (Some(origin), Some(secret))
+                if origin.stream_id == stream.id && origin.node != state.media().node() =>
+            {
+                let mirror = Mirror::new(stream);
+                tokio::spawn(pull(state.clone(), mirror, origin.url, secret));
+            }
+            _ => state.media().end_copy(&stream),
+        }
+    }
+}
+
 /// Pulls the stream's feed into its copy until the stream ends, the copy
 /// goes unwatched, or its origin is gone.
 async fn pull(state: AppState, mut mirror: Mirror, mut url: String, secret: String) {

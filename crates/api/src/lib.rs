@@ -6,7 +6,7 @@
 //! the database itself.
 
 mod auth;
-mod edge;
+pub mod edge;
 mod error;
 mod extract;
 mod idempotency;

@@ -308,12 +308,19 @@ async fn an_encoder_that_moves_to_another_node_takes_the_stream_over_there() {
     let (_, room, key) = cluster.shop_with_room().await;
     let mut first = encoder(cluster.rtmp[0], &key);
     let before = playlist_past(&cluster, 0, &room, Some(1)).await;
+    let flv = FlvReader::start(&cluster, 0, &room).await;
     // The same key on another node: the newest encoder wins, and the node it
     // left cuts the first encoder off.
     let mut second = encoder(cluster.rtmp[1], &key);
     let cut = tokio::time::timeout(PATIENCE, first.wait()).await;
     assert!(cut.is_ok(), "node 0 let the first encoder go on publishing");
     the_stream_goes_on_at_node_1(&cluster, &room, &before).await;
+    // Node 0's HTTP-FLV viewer kept its connection: two more seconds of
+    // video come through it, from the new origin, timestamps still rising.
+    let seen = flv.video_tags();
+    flv.until_video_tags(seen + 60).await;
+    let stamps = flv.video_stamps();
+    assert!(stamps.windows(2).all(|w| w[0] <= w[1]), "{stamps:?}");
     second.kill().await.unwrap();
     let recordings = complete_recordings(&cluster, 2, &room).await;
     assert_eq!(
@@ -389,6 +396,62 @@ async fn flv_body(cluster: &Cluster, i: usize, room: &str, bytes: usize) -> Vec<
         }
     }
     body
+}
+
+/// An HTTP-FLV viewer reading in the background: the video tags' timestamps
+/// it got so far.
+struct FlvReader {
+    stamps: std::sync::Arc<std::sync::Mutex<Vec<u32>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FlvReader {
+    async fn start(cluster: &Cluster, i: usize, room: &str) -> Self {
+        let mut res = cluster
+            .client
+            .get(format!("{}/live/{room}.flv", cluster.base(i)))
+            .timeout(Duration::from_secs(120))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status().as_u16(), 200);
+        let stamps = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = stamps.clone();
+        let task = tokio::spawn(async move {
+            let mut body = Vec::new();
+            while let Ok(Some(chunk)) = res.chunk().await {
+                body.extend_from_slice(&chunk);
+                let video: Vec<u32> = flv_tags(&body)
+                    .into_iter()
+                    .filter(|t| t.0 == 9)
+                    .map(|t| t.1)
+                    .collect();
+                *seen.lock().unwrap() = video;
+            }
+        });
+        Self { stamps, task }
+    }
+
+    fn video_stamps(&self) -> Vec<u32> {
+        self.stamps.lock().unwrap().clone()
+    }
+
+    fn video_tags(&self) -> usize {
+        self.stamps.lock().unwrap().len()
+    }
+
+    async fn until_video_tags(&self, n: usize) {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        while self.video_tags() < n {
+            assert!(!self.task.is_finished(), "the HTTP-FLV connection closed");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{} video tags",
+                self.video_tags()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
 }
 
 async fn metric(cluster: &Cluster, i: usize, name: &str) -> f64 {

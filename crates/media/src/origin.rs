@@ -21,6 +21,7 @@ use domain::Timestamp;
 use domain::event::{Ended, RoomEvent};
 use domain::ids::RoomId;
 use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::hls::Position;
@@ -50,6 +51,8 @@ pub(crate) struct Handoff {
     /// The clock's last output timestamp, ms.
     pub media_ms: i64,
     pub recording: Option<String>,
+    /// When this was written (wall clock, ms).
+    pub at_ms: i64,
 }
 
 impl Handoff {
@@ -64,22 +67,24 @@ impl Handoff {
             position: state.hls.position(),
             media_ms: state.clock.last_out,
             recording: state.recording.as_ref().map(|r| r.id.to_string()),
+            at_ms: Timestamp::now().as_millis(),
         }
     }
 }
 
-/// Media sequence numbers a new origin skips: the lease's position is up to a
-/// renewal old, and the node it came from may have begun a segment or two
-/// since, which viewers may have seen; a number must never name two segments.
-const MSN_MARGIN: u64 = 2;
-
 impl State {
-    /// A new copy of the stream goes on from another node's.
-    pub(crate) fn continue_from(&mut self, handoff: &Handoff) {
+    /// A new copy of the stream goes on from another node's. The handoff is
+    /// up to a renewal old, and the node it came from went on meanwhile,
+    /// which viewers may have seen: the numbers skip the segments it may
+    /// have begun since (a number must never name two segments), and the
+    /// clock goes on from where it may have got to (timestamps must never
+    /// go back), both reckoned from the handoff's age.
+    pub(crate) fn continue_from(&mut self, handoff: &Handoff, segment_min_ms: i64) {
+        let age = (Timestamp::now().as_millis() - handoff.at_ms).clamp(0, 60_000);
         let mut position = handoff.position;
-        position.next_msn += MSN_MARGIN;
+        position.next_msn += 2 + (age / segment_min_ms.max(1)) as u64;
         self.hls.continue_from(position);
-        self.clock.continue_from(handoff.media_ms);
+        self.clock.continue_from(handoff.media_ms + age + 100);
     }
 }
 
@@ -116,7 +121,7 @@ impl Media {
                 tick.tick().await;
                 let (epoch, handoff) = {
                     let state = stream.lock();
-                    if state.ended {
+                    if state.ended || state.edge {
                         return;
                     }
                     (state.epoch, Handoff::of(&state))
@@ -135,7 +140,7 @@ impl Media {
                         Ok(Some(origin)) if origin.node == media.0.node => {}
                         Ok(_) => {
                             tracing::info!(room = %stream.room, "another node took the stream over");
-                            media.let_go(&stream);
+                            media.let_go(&stream, true);
                             return;
                         }
                         Err(e) => {
@@ -150,18 +155,26 @@ impl Media {
         });
     }
 
-    /// This node is no longer the stream's origin: its publisher is cut, its
-    /// recording left to the new origin, and its copy dropped, without ending
-    /// the live.
-    pub(crate) fn let_go(&self, stream: &Arc<Stream>) {
+    /// This node is no longer the stream's origin: its publisher is cut and
+    /// its recording left to the new origin, without ending the live. With
+    /// `follow`, and a node that pulls copies ([`Media::copies_to_follow`]),
+    /// the stream becomes a copy of the new origin's, so that its viewers
+    /// (HTTP-FLV connections included) go on watching; otherwise it is
+    /// dropped.
+    pub(crate) fn let_go(&self, stream: &Arc<Stream>, follow: bool) {
+        let follower = self.0.copies.get().filter(|_| follow);
         let (publisher, recording) = {
             let mut state = stream.lock();
-            if state.ended {
+            if state.ended || state.edge {
                 return;
             }
-            state.ended = true;
             state.departed = None;
-            state.hls.end();
+            if follower.is_some() {
+                state.edge = true;
+            } else {
+                state.ended = true;
+                state.hls.end();
+            }
             (state.publisher.take(), state.recording.take())
         };
         if let Some((_, token)) = publisher {
@@ -169,6 +182,11 @@ impl Media {
         }
         if let Some(recording) = recording {
             recording.leave();
+        }
+        metrics::counter!("hawker_streams_moved_total").increment(1);
+        if let Some(follower) = follower {
+            let _ = follower.send(stream.clone());
+            return;
         }
         let _ = stream.flv.send(Bytes::new());
         stream.changed.send_modify(|n| *n += 1);
@@ -179,7 +197,14 @@ impl Media {
         {
             streams.remove(&stream.room);
         }
-        metrics::counter!("hawker_streams_moved_total").increment(1);
+    }
+
+    /// The streams this node let go to another, now copies to pull from
+    /// there; `None` once asked for (one follower per node).
+    pub fn copies_to_follow(&self) -> Option<mpsc::UnboundedReceiver<Arc<Stream>>> {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        self.0.copies.set(sender).ok()?;
+        Some(receiver)
     }
 
     /// Ends the lives whose origin died (their lease lapsed): every node
@@ -242,7 +267,7 @@ impl Media {
                 .filter(|s| s.lock().epoch < moved.epoch);
             if let Some(stream) = older {
                 tracing::info!(room = %moved.room, to = %moved.node, "the stream moved to another node");
-                self.let_go(&stream);
+                self.let_go(&stream, true);
             }
         }
     }

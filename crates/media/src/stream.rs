@@ -106,6 +106,8 @@ pub(crate) struct Inner {
     streams: Mutex<HashMap<RoomId, Arc<Stream>>>,
     sessions: AtomicU64,
     recorder: Recorder,
+    /// Where streams let go to another node go, to be pulled from there.
+    pub(crate) copies: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<Arc<Stream>>>,
 }
 
 impl Media {
@@ -120,6 +122,7 @@ impl Media {
             streams: Mutex::default(),
             sessions: AtomicU64::new(1),
             recorder,
+            copies: std::sync::OnceLock::new(),
         }))
     }
 
@@ -208,7 +211,8 @@ impl Media {
                         &self.0.settings,
                     ));
                     if let Some(handoff) = &moved {
-                        stream.lock().continue_from(handoff);
+                        let segment_min = self.0.settings.hls.segment_min_ms;
+                        stream.lock().continue_from(handoff, segment_min);
                     }
                     streams.insert(room.id.clone(), stream.clone());
                     let takeover = stream.take_over(session, token.clone(), epoch);
@@ -216,8 +220,10 @@ impl Media {
                 }
             }
         };
-        if let Some(stale) = stale {
-            self.let_go(&stale);
+        match stale {
+            Some(copy) if copy.is_copy() => self.end_copy(&copy),
+            Some(stale) => self.let_go(&stale, false),
+            None => {}
         }
         if takeover == Takeover::Replaced {
             tracing::info!(room = %room.id, %peer, "a new publisher took over the stream");
@@ -289,7 +295,7 @@ impl Media {
         let epoch = stream.lock().epoch;
         if let Ok(false) = self.0.store.release_origin(&stream.room, epoch).await {
             // Another node took the stream and goes on with it.
-            self.let_go(stream);
+            self.let_go(stream, true);
             return;
         }
         let (segments, recording) = {

@@ -141,6 +141,7 @@ impl Node {
             .map_err(std::io::Error::other)?;
         tasks.spawn(state.media().clone().follow_moves(moves, shutdown.clone()));
         tasks.spawn(state.media().clone().end_lapsed_streams(shutdown.clone()));
+        tasks.spawn(api::edge::follow_copies(state.clone(), shutdown.clone()));
         tasks.spawn(api::sweep_sessions(store, shutdown.clone()));
         tasks.spawn(api::run_selling_clock(state.clone(), shutdown.clone()));
         tasks.spawn(api::payments::upkeep::run(
