@@ -3,11 +3,12 @@
 // test's own): chat said through one node shows on a page served by the other;
 // when the first node stops (SIGTERM: it closes its sockets with 1012), the
 // page on it reconnects through the balancer to the second and carries on,
-// with every message shown once.
+// with every message shown once. Before that, an encoder that reconnects to
+// the other node: the page's player rides over it.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { after, before, test } from 'node:test';
-import { balance, created, launch, startHawker } from './harness.mjs';
+import { balance, countStalls, created, launch, publish, stalls, startHawker, waitForPlayback } from './harness.mjs';
 
 const database = `e2e_cluster_${process.pid}`;
 const psql = (sql) => execFileSync('psql', ['-h', '127.0.0.1', '-d', 'postgres', '-qc', sql]);
@@ -22,6 +23,7 @@ before(async () => {
     '--nats-url', process.env.HAWKER_E2E_NATS_URL ?? 'nats://127.0.0.1:4222',
     '--nats-prefix', database,
     '--shutdown-grace', '2',
+    '--cluster-secret', 'e2e-cluster-secret',
   ];
   // One after the other: the second finds the schema the first made.
   nodes.push(await startHawker({ host: '127.0.0.2', args }));
@@ -62,6 +64,32 @@ async function shownOnce(page, text) {
   await items.first().waitFor();
   assert.equal(await items.count(), 1, `"${text}" is shown once`);
 }
+
+test('a player keeps playing when the encoder reconnects to the other node', async () => {
+  const base = balancer.url;
+  const seller = await created(`${base}/api/v1/users`, {
+    email: 'mover@cluster.example', password: 'correct horse battery', display_name: 'Mover',
+  });
+  await created(`${base}/api/v1/shops`, { handle: 'mover', name: 'Mover', currency: 'EUR' }, seller.token);
+  const made = await created(`${base}/api/v1/shops/mover/rooms`, { title: 'Moves' }, seller.token);
+  const rtmp = (node) => `rtmp://${node.host}:${node.rtmpPort}/live`;
+  let encoder = publish(rtmp(nodes[0]), made.stream_key);
+  // The page is on the first node (the balancer's first choice).
+  const page = await browser.newPage();
+  await page.goto(`${base}/r/${made.room.id}`);
+  await waitForPlayback(page, 2);
+  await countStalls(page);
+  // The encoder's connection drops, and it comes back through its own
+  // balancer to the second node: the first becomes an edge of the second.
+  await encoder.stop();
+  encoder = publish(rtmp(nodes[1]), made.stream_key);
+  const joined = await page.evaluate(() => document.querySelector('video').currentTime);
+  await page.waitForFunction((t) => document.querySelector('video').currentTime > t + 8, joined, { timeout: 60_000 });
+  const played = await stalls(page);
+  await encoder.stop();
+  await page.close();
+  assert.ok(played.at.length <= 1, `the player stalled ${played.at.length} times, at ${played.at.join(', ')} s`);
+});
 
 test('a room page follows the chat across nodes and through the stop of the node it was on', async () => {
   const base = balancer.url;

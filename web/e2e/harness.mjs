@@ -171,3 +171,20 @@ export async function signUpInDialog(page, email, name) {
   await dialog.getByRole('button', { name: 'Create account' }).click();
   await dialog.waitFor({ state: 'detached' });
 }
+
+/** Starts counting the page's video stalls. */
+export async function countStalls(page) {
+  await page.evaluate(() => {
+    const video = document.querySelector('video');
+    window.stalls = { at: [], from: video.currentTime };
+    video.addEventListener('waiting', () => window.stalls.at.push(video.currentTime.toFixed(2)));
+  });
+}
+
+/** The stalls counted, and the seconds played since counting started. */
+export async function stalls(page) {
+  return page.evaluate(() => ({
+    at: window.stalls.at,
+    seconds: document.querySelector('video').currentTime - window.stalls.from,
+  }));
+}

@@ -5,7 +5,7 @@
 // with at most one short stall.
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { created, launch, publish, startHawker, waitForPlayback } from './harness.mjs';
+import { countStalls, created, launch, publish, stalls, startHawker, waitForPlayback } from './harness.mjs';
 
 let hawker;
 let browser;
@@ -62,20 +62,3 @@ test('a player keeps playing when the encoder reconnects within the grace', asyn
   await encoder.stop();
   assert.ok(played.at.length <= 1, `the player stalled ${played.at.length} times, at ${played.at.join(', ')} s`);
 });
-
-/** Starts counting the page's video stalls. */
-async function countStalls(page) {
-  await page.evaluate(() => {
-    const video = document.querySelector('video');
-    window.stalls = { at: [], from: video.currentTime };
-    video.addEventListener('waiting', () => window.stalls.at.push(video.currentTime.toFixed(2)));
-  });
-}
-
-/** The stalls counted, and the seconds played since counting started. */
-async function stalls(page) {
-  return page.evaluate(() => ({
-    at: window.stalls.at,
-    seconds: document.querySelector('video').currentTime - window.stalls.from,
-  }));
-}

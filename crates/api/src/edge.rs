@@ -36,7 +36,36 @@ const FIRST_MEDIA: Duration = Duration::from_secs(5);
 const SILENT_FEED: Duration = Duration::from_secs(5);
 
 pub(crate) fn router() -> axum::Router<AppState> {
-    axum::Router::new().route("/internal/v1/streams/{room}/feed", get(feed))
+    axum::Router::new()
+        .route("/internal/v1/streams/{room}/feed", get(feed))
+        .route("/internal/v1/streams/{room}/state", get(state_now))
+}
+
+/// What a node that takes a stream over fetches from the node that had it:
+/// the stream as it stands ([`media::origin::Fetcher`]).
+pub fn fetcher(state: &AppState) -> Option<media::origin::Fetcher> {
+    let secret = state.config().cluster_secret.clone()?;
+    let client = reqwest::Client::builder()
+        .connect_timeout(Duration::from_millis(500))
+        .timeout(Duration::from_secs(1))
+        .build()
+        .ok()?;
+    Some(Arc::new(move |room: RoomId, url: String| {
+        let (client, secret) = (client.clone(), secret.clone());
+        Box::pin(async move {
+            let address = format!("{url}/internal/v1/streams/{room}/state");
+            let response = client
+                .get(&address)
+                .header(SECRET_HEADER, secret)
+                .send()
+                .await
+                .ok()?;
+            if !response.status().is_success() {
+                return None;
+            }
+            response.bytes().await.ok()
+        })
+    }))
 }
 
 /// The room's stream on this node: the encoder's if it publishes here, or
@@ -205,6 +234,17 @@ async fn follow(
     }
 }
 
+/// The stream as it stands (its checkpoint and what came since), for a node
+/// that takes it over.
+async fn state_now(
+    State(state): State<AppState>,
+    Path(room): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let (start, _) = joined(&state, &room, &headers)?;
+    Ok(Response::new(Body::from(start)))
+}
+
 /// The stream's feed, for an edge: its checkpoint and what came since, then
 /// each frame as the stream takes it. A feed that falls too far behind ends
 /// (the edge connects again and starts from a new checkpoint).
@@ -213,25 +253,7 @@ async fn feed(
     Path(room): Path<String>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let secret = state.config().cluster_secret.as_deref();
-    let given = headers.get(SECRET_HEADER).and_then(|v| v.to_str().ok());
-    let allowed = match (secret, given) {
-        (Some(secret), Some(given)) => {
-            domain::secret::secret_matches(&domain::secret::hash_secret(secret), given)
-        }
-        _ => false,
-    };
-    if !allowed {
-        return Err(Code::NotFound.into());
-    }
-    let stream = state
-        .media()
-        .stream(&RoomId::from_string(room))
-        .filter(|s| !s.is_copy())
-        .ok_or_else(|| ApiError::new(Code::NotFound, "the room is not streaming here"))?;
-    let (start, frames) = stream
-        .join_feed()
-        .ok_or_else(|| ApiError::new(Code::NotFound, "the stream has not begun a segment yet"))?;
+    let (start, frames) = joined(&state, &room, &headers)?;
     metrics::gauge!("hawker_edge_feeds").increment(1.0);
     let body = futures_util::stream::unfold(
         FeedOut {
@@ -250,6 +272,34 @@ async fn feed(
         header::HeaderValue::from_static("application/octet-stream"),
     );
     Ok(response)
+}
+
+/// An edge's join of the room's stream, if it shows the cluster's secret
+/// and the stream is this node's own.
+fn joined(
+    state: &AppState,
+    room: &str,
+    headers: &HeaderMap,
+) -> ApiResult<(bytes::Bytes, tokio::sync::broadcast::Receiver<Frame>)> {
+    let secret = state.config().cluster_secret.as_deref();
+    let given = headers.get(SECRET_HEADER).and_then(|v| v.to_str().ok());
+    let allowed = match (secret, given) {
+        (Some(secret), Some(given)) => {
+            domain::secret::secret_matches(&domain::secret::hash_secret(secret), given)
+        }
+        _ => false,
+    };
+    if !allowed {
+        return Err(Code::NotFound.into());
+    }
+    let stream = state
+        .media()
+        .stream(&RoomId::from_string(room.to_owned()))
+        .filter(|s| !s.is_copy())
+        .ok_or_else(|| ApiError::new(Code::NotFound, "the room is not streaming here"))?;
+    stream
+        .join_feed()
+        .ok_or_else(|| ApiError::new(Code::NotFound, "the stream has not begun a segment yet"))
 }
 
 struct FeedOut {

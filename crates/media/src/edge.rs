@@ -109,6 +109,8 @@ pub struct Mirror {
     stream: Arc<Stream>,
     input: BytesMut,
     started: bool,
+    /// The timestamp of the last tag taken.
+    last_timestamp: i64,
 }
 
 impl Mirror {
@@ -117,6 +119,7 @@ impl Mirror {
             stream,
             input: BytesMut::new(),
             started: false,
+            last_timestamp: 0,
         }
     }
 
@@ -160,7 +163,10 @@ impl Mirror {
                     timestamp,
                     wall_ms,
                     body,
-                } => stream.take_in(&mut state, kind, timestamp, body, wall_ms)?,
+                } => {
+                    self.last_timestamp = self.last_timestamp.max(i64::from(timestamp));
+                    stream.take_in(&mut state, kind, timestamp, body, wall_ms)?;
+                }
                 Frame::Metadata(body) => state.metadata = Some(body),
                 Frame::Pause => state.hls.pause(),
                 Frame::End => {
@@ -179,6 +185,11 @@ impl Mirror {
 
     pub fn stream(&self) -> &Arc<Stream> {
         &self.stream
+    }
+
+    /// The timestamp of the last tag the copy took.
+    pub fn last_timestamp(&self) -> i64 {
+        self.last_timestamp
     }
 
     /// Whether the feed of the last connection brought its checkpoint.
@@ -217,6 +228,7 @@ impl crate::stream::State {
         self.gop_bytes = 0;
         self.flv_pending.clear();
         self.flv_pending_tags = 0;
+        self.flv_quiet_until = Some(self.flv_last);
         self.last_read = Instant::now();
     }
 }

@@ -88,6 +88,64 @@ impl State {
     }
 }
 
+/// Fetches the stream of a room from the node at a URL, as it stands: the
+/// first frames of its feed ([`crate::wire`]), or `None`.
+pub type Fetcher = Arc<
+    dyn Fn(RoomId, String) -> std::pin::Pin<Box<dyn Future<Output = Option<Bytes>> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// A new copy of a stream another node had goes on from it: from its state
+/// as fetched, window and all, when that worked (the playlist goes on as if
+/// the encoder had come back to that node), or else from the lease's handoff.
+pub(crate) fn go_on(
+    stream: &Arc<Stream>,
+    taken: Option<Bytes>,
+    handoff: &Handoff,
+    segment_min_ms: i64,
+) {
+    if let Some(taken) = taken {
+        let mut mirror = crate::edge::Mirror::new(stream.clone());
+        if let Err(e) = mirror.take(&taken) {
+            tracing::warn!(room = %stream.room, error = %e, "the other node's stream came cut short");
+        }
+        if mirror.took_media() {
+            let mut state = stream.lock();
+            // The encoder is a new one, as after a reconnect to that node.
+            state.hls.pause();
+            let last = mirror.last_timestamp().max(handoff.media_ms);
+            state.clock.continue_from(last);
+            return;
+        }
+    }
+    stream.lock().continue_from(handoff, segment_min_ms);
+}
+
+impl Media {
+    /// Lets this node fetch another node's stream as it stands when it takes
+    /// the stream over ([`Fetcher`]; the HTTP part is the api crate's).
+    pub fn fetch_streams_with(&self, fetcher: Fetcher) {
+        let _ = self.0.fetcher.set(fetcher);
+    }
+
+    /// The room's stream as the node whose lease names it has it, if that
+    /// is another node and it answers.
+    pub(crate) async fn state_elsewhere(&self, room: &RoomId) -> Option<Bytes> {
+        let fetch = self.0.fetcher.get()?.clone();
+        let origin = self.0.store.origin(room).await.ok()??;
+        if origin.node == self.0.node || origin.url.is_empty() {
+            return None;
+        }
+        tokio::time::timeout(FETCH_WAIT, fetch(room.clone(), origin.url))
+            .await
+            .ok()?
+    }
+}
+
+/// How long a taking-over node waits for the other node's stream.
+const FETCH_WAIT: Duration = Duration::from_secs(1);
+
 /// What a new origin tells every node.
 #[derive(Serialize, Deserialize)]
 struct Moved {

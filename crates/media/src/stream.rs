@@ -106,6 +106,8 @@ pub(crate) struct Inner {
     streams: Mutex<HashMap<RoomId, Arc<Stream>>>,
     sessions: AtomicU64,
     recorder: Recorder,
+    /// Fetches another node's stream as it stands ([`Media::fetch_streams_with`]).
+    pub(crate) fetcher: std::sync::OnceLock<crate::origin::Fetcher>,
     /// Where streams let go to another node go, to be pulled from there.
     pub(crate) copies: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<Arc<Stream>>>,
 }
@@ -123,6 +125,7 @@ impl Media {
             sessions: AtomicU64::new(1),
             recorder,
             copies: std::sync::OnceLock::new(),
+            fetcher: std::sync::OnceLock::new(),
         }))
     }
 
@@ -178,6 +181,10 @@ impl Media {
     pub async fn publish(&self, room: &Room, peer: SocketAddr) -> Result<Publisher, Refused> {
         let session = self.0.sessions.fetch_add(1, Ordering::Relaxed);
         let token = CancellationToken::new();
+        // The stream as the node that has it now stands, window and all, for
+        // this one to go on from exactly (before claiming it, while that
+        // node still serves it).
+        let taken = self.state_elsewhere(&room.id).await;
         let claim = self
             .0
             .store
@@ -212,7 +219,7 @@ impl Media {
                     ));
                     if let Some(handoff) = &moved {
                         let segment_min = self.0.settings.hls.segment_min_ms;
-                        stream.lock().continue_from(handoff, segment_min);
+                        crate::origin::go_on(&stream, taken, handoff, segment_min);
                     }
                     streams.insert(room.id.clone(), stream.clone());
                     let takeover = stream.take_over(session, token.clone(), epoch);
@@ -393,6 +400,11 @@ pub(crate) struct State {
     pub(crate) flv_pending: BytesMut,
     /// How many of the GOP's last tags are in `flv_pending`.
     pub(crate) flv_pending_tags: usize,
+    /// The timestamp of the last tag sent to HTTP-FLV viewers.
+    pub(crate) flv_last: u32,
+    /// A copy that started again from a checkpoint takes the tags since it
+    /// anew: those up to this timestamp its viewers had already.
+    pub(crate) flv_quiet_until: Option<u32>,
     pub(crate) gop_max_bytes: usize,
     pub(crate) hls: Hls,
     pub(crate) clock: Clock,
@@ -530,6 +542,8 @@ impl Stream {
                 gop_bytes: 0,
                 flv_pending: BytesMut::new(),
                 flv_pending_tags: 0,
+                flv_last: 0,
+                flv_quiet_until: None,
                 gop_max_bytes: settings.gop_max_bytes,
                 hls: Hls::new(settings.hls, format!("{id}/")),
                 clock: Clock::default(),
@@ -681,7 +695,12 @@ impl Stream {
                 state.gop.clear();
                 state.gop_bytes = state.gop_max_bytes;
             }
-            if self.flv.receiver_count() > 0 {
+            let seen = state.flv_quiet_until.is_some_and(|q| out_ts <= q);
+            if !seen {
+                state.flv_quiet_until = None;
+            }
+            if self.flv.receiver_count() > 0 && !seen {
+                state.flv_last = out_ts;
                 flv::write_tag(kind, out_ts, &body, &mut state.flv_pending);
                 state.flv_pending_tags += 1;
                 if kind == flv::TAG_VIDEO || state.video.is_none() {

@@ -142,6 +142,9 @@ impl Node {
         tasks.spawn(state.media().clone().follow_moves(moves, shutdown.clone()));
         tasks.spawn(state.media().clone().end_lapsed_streams(shutdown.clone()));
         tasks.spawn(api::edge::follow_copies(state.clone(), shutdown.clone()));
+        if let Some(fetcher) = api::edge::fetcher(&state) {
+            state.media().fetch_streams_with(fetcher);
+        }
         tasks.spawn(api::sweep_sessions(store, shutdown.clone()));
         tasks.spawn(api::run_selling_clock(state.clone(), shutdown.clone()));
         tasks.spawn(api::payments::upkeep::run(
