@@ -94,30 +94,7 @@ async fn files_made_on_one_node_are_served_by_all(cluster: &Cluster) {
 
     publish(cluster.rtmp[0], &key, 4).await;
     // Complete once the grace for a reconnect is over, seen from node 1.
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    let recording = loop {
-        let (_, list) = cluster
-            .call(
-                1,
-                reqwest::Method::GET,
-                &format!("/api/v1/rooms/{room}/recordings"),
-                None,
-                None,
-            )
-            .await;
-        if let Some(done) = list["items"]
-            .as_array()
-            .and_then(|items| items.first())
-            .filter(|r| r["status"] == "complete")
-        {
-            break done.clone();
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no complete recording: {list}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let recording = complete_recordings(cluster, 1, &room).await.remove(0);
     assert!(
         recording["duration_ms"].as_i64().unwrap() >= 3000,
         "{recording}"
@@ -255,24 +232,27 @@ async fn playlist_where(
     }
 }
 
+/// The room's recordings, as node `i` lists them.
+async fn recordings(cluster: &Cluster, i: usize, room: &str) -> Vec<Value> {
+    let path = format!("/api/v1/rooms/{room}/recordings");
+    let (_, list) = cluster
+        .call(i, reqwest::Method::GET, &path, None, None)
+        .await;
+    list["items"].as_array().cloned().unwrap_or_default()
+}
+
 /// The room's recordings, as node `i` lists them, once all are complete.
 async fn complete_recordings(cluster: &Cluster, i: usize, room: &str) -> Vec<Value> {
     let deadline = tokio::time::Instant::now() + PATIENCE;
     loop {
-        let (_, list) = cluster
-            .call(
-                i,
-                reqwest::Method::GET,
-                &format!("/api/v1/rooms/{room}/recordings"),
-                None,
-                None,
-            )
-            .await;
-        let items = list["items"].as_array().cloned().unwrap_or_default();
+        let items = recordings(cluster, i, room).await;
         if !items.is_empty() && items.iter().all(|r| r["status"] == "complete") {
             return items;
         }
-        assert!(tokio::time::Instant::now() < deadline, "recordings: {list}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "recordings: {items:?}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -611,22 +591,13 @@ async fn when_the_origin_dies_its_edges_end_the_stream_and_a_new_one_plays_every
     // What node 0 recorded before it died is kept, and closed.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
     loop {
-        let (_, list) = cluster
-            .call(
-                2,
-                reqwest::Method::GET,
-                &format!("/api/v1/rooms/{room}/recordings"),
-                None,
-                None,
-            )
-            .await;
-        let items = list["items"].as_array().cloned().unwrap_or_default();
+        let items = recordings(&cluster, 2, &room).await;
         let first = items.iter().find(|r| r["status"] == "complete");
         if let Some(first) = first {
             assert!(first["duration_ms"].as_i64().unwrap() > 0, "{first}");
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "{list}");
+        assert!(tokio::time::Instant::now() < deadline, "{items:?}");
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     cluster.finish().await;
