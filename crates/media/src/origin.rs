@@ -27,8 +27,10 @@ use tokio_util::sync::CancellationToken;
 use crate::hls::Position;
 use crate::stream::{Media, State, Stream};
 
-/// How long an origin lease holds without being renewed.
-pub const LEASE: Duration = Duration::from_secs(3);
+/// How long an origin lease holds without being renewed: long enough that a
+/// database slowed down for a few seconds (a commit of 2.5 s was seen on a
+/// loaded test machine) does not end a live stream.
+pub const LEASE: Duration = Duration::from_secs(5);
 /// How often the origin renews it.
 pub const RENEW: Duration = Duration::from_secs(1);
 
