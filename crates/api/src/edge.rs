@@ -241,7 +241,7 @@ async fn state_now(
     Path(room): Path<String>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let (start, _) = joined(&state, &room, &headers)?;
+    let (_, start, _) = joined(&state, &room, &headers)?;
     Ok(Response::new(Body::from(start)))
 }
 
@@ -253,10 +253,11 @@ async fn feed(
     Path(room): Path<String>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let (start, frames) = joined(&state, &room, &headers)?;
+    let (stream, start, frames) = joined(&state, &room, &headers)?;
     metrics::gauge!("hawker_edge_feeds").increment(1.0);
     let body = futures_util::stream::unfold(
         FeedOut {
+            stream,
             start: Some(start),
             frames,
             done: false,
@@ -280,7 +281,11 @@ fn joined(
     state: &AppState,
     room: &str,
     headers: &HeaderMap,
-) -> ApiResult<(bytes::Bytes, tokio::sync::broadcast::Receiver<Frame>)> {
+) -> ApiResult<(
+    Arc<Stream>,
+    bytes::Bytes,
+    tokio::sync::broadcast::Receiver<Frame>,
+)> {
     let secret = state.config().cluster_secret.as_deref();
     let given = headers.get(SECRET_HEADER).and_then(|v| v.to_str().ok());
     let allowed = match (secret, given) {
@@ -297,12 +302,14 @@ fn joined(
         .stream(&RoomId::from_string(room.to_owned()))
         .filter(|s| !s.is_copy())
         .ok_or_else(|| ApiError::new(Code::NotFound, "the room is not streaming here"))?;
-    stream
+    let (start, frames) = stream
         .join_feed()
-        .ok_or_else(|| ApiError::new(Code::NotFound, "the stream has not begun a segment yet"))
+        .ok_or_else(|| ApiError::new(Code::NotFound, "the stream has not begun a segment yet"))?;
+    Ok((stream, start, frames))
 }
 
 struct FeedOut {
+    stream: Arc<Stream>,
     start: Option<bytes::Bytes>,
     frames: tokio::sync::broadcast::Receiver<Frame>,
     done: bool,
@@ -329,6 +336,11 @@ impl FeedOut {
                 return None;
             }
         };
+        // The stream moved to another node, and this one's is a copy of it
+        // now: the edge follows the lease there rather than pull a copy.
+        if self.stream.is_copy() {
+            return None;
+        }
         self.done = first == Frame::End;
         first.encode(&mut out);
         // What else is waiting goes in the same write.

@@ -293,12 +293,17 @@ async fn an_encoder_that_moves_to_another_node_takes_the_stream_over_there() {
     let mut first = encoder(cluster.rtmp[0], &key);
     let before = playlist_past(&cluster, 0, &room, Some(1)).await;
     let flv = FlvReader::start(&cluster, 0, &room).await;
+    // Node 2 is an edge of node 0 when the stream moves.
+    playlist_past(&cluster, 2, &room, None).await;
     // The same key on another node: the newest encoder wins, and the node it
     // left cuts the first encoder off.
     let mut second = encoder(cluster.rtmp[1], &key);
     let cut = tokio::time::timeout(PATIENCE, first.wait()).await;
     assert!(cut.is_ok(), "node 0 let the first encoder go on publishing");
     the_stream_goes_on_at_node_1(&cluster, &room, &before).await;
+    // The edge follows the stream to node 1: the same join in its playlist.
+    let edge = playlist_where(&cluster, 2, &room, |l| l.joined && l.last > before.last + 1).await;
+    assert_eq!(edge.stream, before.stream);
     // Node 0's HTTP-FLV viewer kept its connection: two more seconds of
     // video come through it, from the new origin, timestamps still rising.
     let seen = flv.video_tags();

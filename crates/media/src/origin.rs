@@ -114,8 +114,10 @@ pub(crate) fn go_on(
         }
         if mirror.took_media() {
             let mut state = stream.lock();
-            // The encoder is a new one, as after a reconnect to that node.
+            // The encoder is a new one, as after a reconnect to that node
+            // (and the edges that start from what came before hear so).
             state.hls.pause();
+            stream.feed_out(&mut state, crate::wire::Frame::Pause);
             let last = mirror.last_timestamp().max(handoff.media_ms);
             state.clock.continue_from(last);
             return;
