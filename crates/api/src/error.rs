@@ -79,6 +79,7 @@ error_codes! {
     IdempotencyKeyReused = (UNPROCESSABLE_ENTITY, "idempotency_key_reused", "This Idempotency-Key was used for a different request."),
     RefundTooLarge = (UNPROCESSABLE_ENTITY, "refund_too_large", "The refunds would exceed what was paid."),
     RateLimited = (TOO_MANY_REQUESTS, "rate_limited", "Too many attempts; wait and try again."),
+    TooManyConnections = (TOO_MANY_REQUESTS, "too_many_connections", "Too many connections from your address; close some and try again."),
     Internal = (INTERNAL_SERVER_ERROR, "internal", "Something went wrong on our side; it has been logged."),
     ProviderUnavailable = (BAD_GATEWAY, "provider_unavailable", "The payment provider did not answer; try again."),
     ProviderRefused = (BAD_GATEWAY, "provider_refused", "The payment provider refused the call; nothing was charged or refunded."),

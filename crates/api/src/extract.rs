@@ -238,18 +238,15 @@ impl FromRequestParts<AppState> for CurrentUser {
     }
 }
 
-/// The client's IP address as the TCP connection shows it (no proxy headers are
-/// trusted), or `None` where the server was started without connection info.
+/// The client's IP address: the TCP peer's, or what a trusted proxy says
+/// (`--trusted-proxies`); `None` where the request did not come through
+/// [`crate::serve`].
 pub struct ClientAddr(pub Option<std::net::IpAddr>);
 
 impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        let peer = parts
-            .extensions
-            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-            .map(|c| c.0.ip());
-        Ok(Self(peer))
+        Ok(Self(crate::server::ClientIp::of(&parts.extensions)))
     }
 }

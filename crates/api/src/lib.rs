@@ -15,8 +15,8 @@ mod ops;
 pub mod payments;
 mod routes;
 mod sale_events;
+mod server;
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,7 +24,6 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use store::Store;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use auth::{hash_secret, stream_key_matches};
@@ -32,6 +31,7 @@ pub use error::{ApiError, Code};
 pub use routes::accounts::create_account;
 pub use routes::images::save_image;
 pub use sale_events::{SaleEvents, TICK as SALE_EVENT_TICK};
+pub use server::{HttpLimits, serve};
 
 /// Settings the API needs; the binary fills them from flags, env and TOML.
 #[derive(Debug, Clone)]
@@ -86,6 +86,12 @@ pub struct ApiConfig {
     pub send_timeout: Duration,
     /// The port encoders publish to, for the `publish_url` the API shows sellers.
     pub rtmp_port: u16,
+    /// What HTTP connections may cost, and how many there may be.
+    pub http: HttpLimits,
+    /// Proxies whose `Forwarded`/`X-Forwarded-For` say who the client is.
+    pub trusted_proxies: Vec<domain::net::Cidr>,
+    /// The bearer token `/metrics` asks for; open to all when `None`.
+    pub metrics_token: Option<String>,
 }
 
 impl ApiConfig {
@@ -114,6 +120,9 @@ impl ApiConfig {
             media: media::Settings::default(),
             send_timeout: Duration::from_secs(30),
             rtmp_port: 1935,
+            http: HttpLimits::default(),
+            trusted_proxies: Vec::new(),
+            metrics_token: None,
             object_store_url: None,
             object_store_endpoint: None,
             cluster_secret: None,
@@ -135,6 +144,10 @@ struct Inner {
     sale_events: SaleEvents,
     inventory: store::Inventory,
     payments: payments::Provider,
+    /// Room WebSockets per client address.
+    websockets: domain::net::Gate,
+    /// HTTP-FLV viewers per client address.
+    flv_viewers: domain::net::Gate,
     config: ApiConfig,
     metrics: metrics_exporter_prometheus::PrometheusHandle,
 }
@@ -160,7 +173,16 @@ pub struct AppState(Arc<Inner>);
 impl AppState {
     pub fn new(parts: Parts) -> Self {
         let config = parts.config;
+        let http = &config.http;
         Self(Arc::new(Inner {
+            websockets: domain::net::Gate::new(
+                http.max_connections,
+                http.max_websockets_per_address,
+            ),
+            flv_viewers: domain::net::Gate::new(
+                http.max_connections,
+                http.max_flv_viewers_per_address,
+            ),
             credentials: extract::CredentialCache::default(),
             sale_rooms: std::sync::Mutex::default(),
             hub: parts.hub,
@@ -191,6 +213,16 @@ impl AppState {
     /// The payment provider orders are paid through.
     pub fn payment_provider(&self) -> &payments::Provider {
         &self.0.payments
+    }
+
+    /// The room WebSockets open, counted per client address.
+    pub(crate) fn websockets(&self) -> &domain::net::Gate {
+        &self.0.websockets
+    }
+
+    /// The HTTP-FLV viewers watching, counted per client address.
+    pub(crate) fn flv_viewers(&self) -> &domain::net::Gate {
+        &self.0.flv_viewers
     }
 
     pub(crate) fn credentials(&self) -> &extract::CredentialCache {
@@ -287,55 +319,6 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(state.config().max_body_bytes))
         .with_state(state.clone());
     middleware::wrap(app, state)
-}
-
-/// Serves `router` on `listener` until `shutdown` is cancelled, then lets requests
-/// in flight finish for at most `grace` before returning.
-pub async fn serve(
-    listener: TcpListener,
-    state: AppState,
-    shutdown: CancellationToken,
-    grace: Duration,
-) -> std::io::Result<()> {
-    let hub = state.hub().clone();
-    let unacknowledged = state.config().send_timeout;
-    // A peer that stops reading (a stalled HTTP-FLV player, a frozen phone)
-    // lets nothing be acknowledged; the kernel drops its connection after this
-    // long, and the response it held goes with it. No Nagle: room events,
-    // media parts and FLV tags are written whole and at once, and each one
-    // held back for the peer's delayed acknowledgement is late.
-    let listener = axum::serve::ListenerExt::tap_io(listener, move |tcp| {
-        let _ = tcp.set_nodelay(true);
-        let _ = socket2::SockRef::from(&*tcp).set_tcp_user_timeout(Some(unacknowledged));
-    });
-    let app = router(state);
-    let server = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown.clone().cancelled_owned());
-    let mut running = tokio::spawn(async move { server.await });
-    tokio::select! {
-        done = &mut running => return done.unwrap_or_else(|e| Err(std::io::Error::other(e))),
-        () = shutdown.cancelled() => {}
-    }
-    // Upgraded connections are no longer the HTTP server's to drain: the hub,
-    // on a child of the same token, is closing them now.
-    let served = match tokio::time::timeout(grace, &mut running).await {
-        Ok(done) => done.unwrap_or_else(|e| Err(std::io::Error::other(e))),
-        Err(_) => {
-            tracing::warn!(
-                ?grace,
-                "requests still running after the grace period; closing them"
-            );
-            running.abort();
-            Ok(())
-        }
-    };
-    if tokio::time::timeout(grace, hub.stopped()).await.is_err() {
-        tracing::warn!("the chat log did not finish writing within the grace period");
-    }
-    served
 }
 
 /// Every second until `shutdown`: starts sales whose start has come, ends those

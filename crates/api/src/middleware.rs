@@ -57,8 +57,11 @@ pub(crate) fn wrap(app: Router, state: AppState) -> Router {
                         .get(REQUEST_ID)
                         .and_then(|v| v.to_str().ok())
                         .unwrap_or("-");
+                    let client = crate::server::ClientIp::of(req.extensions())
+                        .map(|ip| ip.to_string())
+                        .unwrap_or_default();
                     // The path only: query strings may carry cursors or search terms.
-                    tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+                    tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id, %client)
                 }),
             )
             .layer(PropagateRequestIdLayer::new(REQUEST_ID))

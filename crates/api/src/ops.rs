@@ -58,7 +58,25 @@ async fn ready(State(state): State<AppState>) -> Result<impl IntoResponse, ApiEr
     })))
 }
 
-async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+/// The Prometheus text. With `--metrics-token`, only for a request that
+/// brings it as `Authorization: Bearer`.
+async fn metrics(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+) -> Result<impl IntoResponse, ApiError> {
+    if let Some(token) = &state.config().metrics_token {
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or_default();
+        if !domain::secret::secret_matches(&domain::secret::hash_secret(token), given) {
+            return Err(ApiError::new(
+                Code::Unauthenticated,
+                "/metrics needs the metrics token as a bearer token",
+            ));
+        }
+    }
     let pool = state.store().pool_stats();
     let backend = [("backend", pool.backend.as_str())];
     metrics::gauge!("hawker_store_connections", &backend).set(f64::from(pool.connections));
@@ -68,23 +86,41 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         metrics::gauge!("hawker_payment_reversals_pending").set(n as f64);
     }
     let streams = state.media().all_stats();
-    metrics::gauge!("hawker_streams_live").set(streams.iter().filter(|s| s.live).count() as f64);
-    // An ended stream reads as zeros until it is let go, and stays at zero.
-    for stream in &streams {
-        let room = [("room", stream.room.as_str().to_owned())];
-        let live = if stream.live { 1.0 } else { 0.0 };
-        metrics::gauge!("hawker_stream_live", &room).set(live);
-        metrics::gauge!("hawker_stream_bitrate_bps", &room).set(live * stream.bitrate as f64);
-        metrics::gauge!("hawker_stream_frame_rate", &room).set(live * stream.frame_rate);
-        metrics::gauge!("hawker_stream_width", &room).set(f64::from(stream.width.unwrap_or(0)));
-        metrics::gauge!("hawker_stream_height", &room).set(f64::from(stream.height.unwrap_or(0)));
-        metrics::gauge!("hawker_stream_keyframe_interval_ms", &room)
-            .set(stream.keyframe_interval_ms.unwrap_or(0) as f64);
-        metrics::gauge!("hawker_stream_uptime_seconds", &room)
-            .set(live * stream.uptime_seconds as f64);
+    let live: Vec<_> = streams.iter().filter(|s| s.live).collect();
+    metrics::gauge!("hawker_streams_live").set(live.len() as f64);
+    let mut text = state.0.metrics.render();
+    text.push_str(&stream_series(&live));
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text))
+}
+
+/// One series per live stream and measure, labelled with its room, written
+/// here rather than kept in the recorder: a room's series are gone from the
+/// next scrape once its stream ends.
+fn stream_series(streams: &[&media::StreamStats]) -> String {
+    use std::fmt::Write as _;
+    type Measure = fn(&media::StreamStats) -> f64;
+    let measures: [(&str, Measure); 7] = [
+        ("hawker_stream_live", |_| 1.0),
+        ("hawker_stream_bitrate_bps", |s| s.bitrate as f64),
+        ("hawker_stream_frame_rate", |s| s.frame_rate),
+        ("hawker_stream_width", |s| f64::from(s.width.unwrap_or(0))),
+        ("hawker_stream_height", |s| f64::from(s.height.unwrap_or(0))),
+        ("hawker_stream_keyframe_interval_ms", |s| {
+            s.keyframe_interval_ms.unwrap_or(0) as f64
+        }),
+        ("hawker_stream_uptime_seconds", |s| s.uptime_seconds as f64),
+    ];
+    let mut text = String::new();
+    for (name, measure) in measures {
+        let _ = writeln!(text, "# TYPE {name} gauge");
+        for stream in streams {
+            let _ = writeln!(
+                text,
+                "{name}{{room=\"{}\"}} {}",
+                stream.room,
+                measure(stream)
+            );
+        }
     }
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.0.metrics.render(),
-    )
+    text
 }

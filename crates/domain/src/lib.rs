@@ -10,6 +10,7 @@ pub mod catalog;
 pub mod event;
 pub mod ids;
 pub mod money;
+pub mod net;
 pub mod order;
 pub mod room;
 pub mod sale;

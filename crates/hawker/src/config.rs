@@ -246,6 +246,56 @@ pub struct Settings {
     /// refunds with the provider's [default: 5]
     #[arg(long, env = "HAWKER_RECONCILE_MINUTES")]
     pub reconcile_minutes: Option<u64>,
+    /// Open RTMP connections, in all [default: 1000]
+    #[arg(long, env = "HAWKER_RTMP_MAX_CONNECTIONS")]
+    pub rtmp_max_connections: Option<usize>,
+    /// Open RTMP connections from one address [default: 10]
+    #[arg(long, env = "HAWKER_RTMP_MAX_CONNECTIONS_PER_ADDRESS")]
+    pub rtmp_max_connections_per_address: Option<usize>,
+    /// Seconds an RTMP connection has to publish after it is accepted,
+    /// however busy it keeps itself [default: 10]
+    #[arg(long, env = "HAWKER_RTMP_PUBLISH_TIMEOUT")]
+    pub rtmp_publish_timeout: Option<u64>,
+    /// Longest RTMP message, in bytes, before the connection publishes
+    /// [default: 65536]
+    #[arg(long, env = "HAWKER_RTMP_MAX_MESSAGE_BEFORE_PUBLISH")]
+    pub rtmp_max_message_before_publish: Option<usize>,
+    /// Longest RTMP message, in bytes, once publishing: a keyframe must fit
+    /// [default: 8388608]
+    #[arg(long, env = "HAWKER_RTMP_MAX_MESSAGE")]
+    pub rtmp_max_message: Option<usize>,
+    /// AMF values one RTMP command or metadata message may hold [default: 1024]
+    #[arg(long, env = "HAWKER_RTMP_MAX_AMF_VALUES")]
+    pub rtmp_max_amf_values: Option<usize>,
+    /// Bytes for an encoder that it has not read, past which it is
+    /// disconnected [default: 1048576]
+    #[arg(long, env = "HAWKER_RTMP_MAX_PENDING_OUTPUT")]
+    pub rtmp_max_pending_output: Option<usize>,
+    /// Seconds a client has to send a request's headers [default: 10]
+    #[arg(long, env = "HAWKER_HEADER_READ_TIMEOUT")]
+    pub header_read_timeout: Option<u64>,
+    /// Open HTTP connections, in all, WebSockets and HTTP-FLV included
+    /// [default: 16000]
+    #[arg(long, env = "HAWKER_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Open HTTP connections from one address (a trusted proxy's count in
+    /// the total only) [default: 256]
+    #[arg(long, env = "HAWKER_MAX_CONNECTIONS_PER_ADDRESS")]
+    pub max_connections_per_address: Option<usize>,
+    /// Room WebSockets from one client address [default: 100]
+    #[arg(long, env = "HAWKER_MAX_WEBSOCKETS_PER_ADDRESS")]
+    pub max_websockets_per_address: Option<usize>,
+    /// HTTP-FLV viewers from one client address [default: 20]
+    #[arg(long, env = "HAWKER_MAX_FLV_VIEWERS_PER_ADDRESS")]
+    pub max_flv_viewers_per_address: Option<usize>,
+    /// Comma-separated addresses and ranges (CIDR) of the proxies in front:
+    /// from them, the client's address is read from Forwarded or
+    /// X-Forwarded-For [default: none]
+    #[arg(long, env = "HAWKER_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Option<Vec<String>>,
+    /// A bearer token /metrics asks for [default: none: /metrics is open]
+    #[arg(long, env = "HAWKER_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
     /// Group commit for flash-sale purchases; `false` only to measure the naive
     /// path against it (bench/flash-sale) [default: true]
     #[arg(long, env = "HAWKER_INVENTORY_BATCHING")]
@@ -321,10 +371,28 @@ impl Settings {
             payments_timeout_ms,
             payments_settle_after,
             reconcile_minutes,
+            rtmp_max_connections,
+            rtmp_max_connections_per_address,
+            rtmp_publish_timeout,
+            rtmp_max_message_before_publish,
+            rtmp_max_message,
+            rtmp_max_amf_values,
+            rtmp_max_pending_output,
+            header_read_timeout,
+            max_connections,
+            max_connections_per_address,
+            max_websockets_per_address,
+            max_flv_viewers_per_address,
+            trusted_proxies,
+            metrics_token,
             inventory_batching
         );
-        let data_dir = s.data_dir.unwrap_or_else(|| PathBuf::from("./hawker-data"));
+        let data_dir = s
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("./hawker-data"));
         let mut api = api::ApiConfig::new(data_dir.clone());
+        apply_limits(&s, &mut api)?;
         if let Some(days) = s.session_days {
             api.session_ttl = Duration::from_secs(days.max(1) * 24 * 3600);
         }
@@ -411,6 +479,59 @@ impl Settings {
     }
 }
 
+/// The limits of the ports facing the internet (`docs/operations.md`).
+fn apply_limits(s: &Settings, api: &mut api::ApiConfig) -> anyhow::Result<()> {
+    let rtmp = &mut api.media.rtmp;
+    let set = |slot: &mut usize, value: Option<usize>| {
+        if let Some(n) = value {
+            *slot = n.max(1);
+        }
+    };
+    set(&mut rtmp.max_connections, s.rtmp_max_connections);
+    set(
+        &mut rtmp.max_connections_per_address,
+        s.rtmp_max_connections_per_address,
+    );
+    set(
+        &mut rtmp.max_message_before_publish,
+        s.rtmp_max_message_before_publish,
+    );
+    set(&mut rtmp.max_message, s.rtmp_max_message);
+    set(&mut rtmp.max_amf_values, s.rtmp_max_amf_values);
+    set(&mut rtmp.max_pending_output, s.rtmp_max_pending_output);
+    if let Some(secs) = s.rtmp_publish_timeout {
+        rtmp.publish_timeout = Duration::from_secs(secs.max(1));
+    }
+    let http = &mut api.http;
+    if let Some(secs) = s.header_read_timeout {
+        http.header_read_timeout = Duration::from_secs(secs.max(1));
+    }
+    set(&mut http.max_connections, s.max_connections);
+    set(
+        &mut http.max_connections_per_address,
+        s.max_connections_per_address,
+    );
+    set(
+        &mut http.max_websockets_per_address,
+        s.max_websockets_per_address,
+    );
+    set(
+        &mut http.max_flv_viewers_per_address,
+        s.max_flv_viewers_per_address,
+    );
+    if let Some(ranges) = &s.trusted_proxies {
+        api.trusted_proxies = ranges
+            .iter()
+            .filter(|r| !r.trim().is_empty())
+            .map(|r| {
+                domain::net::Cidr::parse(r).map_err(|e| anyhow::anyhow!("--trusted-proxies: {e}"))
+            })
+            .collect::<anyhow::Result<_>>()?;
+    }
+    api.metrics_token = s.metrics_token.clone().filter(|t| !t.is_empty());
+    Ok(())
+}
+
 fn read_file(path: &Path) -> anyhow::Result<Settings> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading the config file {}", path.display()))?;
@@ -481,6 +602,21 @@ mod tests {
             format!("[default: {}]", c.api.payments_timeout.as_millis()),
             format!("[default: {}]", c.api.upkeep.settle_after.as_secs()),
             format!("[default: {}]", c.api.upkeep.reconcile_every.as_secs() / 60),
+            format!("[default: {}]", c.api.media.rtmp.max_connections),
+            format!(
+                "[default: {}]",
+                c.api.media.rtmp.max_connections_per_address
+            ),
+            format!("[default: {}]", c.api.media.rtmp.publish_timeout.as_secs()),
+            format!("[default: {}]", c.api.media.rtmp.max_message_before_publish),
+            format!("[default: {}]", c.api.media.rtmp.max_message),
+            format!("[default: {}]", c.api.media.rtmp.max_amf_values),
+            format!("[default: {}]", c.api.media.rtmp.max_pending_output),
+            format!("[default: {}]", c.api.http.header_read_timeout.as_secs()),
+            format!("[default: {}]", c.api.http.max_connections),
+            format!("[default: {}]", c.api.http.max_connections_per_address),
+            format!("[default: {}]", c.api.http.max_websockets_per_address),
+            format!("[default: {}]", c.api.http.max_flv_viewers_per_address),
         ] {
             assert!(help.contains(&expected), "--help lacks {expected}");
         }

@@ -117,7 +117,7 @@ fn mutate(rng: &mut Rng, base: &[u8]) -> Vec<u8> {
 
 /// Everything a server does with an input, minus the sockets.
 fn exercise(input: &[u8]) {
-    let mut session = Session::new(1 << 20);
+    let mut session = Session::new(&media::rtmp::Limits::default());
     let mut hls = Hls::new(Settings::default(), String::new());
     let mut wire = BytesMut::from(input);
     loop {

@@ -28,9 +28,15 @@ pub enum AmfError {
     TooDeep,
     #[error("AMF0 string is not UTF-8")]
     NotUtf8,
+    #[error("more than {0} AMF0 values in one message")]
+    TooMany(usize),
 }
 
 const MAX_DEPTH: usize = 16;
+
+/// Values one message may decode into unless the caller says otherwise: an
+/// encoder's `onMetaData` holds a few dozen.
+pub const MAX_VALUES: usize = 1024;
 
 impl Amf {
     pub fn as_str(&self) -> Option<&str> {
@@ -71,13 +77,40 @@ impl Amf {
     }
 }
 
-/// Every value in `bytes`, in order.
-pub fn decode_all(mut bytes: &[u8]) -> Result<Vec<Amf>, AmfError> {
+/// Every value in `bytes`, in order, at most [`MAX_VALUES`] of them.
+pub fn decode_all(bytes: &[u8]) -> Result<Vec<Amf>, AmfError> {
+    decode_at_most(bytes, MAX_VALUES)
+}
+
+/// Every value in `bytes`, in order; more than `max_values` (nested ones
+/// counted) is an error, so that a message of a million null markers costs
+/// a bounded amount of work.
+pub fn decode_at_most(mut bytes: &[u8], max_values: usize) -> Result<Vec<Amf>, AmfError> {
+    let mut budget = Budget {
+        left: max_values,
+        max: max_values,
+    };
     let mut values = Vec::new();
     while !bytes.is_empty() {
-        values.push(decode(&mut bytes, 0)?);
+        values.push(decode(&mut bytes, 0, &mut budget)?);
     }
     Ok(values)
+}
+
+/// Values a decoding may still produce.
+struct Budget {
+    left: usize,
+    max: usize,
+}
+
+impl Budget {
+    fn spend(&mut self) -> Result<(), AmfError> {
+        self.left = self
+            .left
+            .checked_sub(1)
+            .ok_or(AmfError::TooMany(self.max))?;
+        Ok(())
+    }
 }
 
 fn take<'a>(bytes: &mut &'a [u8], n: usize) -> Result<&'a [u8], AmfError> {
@@ -121,7 +154,11 @@ fn long_string(bytes: &mut &[u8]) -> Result<String, AmfError> {
 }
 
 /// Key-value pairs up to the empty key and the object-end marker.
-fn properties(bytes: &mut &[u8], depth: usize) -> Result<Vec<(String, Amf)>, AmfError> {
+fn properties(
+    bytes: &mut &[u8],
+    depth: usize,
+    budget: &mut Budget,
+) -> Result<Vec<(String, Amf)>, AmfError> {
     let mut pairs = Vec::new();
     loop {
         let key = short_string(bytes)?;
@@ -129,33 +166,34 @@ fn properties(bytes: &mut &[u8], depth: usize) -> Result<Vec<(String, Amf)>, Amf
             *bytes = &bytes[1..];
             return Ok(pairs);
         }
-        let value = decode(bytes, depth + 1)?;
+        let value = decode(bytes, depth + 1, budget)?;
         pairs.push((key, value));
     }
 }
 
-fn decode(bytes: &mut &[u8], depth: usize) -> Result<Amf, AmfError> {
+fn decode(bytes: &mut &[u8], depth: usize, budget: &mut Budget) -> Result<Amf, AmfError> {
     if depth > MAX_DEPTH {
         return Err(AmfError::TooDeep);
     }
+    budget.spend()?;
     let marker = take(bytes, 1)?[0];
     Ok(match marker {
         0x00 => Amf::Number(f64_be(bytes)?),
         0x01 => Amf::Boolean(take(bytes, 1)?[0] != 0),
         0x02 => Amf::String(short_string(bytes)?),
-        0x03 => Amf::Object(properties(bytes, depth)?),
+        0x03 => Amf::Object(properties(bytes, depth, budget)?),
         0x05 => Amf::Null,
         0x06 => Amf::Undefined,
         0x08 => {
             // The count is a hint that encoders get wrong; the end marker rules.
             u32_be(bytes)?;
-            Amf::EcmaArray(properties(bytes, depth)?)
+            Amf::EcmaArray(properties(bytes, depth, budget)?)
         }
         0x0a => {
             let count = u32_be(bytes)?;
             let mut items = Vec::new();
             for _ in 0..count {
-                items.push(decode(bytes, depth + 1)?);
+                items.push(decode(bytes, depth + 1, budget)?);
             }
             Amf::StrictArray(items)
         }
@@ -167,7 +205,7 @@ fn decode(bytes: &mut &[u8], depth: usize) -> Result<Amf, AmfError> {
         0x0c | 0x0f => Amf::String(long_string(bytes)?),
         0x10 => {
             short_string(bytes)?;
-            Amf::Object(properties(bytes, depth)?)
+            Amf::Object(properties(bytes, depth, budget)?)
         }
         other => return Err(AmfError::UnsupportedMarker(other)),
     })
@@ -278,6 +316,17 @@ mod tests {
             decode_all(&[0x0a, 0xff, 0xff, 0xff, 0xff]),
             Err(AmfError::Truncated)
         );
+    }
+
+    #[test]
+    fn a_message_of_a_million_nulls_stops_at_the_budget() {
+        let nulls = vec![0x05u8; 1 << 20];
+        assert_eq!(decode_all(&nulls), Err(AmfError::TooMany(MAX_VALUES)));
+        // Nested values count too.
+        let mut array = vec![0x0a, 0x00, 0x00, 0x00, 0x10];
+        array.extend_from_slice(&[0x05; 16]);
+        assert_eq!(decode_at_most(&array, 16), Err(AmfError::TooMany(16)));
+        assert_eq!(decode_at_most(&array, 17).map(|v| v.len()), Ok(1));
     }
 
     proptest! {

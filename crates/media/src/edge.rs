@@ -203,7 +203,7 @@ impl crate::stream::State {
     /// HTTP-FLV viewers need (a changed sequence header goes to those
     /// already watching).
     fn restore(&mut self, flv: &tokio::sync::broadcast::Sender<Bytes>, checkpoint: Checkpoint) {
-        let at = self.gop.last().map_or(0, |t| t.1);
+        let at = self.gop.last().map_or(0, |t| t.0);
         if let Some(header) = checkpoint.video_header {
             if let Ok(VideoTag::Config(c)) = flv::parse_video(&header) {
                 if self.video.as_ref().is_some_and(|old| *old != c) {

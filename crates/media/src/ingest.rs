@@ -11,6 +11,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use domain::net::{Gate, Pass};
+
 use crate::flv;
 use crate::rtmp::{Event, Session};
 use crate::stream::{Media, Publisher, Refused};
@@ -33,6 +35,8 @@ pub async fn serve(listener: TcpListener, media: Media, shutdown: CancellationTo
         }
     };
     let connections = TaskTracker::new();
+    let limits = &media.settings().rtmp;
+    let gate = Gate::new(limits.max_connections, limits.max_connections_per_address);
     loop {
         let accepted = tokio::select! {
             () = shutdown.cancelled() => break,
@@ -40,8 +44,20 @@ pub async fn serve(listener: TcpListener, media: Media, shutdown: CancellationTo
         };
         match accepted {
             Ok((socket, peer)) => {
-                let _ = socket.set_nodelay(true);
                 metrics::counter!("hawker_rtmp_connections_total").increment(1);
+                // Over a limit, the connection is closed before a byte is
+                // read: what an encoder sees is a refused publish.
+                let pass = match gate.admit(Some(peer.ip())) {
+                    Ok(pass) => pass,
+                    Err(full) => {
+                        metrics::counter!("hawker_rtmp_refused_total", "limit" => full.as_str())
+                            .increment(1);
+                        tracing::debug!(%peer, limit = full.as_str(), "RTMP connection refused");
+                        continue;
+                    }
+                };
+                metrics::gauge!("hawker_rtmp_connections").set(gate.open() as f64);
+                let _ = socket.set_nodelay(true);
                 // Taken out of the reactor: encoders' sockets are read on the
                 // ingest's tick, not on readiness (see `run`).
                 let socket = match socket.into_std() {
@@ -51,7 +67,7 @@ pub async fn serve(listener: TcpListener, media: Media, shutdown: CancellationTo
                         continue;
                     }
                 };
-                let task = connection(socket, peer, media.clone(), shutdown.clone());
+                let task = connection(socket, peer, pass, media.clone(), shutdown.clone());
                 match &event_loop {
                     Some(event_loop) => connections.spawn_on(task, &event_loop.handle),
                     None => connections.spawn(task),
@@ -122,29 +138,53 @@ enum Closed {
     NoPublish(Duration),
     #[error("holds {0} bytes of partial messages")]
     Hoarding(usize),
+    #[error("does not read what it is sent ({0} bytes waiting)")]
+    Backlog(usize),
     #[error("replaced by a new publisher")]
     Replaced,
+    #[error("its stream key was replaced or its room ended")]
+    Cut,
     #[error("server shutting down")]
     Shutdown,
     #[error("encoder closed the connection")]
     Eof,
 }
 
+impl Closed {
+    /// The `reason` label of `hawker_rtmp_rejected_total`.
+    fn reason(&self) -> &'static str {
+        match self {
+            Closed::Io(_) => "io",
+            Closed::Protocol(_) => "protocol",
+            Closed::Media(_) => "media",
+            Closed::Refused(_) => "refused",
+            Closed::Silent(_) => "silent",
+            Closed::NoPublish(_) => "no_publish",
+            Closed::Hoarding(_) => "hoarding",
+            Closed::Backlog(_) => "backlog",
+            Closed::Cut => "cut",
+            Closed::Replaced | Closed::Shutdown | Closed::Eof => "",
+        }
+    }
+}
+
 async fn connection(
     socket: std::net::TcpStream,
     peer: SocketAddr,
+    pass: Pass,
     media: Media,
     shutdown: CancellationToken,
 ) {
     let mut publisher = None;
     let result = run(socket, peer, &media, &shutdown, &mut publisher).await;
+    drop(pass);
     let room = publisher.as_ref().map(|p: &Publisher| p.room().to_string());
     match &result {
         Err(Closed::Eof | Closed::Shutdown | Closed::Replaced) => {
             tracing::info!(%peer, room, reason = %result.as_ref().err().map(ToString::to_string).unwrap_or_default(), "RTMP connection closed");
         }
         Err(e) => {
-            metrics::counter!("hawker_rtmp_rejected_total").increment(1);
+            metrics::counter!("hawker_rtmp_rejected_total", "reason" => e.reason()).increment(1);
             tracing::warn!(%peer, room, reason = %e, "RTMP connection closed");
         }
         Ok(()) => tracing::info!(%peer, room, "encoder stopped publishing"),
@@ -176,13 +216,13 @@ async fn run(
     publisher: &mut Option<Publisher>,
 ) -> Result<(), Closed> {
     socket.set_nonblocking(true)?;
-    let settings = media.settings().clone();
-    let mut session = Session::new(settings.max_message);
+    let limits = media.settings().rtmp.clone();
+    let mut session = Session::new(&limits);
     let mut input = BytesMut::with_capacity(64 * 1024);
-    let mut output = Output::default();
+    let mut output = Output::new(limits.max_pending_output);
     let mut chunk = vec![0u8; 64 * 1024];
     let mut replaced: Option<CancellationToken> = None;
-    let mut ticks = aligned_ticks(settings.ingest_tick);
+    let mut ticks = aligned_ticks(media.settings().ingest_tick);
     let opened = Instant::now();
     let mut last_read = opened;
     loop {
@@ -194,18 +234,24 @@ async fn run(
             .as_ref()
             .is_some_and(CancellationToken::is_cancelled)
         {
+            if publisher.as_ref().is_some_and(Publisher::holds_stream) {
+                return Err(Closed::Cut);
+            }
             // The new session owns the stream now; this one must not end it.
             publisher.take();
             return Err(Closed::Replaced);
         }
-        let (read, eof) = drain(&mut socket, &mut chunk, &mut input, settings.max_message)?;
+        let (read, eof) = drain(&mut socket, &mut chunk, &mut input, session.max_message())?;
         let now = Instant::now();
         if read > 0 {
             last_read = now;
-        } else if publisher.is_none() && now - opened >= settings.publish_timeout {
-            return Err(Closed::NoPublish(settings.publish_timeout));
-        } else if publisher.is_some() && now - last_read >= settings.idle_timeout {
-            return Err(Closed::Silent(settings.idle_timeout));
+        }
+        // However busy a connection keeps itself, it publishes in time or goes.
+        if publisher.is_none() && now - opened >= limits.publish_timeout {
+            return Err(Closed::NoPublish(limits.publish_timeout));
+        }
+        if publisher.is_some() && now - last_read >= limits.idle_timeout {
+            return Err(Closed::Silent(limits.idle_timeout));
         }
         while let Some(event) = session.next_event(&mut input)? {
             match event {
@@ -250,7 +296,7 @@ async fn run(
                 }
             }
         }
-        if session.buffered() > 2 * settings.max_message {
+        if session.buffered() > 2 * session.max_message() {
             return Err(Closed::Hoarding(session.buffered()));
         }
         if eof {
@@ -301,14 +347,23 @@ fn drain(
 }
 
 /// What the session said and the socket has not taken yet.
-#[derive(Default)]
 struct Output {
     pending: BytesMut,
+    /// Past this many bytes pending, the connection is closed.
+    limit: usize,
     /// Since when the socket has taken nothing of `pending`.
     stalled: Option<Instant>,
 }
 
 impl Output {
+    fn new(limit: usize) -> Self {
+        Self {
+            pending: BytesMut::new(),
+            limit,
+            stalled: None,
+        }
+    }
+
     /// Writes what the socket takes now; the rest waits for the next tick, for
     /// at most `WRITE_TIMEOUT`.
     fn send(
@@ -318,6 +373,9 @@ impl Output {
     ) -> Result<(), Closed> {
         if let Some(out) = session.output() {
             self.pending.extend_from_slice(&out);
+        }
+        if self.pending.len() > self.limit {
+            return Err(Closed::Backlog(self.pending.len()));
         }
         while !self.pending.is_empty() {
             match socket.write(&self.pending) {

@@ -150,25 +150,66 @@ impl Media {
 /// How long a taking-over node waits for the other node's stream.
 const FETCH_WAIT: Duration = Duration::from_secs(1);
 
-/// What a new origin tells every node.
+/// What one node tells every node about a stream.
 #[derive(Serialize, Deserialize)]
-struct Moved {
-    room: RoomId,
-    epoch: i64,
-    node: String,
+#[serde(tag = "notice", rename_all = "snake_case")]
+enum Notice {
+    /// A new origin took the stream: the node it left lets go.
+    Moved {
+        room: RoomId,
+        epoch: i64,
+        node: String,
+    },
+    /// The room's stream key was replaced or the room ended: whichever node
+    /// the encoder reached disconnects it.
+    Cut { room: RoomId },
 }
 
 impl Media {
-    /// Tells the node the stream left to let go now.
+    async fn announce(&self, room: &RoomId, notice: &Notice) -> bool {
+        let payload = Bytes::from(serde_json::to_vec(notice).unwrap_or_default());
+        match self.0.bus.publish(&Topic::Streams, payload).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(%room, error = %e, "could not tell the other nodes about the stream");
+                false
+            }
+        }
+    }
+
+    /// Tells the node the stream left to let go now (or it learns at its
+    /// next renewal).
     pub(crate) async fn announce_move(&self, room: &RoomId, epoch: i64) {
-        let moved = Moved {
+        let moved = Notice::Moved {
             room: room.clone(),
             epoch,
             node: self.0.node.clone(),
         };
-        let payload = Bytes::from(serde_json::to_vec(&moved).unwrap_or_default());
-        if let Err(e) = self.0.bus.publish(&Topic::Streams, payload).await {
-            tracing::warn!(%room, error = %e, "could not announce where the stream went; the other node learns at its next renewal");
+        self.announce(room, &moved).await;
+    }
+
+    /// Disconnects the encoder publishing to `room`, on whichever node it
+    /// is: its key no longer opens the room, or the room is over. The stream
+    /// goes on as after any encoder's leaving (the reconnect grace, then the
+    /// end), since the old key cannot come back.
+    pub async fn cut(&self, room: &RoomId) {
+        if !self
+            .announce(room, &Notice::Cut { room: room.clone() })
+            .await
+        {
+            self.cut_here(room);
+        }
+    }
+
+    fn cut_here(&self, room: &RoomId) {
+        let Some(stream) = self.stream(room) else {
+            return;
+        };
+        let state = stream.lock();
+        if let Some((_, token)) = &state.publisher {
+            tracing::info!(%room, "the publisher is cut off");
+            metrics::counter!("hawker_rtmp_publishers_cut_total").increment(1);
+            token.cancel();
         }
     }
 
@@ -307,8 +348,8 @@ impl Media {
         }
     }
 
-    /// Lets go of the streams other nodes announce they took over, until
-    /// `shutdown`.
+    /// Lets go of the streams other nodes announce they took over, and cuts
+    /// the publishers the API cut off (on any node), until `shutdown`.
     pub async fn follow_moves(self, mut moves: Subscription, shutdown: CancellationToken) {
         loop {
             let payload = tokio::select! {
@@ -318,17 +359,20 @@ impl Media {
                     None => return,
                 },
             };
-            let Ok(moved) = serde_json::from_slice::<Moved>(&payload) else {
-                continue;
+            let (room, epoch, node) = match serde_json::from_slice::<Notice>(&payload) {
+                Ok(Notice::Moved { room, epoch, node }) => (room, epoch, node),
+                Ok(Notice::Cut { room }) => {
+                    self.cut_here(&room);
+                    continue;
+                }
+                Err(_) => continue,
             };
-            if moved.node == self.0.node {
+            if node == self.0.node {
                 continue;
             }
-            let older = self
-                .stream(&moved.room)
-                .filter(|s| s.lock().epoch < moved.epoch);
+            let older = self.stream(&room).filter(|s| s.lock().epoch < epoch);
             if let Some(stream) = older {
-                tracing::info!(room = %moved.room, to = %moved.node, "the stream moved to another node");
+                tracing::info!(%room, to = %node, "the stream moved to another node");
                 self.let_go(&stream, true);
             }
         }

@@ -166,17 +166,22 @@ impl Recorder {
 
     /// A file of a recording, as its playlist names it: the playlist of one
     /// still being made is made from its files. `None` if there is none.
-    pub async fn file(&self, id: &RecordingId, name: &str) -> Result<Option<Bytes>, ObjectError> {
+    pub async fn file(
+        &self,
+        id: &RecordingId,
+        name: &str,
+    ) -> Result<Option<objects::Download>, ObjectError> {
         if !is_file_name(name) {
             return Ok(None);
         }
         let prefix = prefix(id);
-        let found = self.0.objects.get(&format!("{prefix}/{name}")).await?;
+        let found = self.0.objects.read(&format!("{prefix}/{name}")).await?;
         if found.is_some() || name != PLAYLIST {
             return Ok(found);
         }
         let listing = Listing::read(&self.0.objects, &prefix).await?;
-        Ok((!listing.entries.is_empty()).then(|| listing.playlist(false).into()))
+        Ok((!listing.entries.is_empty())
+            .then(|| objects::Download::whole(listing.playlist(false).into())))
     }
 
     /// Closes recordings whose writer has not been heard from for `silent`
@@ -583,8 +588,14 @@ mod tests {
         hls.take_completed()
     }
 
+    /// A file of the recording, whole.
+    async fn read(recorder: &Recorder, id: &RecordingId, name: &str) -> Option<Bytes> {
+        let found = recorder.file(id, name).await.expect("readable")?;
+        Some(found.bytes().await.expect("readable"))
+    }
+
     async fn vod_of(recorder: &Recorder, id: &RecordingId) -> String {
-        let vod = recorder.file(id, PLAYLIST).await.expect("readable");
+        let vod = read(recorder, id, PLAYLIST).await;
         String::from_utf8(vod.expect("a playlist").to_vec()).expect("text")
     }
 
@@ -602,7 +613,7 @@ mod tests {
         let id = recording.id.clone();
         recording.write(segments());
         let growing = loop {
-            let playlist = recorder.file(&id, PLAYLIST).await.expect("readable");
+            let playlist = read(&recorder, &id, PLAYLIST).await;
             if let Some(p) = playlist.filter(|p| p.windows(3).filter(|w| w == b"seg").count() == 3)
             {
                 break String::from_utf8(p.to_vec()).expect("text");
@@ -635,7 +646,7 @@ mod tests {
             );
         }
         assert!(recorder.delete(&id).await.expect("deleted"));
-        assert_eq!(recorder.file(&id, PLAYLIST).await.expect("readable"), None);
+        assert_eq!(read(&recorder, &id, PLAYLIST).await, None);
     }
 
     #[tokio::test]

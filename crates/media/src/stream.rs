@@ -28,12 +28,8 @@ use crate::wire::Frame;
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub hls: hls::Settings,
-    /// The longest RTMP message accepted (a keyframe must fit).
-    pub max_message: usize,
-    /// A publisher that sends nothing for this long is disconnected.
-    pub idle_timeout: Duration,
-    /// A connection must finish the handshake and publish within this.
-    pub publish_timeout: Duration,
+    /// What an RTMP connection may cost, and how many there may be.
+    pub rtmp: crate::rtmp::Limits,
     /// Encoders' sockets are read together on this tick rather than as data
     /// arrives: fewer wake-ups for at most this much added latency.
     pub ingest_tick: Duration,
@@ -62,9 +58,7 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             hls: hls::Settings::default(),
-            max_message: 8 * 1024 * 1024,
-            idle_timeout: Duration::from_secs(10),
-            publish_timeout: Duration::from_secs(10),
+            rtmp: crate::rtmp::Limits::default(),
             ingest_tick: Duration::from_millis(10),
             flv_queue: 256,
             flv_merge: Duration::ZERO,
@@ -392,8 +386,9 @@ pub(crate) struct State {
     pub(crate) audio_header: Option<Bytes>,
     pub(crate) video: Option<AvcConfig>,
     pub(crate) audio: Option<AacConfig>,
-    /// The tags since the last keyframe (kind, timestamp, body), for new viewers.
-    pub(crate) gop: Vec<(u8, u32, Bytes)>,
+    /// The tags since the last keyframe (timestamp, the FLV tag encoded once),
+    /// which every new viewer shares.
+    pub(crate) gop: Vec<(u32, Bytes)>,
     pub(crate) gop_bytes: usize,
     /// Encoded tags not yet sent to HTTP-FLV viewers: audio waits for the next
     /// video frame, so viewers wake once per frame, not once per tag.
@@ -689,7 +684,9 @@ impl Stream {
             }
             if state.gop_bytes + body.len() <= state.gop_max_bytes {
                 state.gop_bytes += body.len();
-                state.gop.push((kind, out_ts, body.clone()));
+                let mut tag = BytesMut::with_capacity(body.len() + 15);
+                flv::write_tag(kind, out_ts, &body, &mut tag);
+                state.gop.push((out_ts, tag.freeze()));
             } else {
                 // Too long a GOP to keep: new viewers wait for the next keyframe.
                 state.gop.clear();
@@ -793,9 +790,10 @@ impl Stream {
         Some((out.freeze(), feed))
     }
 
-    /// What an HTTP-FLV viewer gets first (header, metadata, sequence headers,
-    /// the current GOP) and the tags after it.
-    pub fn watch_flv(&self) -> Option<(Bytes, broadcast::Receiver<Bytes>)> {
+    /// What an HTTP-FLV viewer gets first, in pieces (header, metadata and
+    /// sequence headers; then the current GOP's tags, the same bytes for every
+    /// viewer), and the tags after it.
+    pub fn watch_flv(&self) -> Option<(Vec<Bytes>, broadcast::Receiver<Bytes>)> {
         let mut state = self.lock();
         state.last_read = Instant::now();
         if state.ended {
@@ -803,7 +801,7 @@ impl Stream {
         }
         let mut start = BytesMut::new();
         start.extend_from_slice(&flv::header(state.audio.is_some(), state.video.is_some()));
-        let first_ts = state.gop.first().map(|t| t.1).unwrap_or(0);
+        let first_ts = state.gop.first().map(|t| t.0).unwrap_or(0);
         if let Some(metadata) = &state.metadata {
             flv::write_tag(flv::TAG_SCRIPT, 0, metadata, &mut start);
         }
@@ -815,10 +813,10 @@ impl Stream {
         }
         // The pending tags reach this viewer with the next batch.
         let sent = state.gop.len() - state.flv_pending_tags.min(state.gop.len());
-        for (kind, timestamp, body) in &state.gop[..sent] {
-            flv::write_tag(*kind, *timestamp, body, &mut start);
-        }
-        Some((start.freeze(), self.flv.subscribe()))
+        let mut pieces = Vec::with_capacity(sent + 1);
+        pieces.push(start.freeze());
+        pieces.extend(state.gop[..sent].iter().map(|(_, tag)| tag.clone()));
+        Some((pieces, self.flv.subscribe()))
     }
 
     /// The playlist once it holds `want` (`_HLS_msn`, `_HLS_part`), or after
@@ -916,6 +914,14 @@ impl Publisher {
 
     pub fn room(&self) -> &RoomId {
         &self.stream.room
+    }
+
+    /// Whether this session is still its stream's publisher: its token was
+    /// cancelled to cut it ([`Media::cut`]) rather than because another
+    /// session or node took over.
+    pub fn holds_stream(&self) -> bool {
+        let state = self.stream.lock();
+        state.publisher.as_ref().map(|p| p.0) == Some(self.session) && !state.ended
     }
 
     pub fn metadata(&self, body: Bytes) {

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::TryStreamExt as _;
+use futures_util::{StreamExt as _, TryStreamExt as _};
 use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as Key;
@@ -41,6 +41,36 @@ pub enum UrlError {
     Unsupported(String),
     #[error("{0}: {1}")]
     Unusable(String, String),
+}
+
+/// A file being read: its size, and its bytes as they come.
+pub struct Download {
+    pub size: u64,
+    pub stream: futures_util::stream::BoxStream<'static, Result<Bytes, ObjectError>>,
+}
+
+impl Download {
+    /// A file already in memory.
+    pub fn whole(bytes: Bytes) -> Self {
+        Self {
+            size: bytes.len() as u64,
+            stream: futures_util::stream::once(async move { Ok(bytes) }).boxed(),
+        }
+    }
+
+    /// All of it, at once.
+    pub async fn bytes(self) -> Result<Bytes, ObjectError> {
+        let chunks: Vec<Bytes> = self.stream.try_collect().await?;
+        Ok(chunks.concat().into())
+    }
+}
+
+impl std::fmt::Debug for Download {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Download")
+            .field("size", &self.size)
+            .finish()
+    }
 }
 
 /// The node's file storage. Cheap to clone.
@@ -219,6 +249,24 @@ impl Objects {
     }
 
     /// The content under `key`, or `None` when there is none.
+    /// A file as it comes from the storage, for a response to stream rather
+    /// than hold whole; `None` if there is none.
+    pub async fn read(&self, key: &str) -> Result<Option<Download>, ObjectError> {
+        let key = parse(key)?;
+        match self.inner.get(&key).await {
+            Ok(found) => {
+                let size = found.meta.size;
+                let stream = found
+                    .into_stream()
+                    .map_err(move |e| unavailable(&key, e))
+                    .boxed();
+                Ok(Some(Download { size, stream }))
+            }
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(unavailable(&key, e)),
+        }
+    }
+
     pub async fn get(&self, key: &str) -> Result<Option<Bytes>, ObjectError> {
         let key = parse(key)?;
         match self.inner.get(&key).await {

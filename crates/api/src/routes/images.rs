@@ -128,14 +128,16 @@ async fn serve_image(
     {
         return Ok((StatusCode::NOT_MODIFIED, cache).into_response());
     }
-    let bytes = state
+    let file = state
         .objects()
-        .get(&image_key(&id))
+        .read(&image_key(&id))
         .await
         .map_err(ApiError::from)?
         .ok_or_else(|| {
             tracing::error!(image = %id, place = state.objects().place(), "a recorded image is missing from the file storage");
             ApiError::from(Code::NotFound)
         })?;
-    Ok((cache, [(header::CONTENT_TYPE, content_type)], bytes).into_response())
+    let length = (header::CONTENT_LENGTH, file.size.to_string());
+    let body = axum::body::Body::from_stream(file.stream);
+    Ok((cache, [(header::CONTENT_TYPE, content_type), length], body).into_response())
 }

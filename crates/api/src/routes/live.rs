@@ -1,8 +1,9 @@
 //! The room's WebSocket. The protocol is in `docs/protocol.md`; the rooms
 //! themselves live in the `live` crate.
 
+use axum::Extension;
 use axum::Json;
-use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::ws::{CloseFrame, Message, WebSocketUpgrade, close_code};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
@@ -17,7 +18,10 @@ use utoipa_axum::routes;
 
 use crate::AppState;
 use crate::error::{ApiResult, Code, ErrorBody};
-use crate::extract::{Credential, CurrentUser, JsonBody, MaybeUser, QueryParams, same_origin};
+use crate::extract::{
+    ClientAddr, Credential, CurrentUser, JsonBody, MaybeUser, QueryParams, same_origin,
+};
+use crate::server::Admitted;
 
 pub(crate) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -48,6 +52,8 @@ pub(crate) struct SocketQuery {
     ))]
 async fn room_socket(
     State(state): State<AppState>,
+    ClientAddr(client): ClientAddr,
+    admitted: Option<Extension<Admitted>>,
     MaybeUser(user): MaybeUser,
     Path(room): Path<String>,
     QueryParams(query): QueryParams<SocketQuery>,
@@ -76,13 +82,31 @@ async fn room_socket(
             })
         }
     };
+    // Over the limit, the socket opens and closes at once with 1013 (try
+    // again later): a browser's WebSocket API shows a refused upgrade as a
+    // bare failure, a close code as a reason.
+    let place = state.websockets().admit(client);
+    if let Err(full) = &place {
+        metrics::counter!("hawker_websockets_refused_total", "limit" => full.as_str()).increment(1);
+    }
     Ok(upgrade
         .read_buffer_size(4096)
         .write_buffer_size(16 * 1024)
         .max_write_buffer_size(256 * 1024)
         .max_message_size(MAX_INCOMING)
         .max_frame_size(MAX_INCOMING)
-        .on_upgrade(move |socket| live::serve(socket, hub, seat, viewer, query.since)))
+        .on_upgrade(move |mut socket| async move {
+            let Ok(place) = place else {
+                let close = CloseFrame {
+                    code: close_code::AGAIN,
+                    reason: "too many connections from your address".into(),
+                };
+                let _ = socket.send(Message::Close(Some(close))).await;
+                return;
+            };
+            live::serve(socket, hub, seat, viewer, query.since).await;
+            drop((place, admitted));
+        }))
 }
 
 #[derive(Deserialize, ToSchema)]

@@ -311,6 +311,7 @@ async fn update_room(
             Err(e) => return Err(e.into()),
         };
         tracing::info!(room = %room.id, "room ended");
+        state.media().cut(&room.id).await;
         state
             .bus()
             .announce_room(
@@ -324,7 +325,8 @@ async fn update_room(
     Ok(Json(room))
 }
 
-/// Replaces the room's stream key: the old one stops working at once. The new
+/// Replaces the room's stream key: the old one stops working at once, and an
+/// encoder publishing with it is disconnected, on whichever node. The new
 /// key is in this answer only.
 #[utoipa::path(post, path = "/api/v1/rooms/{room}/stream-key", tag = "rooms",
     params(("room" = String, Path, description = "Room id")),
@@ -347,6 +349,7 @@ async fn rotate_stream_key(
         .set_stream_key_hash(&room.id, &hash_secret(key.expose()))
         .await?;
     tracing::info!(room = %room.id, "stream key rotated");
+    state.media().cut(&room.id).await;
     Ok((
         StatusCode::CREATED,
         Json(StreamKeyRotated {

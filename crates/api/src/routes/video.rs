@@ -24,7 +24,7 @@ use utoipa_axum::routes;
 use super::rooms::owned_room;
 use crate::AppState;
 use crate::error::{ApiError, ApiResult, Code, ErrorBody};
-use crate::extract::CurrentUser;
+use crate::extract::{ClientAddr, CurrentUser};
 
 /// How long a blocking playlist request waits for the part it asks for.
 const PLAYLIST_WAIT: Duration = Duration::from_secs(6);
@@ -59,20 +59,46 @@ fn media(content_type: &'static str, cache: &'static str, body: impl Into<Body>)
     response
 }
 
+/// A stored file as a response, streamed as the storage gives it (never
+/// held whole), with its length.
+pub(crate) fn download(
+    content_type: &'static str,
+    cache: &'static str,
+    file: objects::Download,
+) -> Response {
+    let mut response = media(content_type, cache, Body::from_stream(file.stream));
+    response
+        .headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(file.size));
+    response
+}
+
 const PLAYLIST: &str = "application/vnd.apple.mpegurl";
 const MP4: &str = "video/mp4";
 const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 const NO_CACHE: &str = "no-cache";
 
-async fn http_flv(State(state): State<AppState>, Path(file): Path<String>) -> ApiResult<Response> {
+async fn http_flv(
+    State(state): State<AppState>,
+    ClientAddr(client): ClientAddr,
+    Path(file): Path<String>,
+) -> ApiResult<Response> {
     let room = file.strip_suffix(".flv").ok_or(Code::NotFound)?;
     let stream = crate::edge::stream_here(&state, room).await?;
+    let place = state.flv_viewers().admit(client).map_err(|full| {
+        metrics::counter!("hawker_httpflv_refused_total", "limit" => full.as_str()).increment(1);
+        ApiError::new(
+            Code::TooManyConnections,
+            "too many HTTP-FLV viewers from your address; close some and try again",
+        )
+    })?;
     let (start, tags) = stream
         .watch_flv()
         .ok_or_else(|| ApiError::new(Code::NotFound, "the stream has ended"))?;
     metrics::gauge!("hawker_httpflv_viewers").increment(1.0);
     let viewer = FlvViewer {
-        start: Some(start),
+        _place: place,
+        start: start.into(),
         tags,
         ended: false,
         merge: state.media().settings().flv_merge,
@@ -88,7 +114,10 @@ async fn http_flv(State(state): State<AppState>, Path(file): Path<String>) -> Ap
 /// at once when more are waiting). A viewer that falls a whole queue behind is
 /// cut off: the server never buffers for it beyond that queue.
 struct FlvViewer {
-    start: Option<Bytes>,
+    /// The viewer's place among its address's.
+    _place: domain::net::Pass,
+    /// The start's pieces, shared with every viewer that joined in this GOP.
+    start: std::collections::VecDeque<Bytes>,
     tags: tokio::sync::broadcast::Receiver<Bytes>,
     ended: bool,
     /// Wait this long after a batch for more, to write them together.
@@ -97,8 +126,8 @@ struct FlvViewer {
 
 impl FlvViewer {
     async fn next(&mut self) -> Option<Bytes> {
-        if let Some(start) = self.start.take() {
-            return Some(start);
+        if let Some(piece) = self.start.pop_front() {
+            return Some(piece);
         }
         if self.ended {
             return None;
@@ -261,8 +290,8 @@ async fn recording_file(
         .recorder()
         .file(&RecordingId::from_string(rec), &file)
         .await?;
-    let bytes = found.ok_or(Code::NotFound)?;
-    Ok(media(content_type, cache, bytes))
+    let file = found.ok_or(Code::NotFound)?;
+    Ok(download(content_type, cache, file))
 }
 
 /// A recording of a live, with what happened during it.

@@ -13,7 +13,7 @@ use tokio::process::{Child, Command};
 use crate::helpers::{Account, TestApp, assert_error};
 
 /// A seller's room and its stream key.
-async fn room_with_key(app: &TestApp) -> (Account, String, String) {
+pub(crate) async fn room_with_key(app: &TestApp) -> (Account, String, String) {
     let seller = app.seller("vids").await;
     let (status, body) = app
         .post(
@@ -30,7 +30,7 @@ async fn room_with_key(app: &TestApp) -> (Account, String, String) {
 
 /// ffmpeg publishing `seconds` of 320x240 H.264 with B-frames and AAC, in
 /// real time, as OBS would.
-fn publish(app: &TestApp, key: &str, seconds: u32) -> Child {
+pub(crate) fn publish(app: &TestApp, key: &str, seconds: u32) -> Child {
     Command::new("ffmpeg")
         .args(["-v", "error", "-re", "-f", "lavfi", "-i"])
         .arg(format!("testsrc2=size=320x240:rate=30:duration={seconds}"))
@@ -52,7 +52,7 @@ fn publish(app: &TestApp, key: &str, seconds: u32) -> Child {
 }
 
 /// Polls `check` every 100 ms for up to 20 s.
-async fn eventually<T, F: std::future::Future<Output = Option<T>>>(
+pub(crate) async fn eventually<T, F: std::future::Future<Output = Option<T>>>(
     what: &str,
     mut check: impl FnMut() -> F,
 ) -> T {
@@ -528,7 +528,7 @@ fn handshake() -> Vec<u8> {
 
 #[tokio::test]
 async fn bad_encoders_are_closed_and_good_ones_still_publish() {
-    let app = TestApp::spawn_with(|c| c.media.publish_timeout = Duration::from_secs(1)).await;
+    let app = TestApp::spawn_with(|c| c.media.rtmp.publish_timeout = Duration::from_secs(1)).await;
     let (seller, room, key) = room_with_key(&app).await;
     let wait = Duration::from_secs(5);
     // Garbage instead of a handshake.

@@ -68,6 +68,15 @@ impl ChunkReader {
         Ok(())
     }
 
+    /// The longest message accepted from now on.
+    pub fn set_max_message(&mut self, max_message: usize) {
+        self.max_message = max_message;
+    }
+
+    pub fn max_message(&self) -> usize {
+        self.max_message
+    }
+
     /// Drops the partial message of a chunk stream (Abort Message).
     pub fn abort(&mut self, csid: u32) {
         if let Some(stream) = self.streams.get_mut(&csid) {

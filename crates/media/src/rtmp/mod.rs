@@ -10,6 +10,8 @@
 
 pub mod chunk;
 
+use std::time::Duration;
+
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use thiserror::Error;
 
@@ -24,6 +26,9 @@ const HANDSHAKE_SIZE: usize = 1536;
 const OUT_CHUNK_SIZE: usize = 4096;
 /// The acknowledgement window asked of the encoder and offered to it.
 const WINDOW: u32 = 2_500_000;
+/// The smallest acknowledgement window an encoder may ask of the server: a
+/// window of one byte would have it write an acknowledgement per byte read.
+const MIN_PEER_WINDOW: u32 = 64 * 1024;
 
 const CONTROL_CSID: u8 = 2;
 const COMMAND_CSID: u8 = 3;
@@ -58,6 +63,43 @@ pub enum SessionError {
     Short(&'static str),
     #[error("application {0:?} does not exist; publish to rtmp://HOST:1935/live/STREAM_KEY")]
     UnknownApp(String),
+}
+
+/// What one RTMP connection may cost the server, and how many there may be.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// The longest message accepted once publishing (a keyframe must fit).
+    pub max_message: usize,
+    /// The longest message accepted before: commands are a few hundred bytes.
+    pub max_message_before_publish: usize,
+    /// AMF values one command or data message may decode into.
+    pub max_amf_values: usize,
+    /// A connection must have published this long after it was accepted.
+    pub publish_timeout: Duration,
+    /// A publisher that sends nothing for this long is disconnected.
+    pub idle_timeout: Duration,
+    /// Open connections, in all.
+    pub max_connections: usize,
+    /// Open connections from one address.
+    pub max_connections_per_address: usize,
+    /// Bytes for the encoder the socket has not taken; past it, the
+    /// connection is closed (the encoder stopped reading).
+    pub max_pending_output: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_message: 8 * 1024 * 1024,
+            max_message_before_publish: 64 * 1024,
+            max_amf_values: crate::amf::MAX_VALUES,
+            publish_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(10),
+            max_connections: 1000,
+            max_connections_per_address: 10,
+            max_pending_output: 1024 * 1024,
+        }
+    }
 }
 
 /// What the encoder did that the server must act on.
@@ -96,14 +138,20 @@ pub struct Session {
     /// The transaction of a `publish` waiting for an answer.
     pending_publish: Option<f64>,
     publishing: bool,
+    /// The longest message once publishing.
+    max_message: usize,
+    max_amf_values: usize,
 }
 
 impl Session {
-    /// `max_message`: the longest message accepted (a keyframe must fit).
-    pub fn new(max_message: usize) -> Self {
+    /// Until it publishes, the session accepts messages of at most
+    /// `limits.max_message_before_publish` bytes; then of `limits.max_message`.
+    pub fn new(limits: &Limits) -> Self {
         Self {
             phase: Phase::Hello,
-            reader: ChunkReader::new(max_message),
+            reader: ChunkReader::new(limits.max_message_before_publish),
+            max_message: limits.max_message,
+            max_amf_values: limits.max_amf_values,
             writer: ChunkWriter::new(),
             out: BytesMut::new(),
             received: 0,
@@ -122,6 +170,11 @@ impl Session {
     /// Bytes held for partial messages.
     pub fn buffered(&self) -> usize {
         self.reader.buffered()
+    }
+
+    /// The longest message accepted now.
+    pub fn max_message(&self) -> usize {
+        self.reader.max_message()
     }
 
     /// Bytes to send to the encoder, if any.
@@ -206,7 +259,8 @@ impl Session {
                 self.reader.abort(csid);
             }
             t::WINDOW_ACK_SIZE => {
-                self.peer_window = read_u32(&mut payload, "Window Acknowledgement Size")?;
+                let window = read_u32(&mut payload, "Window Acknowledgement Size")?;
+                self.peer_window = window.max(MIN_PEER_WINDOW);
             }
             // A ping request (6) is answered with a ping response (7).
             t::USER_CONTROL if payload.len() >= 6 && payload[..2] == [0, 6] => {
@@ -219,14 +273,14 @@ impl Session {
                 if message.type_id == t::COMMAND_AMF3 && !payload.is_empty() {
                     payload.advance(1);
                 }
-                let values = amf::decode_all(&payload)?;
+                let values = amf::decode_at_most(&payload, self.max_amf_values)?;
                 return self.on_command(&values);
             }
             t::DATA_AMF0 | t::DATA_AMF3 if self.publishing => {
                 if message.type_id == t::DATA_AMF3 && !payload.is_empty() {
                     payload.advance(1);
                 }
-                let values = amf::decode_all(&payload)?;
+                let values = amf::decode_at_most(&payload, self.max_amf_values)?;
                 let mut values = values.iter();
                 let mut name = values.next();
                 if name.and_then(Amf::as_str) == Some("@setDataFrame") {
@@ -360,6 +414,7 @@ impl Session {
             self.control(message_type::USER_CONTROL, &begin);
             self.on_status("status", "NetStream.Publish.Start", "Publishing.");
             self.publishing = true;
+            self.reader.set_max_message(self.max_message);
         }
     }
 
@@ -509,7 +564,7 @@ mod tests {
                 Amf::string("live"),
             ],
         );
-        let mut session = Session::new(1 << 20);
+        let mut session = Session::new(&Limits::default());
         let got = events(&mut session, &mut encoder.wire).expect("valid");
         assert_eq!(
             got,
@@ -566,14 +621,14 @@ mod tests {
     fn media_before_publishing_is_ignored() {
         let mut encoder = connect("live");
         encoder.message(message_type::VIDEO, 1, 0, vec![0x17, 0]);
-        let mut session = Session::new(1 << 20);
+        let mut session = Session::new(&Limits::default());
         assert_eq!(events(&mut session, &mut encoder.wire), Ok(vec![]));
     }
 
     #[test]
     fn another_app_is_refused() {
         let mut encoder = connect("vod");
-        let mut session = Session::new(1 << 20);
+        let mut session = Session::new(&Limits::default());
         assert_eq!(
             events(&mut session, &mut encoder.wire),
             Err(SessionError::UnknownApp("vod".into()))
@@ -583,11 +638,53 @@ mod tests {
     #[test]
     fn a_wrong_version_is_refused() {
         let mut wire = BytesMut::from(&[6u8; 1 + HANDSHAKE_SIZE][..]);
-        let mut session = Session::new(1 << 20);
+        let mut session = Session::new(&Limits::default());
         assert_eq!(
             events(&mut session, &mut wire),
             Err(SessionError::Version(6))
         );
+    }
+
+    #[test]
+    fn a_long_message_before_publishing_is_refused() {
+        let mut encoder = connect("live");
+        encoder.message(message_type::DATA_AMF0, 0, 0, vec![0x05; 100_000]);
+        let mut session = Session::new(&Limits::default());
+        assert_eq!(
+            events(&mut session, &mut encoder.wire),
+            Err(SessionError::Chunk(ChunkError::TooLong(100_000)))
+        );
+    }
+
+    #[test]
+    fn an_amf_bomb_is_refused_at_the_value_budget() {
+        let mut encoder = connect("live");
+        encoder.message(message_type::COMMAND_AMF0, 0, 0, vec![0x05; 60_000]);
+        let mut session = Session::new(&Limits::default());
+        assert_eq!(
+            events(&mut session, &mut encoder.wire),
+            Err(SessionError::Amf(AmfError::TooMany(amf::MAX_VALUES)))
+        );
+    }
+
+    #[test]
+    fn a_tiny_acknowledgement_window_is_raised() {
+        let mut encoder = connect("live");
+        encoder.message(
+            message_type::WINDOW_ACK_SIZE,
+            0,
+            0,
+            1u32.to_be_bytes().to_vec(),
+        );
+        for _ in 0..1000 {
+            encoder.message(message_type::ACKNOWLEDGEMENT, 0, 0, vec![0; 4]);
+        }
+        let mut session = Session::new(&Limits::default());
+        events(&mut session, &mut encoder.wire).expect("valid");
+        let out = session.output().expect("replies");
+        // The handshake and the answer to `connect`, with no acknowledgement
+        // per message read.
+        assert!(out.len() < 2 * HANDSHAKE_SIZE + 1024, "{} bytes", out.len());
     }
 
     proptest! {
@@ -597,9 +694,9 @@ mod tests {
         ) {
             let mut encoder = connect("live");
             encoder.wire.extend_from_slice(&bytes);
-            let mut session = Session::new(1 << 16);
+            let mut session = Session::new(&Limits::default());
             let _ = events(&mut session, &mut encoder.wire);
-            prop_assert!(session.buffered() <= 64 << 16);
+            prop_assert!(session.buffered() <= 64 * session.max_message());
         }
     }
 }
