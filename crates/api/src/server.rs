@@ -199,3 +199,24 @@ impl ClientIp {
         extensions.get::<ClientIp>().map(|c| c.0)
     }
 }
+
+/// Where a request came from: its client's address and its connection's
+/// place at the gate (which a WebSocket keeps while it stays open).
+pub(crate) struct Caller {
+    pub client: Option<IpAddr>,
+    pub admitted: Option<Admitted>,
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Caller {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Self {
+            client: ClientIp::of(&parts.extensions),
+            admitted: parts.extensions.get::<Admitted>().cloned(),
+        })
+    }
+}

@@ -1,7 +1,6 @@
 //! The room's WebSocket. The protocol is in `docs/protocol.md`; the rooms
 //! themselves live in the `live` crate.
 
-use axum::Extension;
 use axum::Json;
 use axum::extract::ws::{CloseFrame, Message, WebSocketUpgrade, close_code};
 use axum::extract::{Path, State};
@@ -18,10 +17,8 @@ use utoipa_axum::routes;
 
 use crate::AppState;
 use crate::error::{ApiResult, Code, ErrorBody};
-use crate::extract::{
-    ClientAddr, Credential, CurrentUser, JsonBody, MaybeUser, QueryParams, same_origin,
-};
-use crate::server::Admitted;
+use crate::extract::{Credential, CurrentUser, JsonBody, MaybeUser, QueryParams, same_origin};
+use crate::server::Caller;
 
 pub(crate) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -52,8 +49,7 @@ pub(crate) struct SocketQuery {
     ))]
 async fn room_socket(
     State(state): State<AppState>,
-    ClientAddr(client): ClientAddr,
-    admitted: Option<Extension<Admitted>>,
+    caller: Caller,
     MaybeUser(user): MaybeUser,
     Path(room): Path<String>,
     QueryParams(query): QueryParams<SocketQuery>,
@@ -85,7 +81,7 @@ async fn room_socket(
     // Over the limit, the socket opens and closes at once with 1013 (try
     // again later): a browser's WebSocket API shows a refused upgrade as a
     // bare failure, a close code as a reason.
-    let place = state.websockets().admit(client);
+    let place = state.websockets().admit(caller.client);
     if let Err(full) = &place {
         metrics::counter!("hawker_websockets_refused_total", "limit" => full.as_str()).increment(1);
     }
@@ -105,7 +101,7 @@ async fn room_socket(
                 return;
             };
             live::serve(socket, hub, seat, viewer, query.since).await;
-            drop((place, admitted));
+            drop((place, caller.admitted));
         }))
 }
 
