@@ -56,9 +56,13 @@ pub struct ApiConfig {
     pub max_image_bytes: usize,
     /// Requests that take longer are answered with `timeout`.
     pub request_timeout: Duration,
-    /// Sign-in attempts allowed per account and per client address, per 15 minutes.
-    pub sign_in_attempts_per_account: u32,
-    pub sign_in_attempts_per_address: u32,
+    /// Failed sign-ins to one account from one address before each next try
+    /// from there waits (1 s, doubling).
+    pub sign_in_free_failures: u32,
+    /// Failed sign-ins from one address per 15 minutes, past which it is refused.
+    pub sign_in_failures_per_address: u32,
+    /// Accounts created from one address per hour.
+    pub sign_ups_per_address: u32,
     /// How long a reserved order waits for payment before its stock returns.
     pub reservation_window: Duration,
     /// The payment provider's API (`hawker payments-sandbox`); unset, each
@@ -102,8 +106,9 @@ impl ApiConfig {
             max_body_bytes: 1024 * 1024,
             max_image_bytes: 10 * 1024 * 1024,
             request_timeout: Duration::from_secs(30),
-            sign_in_attempts_per_account: 10,
-            sign_in_attempts_per_address: 50,
+            sign_in_free_failures: 5,
+            sign_in_failures_per_address: 50,
+            sign_ups_per_address: 10,
             reservation_window: Duration::from_secs(10 * 60),
             payments_url: None,
             payments_api_key: None,
@@ -408,6 +413,8 @@ pub async fn follow_sessions(
 
 /// The window of the sign-in throttles.
 pub(crate) const SIGN_IN_WINDOW: Duration = Duration::from_secs(15 * 60);
+/// The window of the sign-up throttle.
+pub(crate) const SIGN_UP_WINDOW: Duration = Duration::from_secs(3600);
 
 /// Deletes expired sessions, throttle windows and idempotency keys every hour
 /// until `shutdown`.
@@ -422,7 +429,7 @@ pub async fn sweep_sessions(store: Store, shutdown: CancellationToken) {
                     Ok(n) => tracing::info!(sessions = n, "expired sessions removed"),
                     Err(e) => tracing::warn!(error = %e, "could not remove expired sessions"),
                 }
-                if let Err(e) = store.delete_expired_throttles(SIGN_IN_WINDOW).await {
+                if let Err(e) = store.delete_expired_throttles(SIGN_UP_WINDOW.max(SIGN_IN_WINDOW)).await {
                     tracing::warn!(error = %e, "could not remove old throttle windows");
                 }
                 if let Err(e) = store.delete_expired_idempotency_keys().await {

@@ -214,12 +214,17 @@ pub struct Settings {
     /// Largest image upload, in bytes [default: 10485760]
     #[arg(long, env = "HAWKER_MAX_IMAGE_BYTES")]
     pub max_image_bytes: Option<usize>,
-    /// Sign-in attempts allowed per account per 15 minutes [default: 10]
-    #[arg(long, env = "HAWKER_SIGN_IN_ATTEMPTS_PER_ACCOUNT")]
-    pub sign_in_attempts_per_account: Option<u32>,
-    /// Sign-in attempts allowed per client address per 15 minutes [default: 50]
-    #[arg(long, env = "HAWKER_SIGN_IN_ATTEMPTS_PER_ADDRESS")]
-    pub sign_in_attempts_per_address: Option<u32>,
+    /// Failed sign-ins to one account from one address before each next
+    /// try from there waits, 1 s and doubling [default: 5]
+    #[arg(long, env = "HAWKER_SIGN_IN_FREE_FAILURES")]
+    pub sign_in_free_failures: Option<u32>,
+    /// Failed sign-ins from one client address per 15 minutes, past which
+    /// that address is refused [default: 50]
+    #[arg(long, env = "HAWKER_SIGN_IN_FAILURES_PER_ADDRESS")]
+    pub sign_in_failures_per_address: Option<u32>,
+    /// Accounts created from one client address per hour [default: 10]
+    #[arg(long, env = "HAWKER_SIGN_UPS_PER_ADDRESS")]
+    pub sign_ups_per_address: Option<u32>,
     /// Minutes a reserved order waits for payment before its stock returns [default: 10]
     #[arg(long, env = "HAWKER_RESERVATION_MINUTES")]
     pub reservation_minutes: Option<u64>,
@@ -362,8 +367,9 @@ impl Settings {
             secure_cookies,
             max_body_bytes,
             max_image_bytes,
-            sign_in_attempts_per_account,
-            sign_in_attempts_per_address,
+            sign_in_free_failures,
+            sign_in_failures_per_address,
+            sign_ups_per_address,
             reservation_minutes,
             payments_url,
             payments_api_key,
@@ -408,11 +414,14 @@ impl Settings {
         if let Some(secs) = s.request_timeout {
             api.request_timeout = Duration::from_secs(secs.max(1));
         }
-        if let Some(n) = s.sign_in_attempts_per_account {
-            api.sign_in_attempts_per_account = n;
+        if let Some(n) = s.sign_in_free_failures {
+            api.sign_in_free_failures = n;
         }
-        if let Some(n) = s.sign_in_attempts_per_address {
-            api.sign_in_attempts_per_address = n;
+        if let Some(n) = s.sign_in_failures_per_address {
+            api.sign_in_failures_per_address = n.max(1);
+        }
+        if let Some(n) = s.sign_ups_per_address {
+            api.sign_ups_per_address = n.max(1);
         }
         if let Some(minutes) = s.reservation_minutes {
             api.reservation_window = Duration::from_secs(minutes.max(1) * 60);
@@ -595,8 +604,9 @@ mod tests {
             format!("[default: {}]", c.api.secure_cookies),
             format!("[default: {}]", c.api.max_body_bytes),
             format!("[default: {}]", c.api.max_image_bytes),
-            format!("[default: {}]", c.api.sign_in_attempts_per_account),
-            format!("[default: {}]", c.api.sign_in_attempts_per_address),
+            format!("[default: {}]", c.api.sign_in_free_failures),
+            format!("[default: {}]", c.api.sign_in_failures_per_address),
+            format!("[default: {}]", c.api.sign_ups_per_address),
             format!("[default: {}]", c.api.reservation_window.as_secs() / 60),
             format!("[default: {}]", c.api.inventory_batching),
             format!("[default: {}]", c.api.payments_timeout.as_millis()),

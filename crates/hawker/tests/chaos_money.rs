@@ -66,6 +66,8 @@ impl Cluster {
                 .args(["--payments-timeout-ms", "1500"])
                 .args(["--payments-settle-after", "3"])
                 .args(["--request-timeout", "5"])
+                // The buyers all sign up from loopback.
+                .args(["--sign-ups-per-address", "10000"])
                 .args(["--log", "warn"])
                 .stdout(Stdio::null())
                 .stderr(log_file(self.dir.path(), &format!("node{n}.log")))

@@ -14,13 +14,15 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::AppState;
+use std::time::Duration;
+
 use crate::auth::{
     API_TOKEN_PREFIX, SESSION_COOKIE, SESSION_PREFIX, hash_password, hash_secret, new_token,
     verify_password,
 };
 use crate::error::{ApiError, ApiResult, Code, ErrorBody};
 use crate::extract::{ClientAddr, Credential, CurrentUser, JsonBody};
+use crate::{AppState, SIGN_IN_WINDOW, SIGN_UP_WINDOW};
 
 pub(crate) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -118,14 +120,31 @@ fn session_cookie(state: &AppState, token: &str, max_age: u64) -> HeaderValue {
     responses(
         (status = 201, description = "Account created and signed in", body = SessionCreated),
         (status = 409, description = "`email_taken`", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: too many sign-ups from this address this hour, with Retry-After", body = ErrorBody),
     ))]
 async fn sign_up(
     State(state): State<AppState>,
+    ClientAddr(peer): ClientAddr,
     JsonBody(body): JsonBody<SignUp>,
 ) -> ApiResult<Response> {
     let email = Email::parse(&body.email)?;
     let display_name = DisplayName::parse(&body.display_name)?;
     let password = Password::parse(&body.password)?;
+    // Before the password is hashed: each hash takes 19 MiB and a core's
+    // tens of milliseconds.
+    let address = peer.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
+    let counted = state
+        .store()
+        .throttle_hit(
+            &format!("sign-up:address:{address}"),
+            state.config().sign_ups_per_address,
+            SIGN_UP_WINDOW,
+        )
+        .await?;
+    if let Err(wait) = counted {
+        tracing::warn!(%address, "sign-ups from this address limited");
+        return Err(ApiError::from(Code::RateLimited).retry_after(wait));
+    }
     let password_hash = hash_password(password).await?;
     let user = state
         .store()
@@ -141,7 +160,10 @@ async fn sign_up(
 }
 
 /// Signs in with email and password. A wrong password and an unknown email get the
-/// same answer in the same time; attempts are limited per account and per address.
+/// same answer in the same time. Failures only are counted: from one address
+/// for one account, each one past the first few doubles the wait before the
+/// next try from there; from one address in all, a hard limit per 15 minutes
+/// closes that address alone. The right password from elsewhere always works.
 #[utoipa::path(post, path = "/api/v1/sessions", tag = "accounts", request_body = SignIn,
     responses(
         (status = 201, description = "Signed in", body = SessionCreated),
@@ -155,32 +177,52 @@ async fn sign_in(
 ) -> ApiResult<Response> {
     let email = Email::parse(&body.email).map_err(|_| Code::InvalidCredentials)?;
     let address = peer.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
-    let account_key = format!("sign-in:account:{}", email.as_str());
+    let address_key = format!("sign-in:address:{address}");
+    let pair_key = format!("sign-in:account:{}:{address}", email.as_str());
     let config = state.config();
+    let store = state.store();
     // Counted in the database, so that every node shares the count.
-    for (key, limit) in [
-        (
-            format!("sign-in:address:{address}"),
-            config.sign_in_attempts_per_address,
-        ),
-        (account_key.clone(), config.sign_in_attempts_per_account),
-    ] {
-        let counted = state
-            .store()
-            .throttle_hit(&key, limit, crate::SIGN_IN_WINDOW)
-            .await?;
-        if let Err(wait) = counted {
-            tracing::warn!(%address, "sign-in attempts limited");
-            return Err(ApiError::from(Code::RateLimited).retry_after(wait));
+    if let Some((started, failures)) = store.throttle_peek(&address_key, SIGN_IN_WINDOW).await?
+        && failures >= i64::from(config.sign_in_failures_per_address)
+    {
+        tracing::warn!(%address, failures, "sign-ins from this address refused");
+        let ends = started.plus_millis(SIGN_IN_WINDOW.as_millis() as i64);
+        return Err(ApiError::from(Code::RateLimited).retry_after(seconds_until(ends)));
+    }
+    if let Some((last, failures)) = store.throttle_peek(&pair_key, SIGN_IN_WINDOW).await?
+        && let Some(wait) = sign_in_delay(failures, config.sign_in_free_failures)
+    {
+        let until = last.plus_millis(wait.as_millis() as i64);
+        if until > Timestamp::now() {
+            tracing::warn!(%address, failures, "sign-in to one account from this address delayed");
+            return Err(ApiError::from(Code::RateLimited).retry_after(seconds_until(until)));
         }
     }
-    let (user, hash) = state.store().user_by_email(&email).await?.unzip();
+    let (user, hash) = store.user_by_email(&email).await?.unzip();
     let verified = verify_password(body.password, hash).await;
     let Some(user) = user.filter(|_| verified) else {
+        store
+            .throttle_hit(&address_key, u32::MAX, SIGN_IN_WINDOW)
+            .await?
+            .ok();
+        store.throttle_strike(&pair_key, SIGN_IN_WINDOW).await?;
         return Err(Code::InvalidCredentials.into());
     };
-    state.store().throttle_clear(&account_key).await?;
+    store.throttle_clear(&pair_key).await?;
     start_session(&state, user, StatusCode::CREATED).await
+}
+
+/// How long after the last of `failures` a next try waits: nothing for the
+/// first `free`, then 1 s, doubling each time, up to the window.
+fn sign_in_delay(failures: i64, free: u32) -> Option<Duration> {
+    let past = u32::try_from(failures - i64::from(free)).ok()?;
+    let seconds = 1u64.checked_shl(past).unwrap_or(u64::MAX);
+    Some(Duration::from_secs(seconds).min(SIGN_IN_WINDOW))
+}
+
+fn seconds_until(at: Timestamp) -> u64 {
+    let ms = at.as_millis() - Timestamp::now().as_millis();
+    u64::try_from(ms.div_euclid(1000) + 1).unwrap_or(1).max(1)
 }
 
 /// Ends the current session and clears the cookie.

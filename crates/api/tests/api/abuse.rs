@@ -133,6 +133,8 @@ async fn chattering_clients_and_an_amf_bomb_are_closed_while_a_real_encoder_keep
     // The real encoder was never cut off and lost no frame.
     let (_, stats) = app.get(&format!("/api/v1/rooms/{room}/stream"), None).await;
     assert_eq!(stats["publishers"], 1, "{stats}");
+    let series = format!("hawker_stream_live{{room=\"{room}\"}} 1");
+    assert!(app.metrics().await.contains(&series), "{series}");
     assert!(encoder.wait().await.unwrap().success());
     let list = eventually("the recording to complete", || async {
         let (_, list) = app
@@ -145,6 +147,8 @@ async fn chattering_clients_and_an_amf_bomb_are_closed_while_a_real_encoder_keep
     let url = app.url(&format!("/recordings/{rec}/index.m3u8"));
     assert_eq!(video_packets(&url).await, u64::from(seconds) * 30);
     let metrics = app.metrics().await;
+    // The room's series went with its stream.
+    assert!(!metrics.contains(&room), "{metrics}");
     assert!(
         metrics.contains("hawker_rtmp_rejected_total{reason=\"no_publish\"} 8"),
         "{metrics}"
@@ -189,4 +193,347 @@ async fn rotating_the_stream_key_cuts_the_running_publisher() {
     let (status, stats) = app.get(&format!("/api/v1/rooms/{room}/stream"), None).await;
     assert_eq!(status, StatusCode::OK, "{stats}");
     assert_eq!(stats["publishers"], 2, "{stats}");
+}
+
+/// A client whose connections come from `address` (any of 127.0.0.0/8).
+fn client_from(address: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(address.parse::<std::net::IpAddr>().unwrap())
+        .build()
+        .unwrap()
+}
+
+/// Signs in as `email`, from `client`, with `forwarded_for` as the
+/// X-Forwarded-For a proxy would add.
+async fn sign_in(
+    app: &TestApp,
+    client: &reqwest::Client,
+    forwarded_for: Option<&str>,
+    email: &str,
+    password: &str,
+) -> (StatusCode, Option<u64>) {
+    let mut request = client
+        .post(app.url("/api/v1/sessions"))
+        .json(&json!({"email": email, "password": password}));
+    if let Some(address) = forwarded_for {
+        request = request.header("x-forwarded-for", address);
+    }
+    let res = request.send().await.unwrap();
+    let wait = res
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok()?.parse().ok());
+    (res.status(), wait)
+}
+
+#[tokio::test]
+async fn bad_passwords_from_one_address_do_not_lock_the_owner_out() {
+    let app = TestApp::spawn().await;
+    app.sign_up("seller@example.com").await;
+    let attacker = client_from("127.0.0.2");
+    let owner = client_from("127.0.0.3");
+    let mut refused = 0;
+    for _ in 0..12 {
+        let (status, wait) = sign_in(&app, &attacker, None, "seller@example.com", "guess").await;
+        match status {
+            StatusCode::UNAUTHORIZED => {}
+            StatusCode::TOO_MANY_REQUESTS => {
+                refused += 1;
+                assert!(wait.is_some_and(|w| w >= 1), "Retry-After: {wait:?}");
+            }
+            other => panic!("{other}"),
+        }
+    }
+    // Five free failures, then each try waits longer: the guesses past the
+    // fifth, coming at once, are refused.
+    assert!(refused >= 6, "{refused} of 12 refused");
+    let (status, _) = sign_in(&app, &attacker, None, "seller@example.com", "correct horse").await;
+    assert_eq!(
+        status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "the attacker's address waits"
+    );
+    // The owner, elsewhere, is not held up by the attacker's failures.
+    let (status, _) = sign_in(&app, &owner, None, "seller@example.com", "correct horse").await;
+    assert_eq!(status, StatusCode::CREATED);
+    // Successful sign-ins are not counted against an address.
+    for _ in 0..20 {
+        let (status, _) = sign_in(&app, &owner, None, "seller@example.com", "correct horse").await;
+        assert_eq!(status, StatusCode::CREATED);
+    }
+}
+
+#[tokio::test]
+async fn sign_ins_through_a_trusted_proxy_are_counted_per_client() {
+    let app = TestApp::spawn_with(|c| {
+        c.trusted_proxies = vec![domain::net::Cidr::parse("127.0.0.1/32").unwrap()];
+        c.sign_in_failures_per_address = 5;
+    })
+    .await;
+    app.sign_up("ann@example.com").await;
+    app.sign_up("bob@example.com").await;
+    let proxy = client_from("127.0.0.1");
+    // One client behind the proxy fails five times, on five accounts.
+    for n in 0..5 {
+        let email = format!("nobody{n}@example.com");
+        let (status, _) = sign_in(&app, &proxy, Some("203.0.113.5"), &email, "guess").await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    let (status, _) = sign_in(
+        &app,
+        &proxy,
+        Some("203.0.113.5"),
+        "ann@example.com",
+        "correct horse",
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "that client is refused"
+    );
+    // Everybody else behind the same proxy signs in.
+    let (status, _) = sign_in(
+        &app,
+        &proxy,
+        Some("198.51.100.7, 203.0.113.5"),
+        "bob@example.com",
+        "correct horse",
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "the nearest hop is the client"
+    );
+    let (status, _) = sign_in(
+        &app,
+        &proxy,
+        Some("203.0.113.5, 198.51.100.7"),
+        "bob@example.com",
+        "correct horse",
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    // A client that is no proxy cannot choose its address.
+    let direct = client_from("127.0.0.2");
+    for _ in 0..5 {
+        let (status, _) = sign_in(
+            &app,
+            &direct,
+            Some("192.0.2.1"),
+            "nobody@example.com",
+            "guess",
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    let (status, _) = sign_in(
+        &app,
+        &direct,
+        Some("192.0.2.99"),
+        "ann@example.com",
+        "correct horse",
+    )
+    .await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+}
+
+#[tokio::test]
+async fn sign_ups_are_limited_per_address() {
+    let app = TestApp::spawn_with(|c| c.sign_ups_per_address = 3).await;
+    let bot = client_from("127.0.0.2");
+    let sign_up = |client: &reqwest::Client, n: u32| {
+        client
+            .post(app.url("/api/v1/users"))
+            .json(&json!({"email": format!("bot{n}@example.com"), "password": "correct horse", "display_name": "Bot"}))
+            .send()
+    };
+    for n in 0..3 {
+        assert_eq!(
+            sign_up(&bot, n).await.unwrap().status(),
+            StatusCode::CREATED
+        );
+    }
+    let res = sign_up(&bot, 3).await.unwrap();
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(res.headers().contains_key("retry-after"));
+    let person = client_from("127.0.0.3");
+    assert_eq!(
+        sign_up(&person, 4).await.unwrap().status(),
+        StatusCode::CREATED
+    );
+}
+
+/// A TCP connection to the app from `address`.
+async fn connect_from(app: &TestApp, address: &str) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket
+        .bind(std::net::SocketAddr::new(address.parse().unwrap(), 0))
+        .unwrap();
+    socket.connect(app.addr).await.unwrap()
+}
+
+/// Reads until the server closes; what it said.
+async fn read_to_close(socket: &mut TcpStream) -> String {
+    let mut said = Vec::new();
+    let _ = socket.read_to_end(&mut said).await;
+    String::from_utf8_lossy(&said).into_owned()
+}
+
+#[tokio::test]
+async fn a_slowloris_client_is_dropped_and_others_are_served() {
+    let app = TestApp::spawn_with(|c| c.http.header_read_timeout = Duration::from_secs(1)).await;
+    let mut slow = connect_from(&app, "127.0.0.2").await;
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    // One header byte every 100 ms, for ever: the server's deadline for the
+    // headers is what ends it.
+    let (mut read, mut write) = slow.into_split();
+    let dribble = tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            every.tick().await;
+            if write.write_all(b"x").await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut said = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(20), read.read_to_end(&mut said)).await;
+    dribble.abort();
+    assert!(closed.is_ok(), "the slow client is still connected");
+    let said = String::from_utf8_lossy(&said);
+    assert!(
+        said.is_empty() || said.starts_with("HTTP/1.1 408"),
+        "{said}"
+    );
+    let (status, _) = app.get("/healthz", None).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn connections_over_the_per_address_cap_get_429() {
+    let app = TestApp::spawn_with(|c| c.http.max_connections_per_address = 10).await;
+    let mut held = Vec::new();
+    for _ in 0..10 {
+        let mut socket = connect_from(&app, "127.0.0.2").await;
+        // Served, so it is surely counted, and kept alive.
+        socket
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = [0u8; 12];
+        socket.read_exact(&mut answer).await.unwrap();
+        assert_eq!(&answer, b"HTTP/1.1 200");
+        held.push(socket);
+    }
+    let mut eleventh = connect_from(&app, "127.0.0.2").await;
+    let said = read_to_close(&mut eleventh).await;
+    assert!(said.starts_with("HTTP/1.1 429"), "{said}");
+    assert!(said.contains("\"too_many_connections\""), "{said}");
+    // Another address is not held up.
+    let mut other = connect_from(&app, "127.0.0.3").await;
+    other
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(read_to_close(&mut other).await.starts_with("HTTP/1.1 200"));
+    // A connection closed gives its place back.
+    drop(held.pop());
+    let metrics = app.metrics().await;
+    assert!(
+        metrics.contains("hawker_http_connections_refused_total{limit=\"per_address\"} 1"),
+        "{metrics}"
+    );
+    let mut again = None;
+    for _ in 0..100 {
+        let mut socket = connect_from(&app, "127.0.0.2").await;
+        socket
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let said = read_to_close(&mut socket).await;
+        if said.starts_with("HTTP/1.1 200") {
+            again = Some(said);
+            break;
+        }
+        // The server has not seen the close yet.
+        tokio::task::yield_now().await;
+    }
+    assert!(again.is_some(), "the place was not given back");
+}
+
+/// A room WebSocket opened from `address`.
+async fn socket_from(app: &TestApp, address: &str, room: &str) -> crate::live::Socket {
+    let stream = connect_from(app, address).await;
+    let url = format!("ws://{}/api/v1/rooms/{room}/ws", app.addr);
+    tokio_tungstenite::client_async(url, tokio_tungstenite::MaybeTlsStream::Plain(stream))
+        .await
+        .unwrap()
+        .0
+}
+
+#[tokio::test]
+async fn two_hundred_websockets_from_one_address_meet_a_cap_of_one_hundred() {
+    let app = TestApp::spawn().await;
+    assert_eq!(
+        app.config.http.max_websockets_per_address, 100,
+        "the default"
+    );
+    let (_, room) = crate::live::room_of(&app).await;
+    let mut open = Vec::new();
+    let mut refused = 0;
+    for _ in 0..200 {
+        let mut socket = socket_from(&app, "127.0.0.2", &room).await;
+        let first = tokio::time::timeout(
+            Duration::from_secs(5),
+            futures_util::StreamExt::next(&mut socket),
+        )
+        .await
+        .expect("a frame within 5 s");
+        match first {
+            Some(Ok(tokio_tungstenite::tungstenite::Message::Text(_))) => open.push(socket),
+            Some(Ok(tokio_tungstenite::tungstenite::Message::Close(Some(close)))) => {
+                assert_eq!(u16::from(close.code), 1013, "{close:?}");
+                refused += 1;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!((open.len(), refused), (100, 100));
+    // Someone else still gets in, and the room counts only the admitted.
+    let mut other = socket_from(&app, "127.0.0.3", &room).await;
+    let snapshot = crate::live::next(&mut other).await;
+    assert_eq!(snapshot["type"], "snapshot", "{snapshot}");
+    let metrics = app.metrics().await;
+    assert!(
+        metrics.contains("hawker_websockets_refused_total{limit=\"per_address\"} 100"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn metrics_can_ask_for_a_token() {
+    let app = TestApp::spawn_with(|c| c.metrics_token = Some("scrape-me".into())).await;
+    let res = app.client.get(app.url("/metrics")).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    let res = app
+        .client
+        .get(app.url("/metrics"))
+        .bearer_auth("wrong")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    let res = app
+        .client
+        .get(app.url("/metrics"))
+        .bearer_auth("scrape-me")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(res.text().await.unwrap().contains("hawker_streams_live"));
 }

@@ -19,7 +19,7 @@ pub struct TestApp {
     pub payments_url: String,
     pub client: reqwest::Client,
     pub db: Arc<TestDatabase>,
-    config: ApiConfig,
+    pub config: ApiConfig,
     shutdown: CancellationToken,
 }
 
@@ -66,6 +66,8 @@ impl TestApp {
 
     async fn start(db: TestDatabase, configure: impl FnOnce(&mut ApiConfig)) -> Self {
         let mut config = ApiConfig::new(db.dir().to_path_buf());
+        // Every test signs its accounts up from 127.0.0.1.
+        config.sign_ups_per_address = 100_000;
         configure(&mut config);
         Self::on(Arc::new(db), config).await
     }

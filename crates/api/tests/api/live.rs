@@ -80,7 +80,7 @@ async fn send(socket: &mut Socket, frame: Value) {
 }
 
 /// The close code the server ends with, reading past any frames before it.
-async fn closed_with(socket: &mut Socket) -> CloseCode {
+pub(crate) async fn closed_with(socket: &mut Socket) -> CloseCode {
     loop {
         match tokio::time::timeout(Duration::from_secs(5), socket.next())
             .await
@@ -93,7 +93,7 @@ async fn closed_with(socket: &mut Socket) -> CloseCode {
     }
 }
 
-async fn room_of(app: &TestApp) -> (crate::helpers::Account, String) {
+pub(crate) async fn room_of(app: &TestApp) -> (crate::helpers::Account, String) {
     let seller = app.seller("anns").await;
     let (status, room) = app
         .post(
