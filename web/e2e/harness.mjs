@@ -41,8 +41,13 @@ export async function startHawker({ host = '127.0.0.1', args = [], command = 'se
   const dir = mkdtempSync(path.join(os.tmpdir(), 'hawker-e2e-'));
   const http = await freePort(host);
   const rtmp = await freePort(host);
-  // Every test's accounts sign up from loopback.
-  const env = { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'warn', HAWKER_SIGN_UPS_PER_ADDRESS: '10000' };
+  // Every test's accounts sign up and buy from loopback.
+  const env = {
+    ...process.env,
+    RUST_LOG: process.env.RUST_LOG ?? 'warn',
+    HAWKER_SIGN_UPS_PER_ADDRESS: '10000',
+    HAWKER_MAX_UNPAID_ORDERS_PER_ADDRESS: '10000',
+  };
   delete env.HAWKER_DATABASE_URL;
   delete env.HAWKER_NATS_URL;
   const child = spawn(

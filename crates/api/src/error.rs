@@ -63,6 +63,7 @@ error_codes! {
     PaymentInProgress = (CONFLICT, "payment_in_progress", "A payment for this order is still being processed."),
     PaymentReversed = (CONFLICT, "payment_reversed", "The order could no longer take the payment; it is refunded in full."),
     LimitReached = (CONFLICT, "limit_reached", "You already hold as many as one buyer may in this sale."),
+    TooManyUnpaid = (CONFLICT, "too_many_unpaid", "You hold as many unpaid orders as you may: pay for or cancel one first."),
     SaleNotLive = (CONFLICT, "sale_not_live", "The sale has not started, has ended or was cancelled."),
     IdempotencyKeyInUse = (CONFLICT, "idempotency_key_in_use", "A request with this Idempotency-Key is still running; retry shortly."),
     InvalidTransition = (CONFLICT, "invalid_transition", "That change is not possible in the current state."),
@@ -206,6 +207,7 @@ impl From<&store::Refusal> for ApiError {
             Refusal::MixedShops => {
                 domain::ValidationError::new("lines", "all lines must come from one shop").into()
             }
+            Refusal::TooManyUnpaid => Code::TooManyUnpaid.into(),
         }
     }
 }

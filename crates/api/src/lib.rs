@@ -65,6 +65,11 @@ pub struct ApiConfig {
     pub sign_ups_per_address: u32,
     /// How long a reserved order waits for payment before its stock returns.
     pub reservation_window: Duration,
+    /// The same for a flash-sale tap: shorter, since a sale's units are
+    /// wanted by many.
+    pub flash_reservation_window: Duration,
+    /// How many unpaid reservations one buyer and one address may hold.
+    pub unpaid_caps: store::UnpaidCaps,
     /// The payment provider's API (`hawker payments-sandbox`); unset, each
     /// node runs a sandbox of its own inside its process.
     pub payments_url: Option<String>,
@@ -110,6 +115,8 @@ impl ApiConfig {
             sign_in_failures_per_address: 50,
             sign_ups_per_address: 10,
             reservation_window: Duration::from_secs(10 * 60),
+            flash_reservation_window: Duration::from_secs(3 * 60),
+            unpaid_caps: store::UnpaidCaps::default(),
             payments_url: None,
             payments_api_key: None,
             payment_webhook_secret: None,

@@ -228,6 +228,18 @@ pub struct Settings {
     /// Minutes a reserved order waits for payment before its stock returns [default: 10]
     #[arg(long, env = "HAWKER_RESERVATION_MINUTES")]
     pub reservation_minutes: Option<u64>,
+    /// Seconds a flash-sale tap's order waits for payment [default: 180]
+    #[arg(long, env = "HAWKER_FLASH_RESERVATION_SECONDS")]
+    pub flash_reservation_seconds: Option<u64>,
+    /// Unpaid reserved orders one buyer may hold [default: 10]
+    #[arg(long, env = "HAWKER_MAX_UNPAID_ORDERS")]
+    pub max_unpaid_orders: Option<i64>,
+    /// Units in the unpaid reserved orders of one buyer [default: 50]
+    #[arg(long, env = "HAWKER_MAX_UNPAID_UNITS")]
+    pub max_unpaid_units: Option<i64>,
+    /// Unpaid reserved orders placed from one client address [default: 30]
+    #[arg(long, env = "HAWKER_MAX_UNPAID_ORDERS_PER_ADDRESS")]
+    pub max_unpaid_orders_per_address: Option<i64>,
     /// The payment provider's API, such as a `hawker payments-sandbox`; every
     /// node of a deployment needs the same [default: a sandbox inside this
     /// process, its ledger in the data directory]
@@ -371,6 +383,10 @@ impl Settings {
             sign_in_failures_per_address,
             sign_ups_per_address,
             reservation_minutes,
+            flash_reservation_seconds,
+            max_unpaid_orders,
+            max_unpaid_units,
+            max_unpaid_orders_per_address,
             payments_url,
             payments_api_key,
             payment_webhook_secret,
@@ -538,6 +554,22 @@ fn apply_limits(s: &Settings, api: &mut api::ApiConfig) -> anyhow::Result<()> {
             .collect::<anyhow::Result<_>>()?;
     }
     api.metrics_token = s.metrics_token.clone().filter(|t| !t.is_empty());
+    if let Some(secs) = s.flash_reservation_seconds {
+        api.flash_reservation_window = Duration::from_secs(secs.max(10));
+    }
+    let caps = &mut api.unpaid_caps;
+    for (slot, value) in [
+        (&mut caps.orders_per_buyer, s.max_unpaid_orders),
+        (&mut caps.units_per_buyer, s.max_unpaid_units),
+        (
+            &mut caps.orders_per_address,
+            s.max_unpaid_orders_per_address,
+        ),
+    ] {
+        if let Some(n) = value {
+            *slot = n.max(1);
+        }
+    }
     Ok(())
 }
 
@@ -608,6 +640,10 @@ mod tests {
             format!("[default: {}]", c.api.sign_in_failures_per_address),
             format!("[default: {}]", c.api.sign_ups_per_address),
             format!("[default: {}]", c.api.reservation_window.as_secs() / 60),
+            format!("[default: {}]", c.api.flash_reservation_window.as_secs()),
+            format!("[default: {}]", c.api.unpaid_caps.orders_per_buyer),
+            format!("[default: {}]", c.api.unpaid_caps.units_per_buyer),
+            format!("[default: {}]", c.api.unpaid_caps.orders_per_address),
             format!("[default: {}]", c.api.inventory_batching),
             format!("[default: {}]", c.api.payments_timeout.as_millis()),
             format!("[default: {}]", c.api.upkeep.settle_after.as_secs()),

@@ -66,8 +66,12 @@ impl Cluster {
                 .args(["--payments-timeout-ms", "1500"])
                 .args(["--payments-settle-after", "3"])
                 .args(["--request-timeout", "5"])
-                // The buyers all sign up from loopback.
+                // The buyers all sign up and buy from loopback, many orders
+                // each, unpaid while the faults last.
                 .args(["--sign-ups-per-address", "10000"])
+                .args(["--max-unpaid-orders-per-address", "10000"])
+                .args(["--max-unpaid-orders", "10000"])
+                .args(["--max-unpaid-units", "10000"])
                 .args(["--log", "warn"])
                 .stdout(Stdio::null())
                 .stderr(log_file(self.dir.path(), &format!("node{n}.log")))

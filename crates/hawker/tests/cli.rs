@@ -35,6 +35,9 @@ impl Running {
             ])
             .arg(data_dir)
             .args(extra)
+            // The tests' buyers all sign up and buy from loopback.
+            .env("HAWKER_SIGN_UPS_PER_ADDRESS", "10000")
+            .env("HAWKER_MAX_UNPAID_ORDERS_PER_ADDRESS", "10000")
             .env_remove("HAWKER_DATABASE_URL")
             .env_remove("HAWKER_NATS_URL")
             .stdout(Stdio::piped())
@@ -243,7 +246,7 @@ fn migrate_is_idempotent_and_admin_create_user_works() {
     let (code, out, err) = run(&["migrate"], dir.path(), None);
     assert_eq!(code, 0, "{err}");
     assert!(
-        out.contains("Applied migrations [1, 2, 3, 4, 5, 6, 8, 9, 10, 11, 12, 13, 14]"),
+        out.contains("Applied migrations [1, 2, 3, 4, 5, 6, 8, 9, 10, 11, 12, 13, 14, 15]"),
         "{out}"
     );
     let (code, out, _) = run(&["migrate"], dir.path(), None);

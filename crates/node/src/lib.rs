@@ -56,8 +56,16 @@ fn assemble(
     shutdown: &CancellationToken,
 ) -> AppState {
     let sale_events = SaleEvents::new(bus.clone());
-    let inventory = store::Inventory::new(store.clone(), config.reservation_window)
-        .observed_by(sale_events.observer());
+    let reserving = |window| store::Reservations {
+        window,
+        caps: config.unpaid_caps,
+    };
+    let inventory = store::Inventory::new(
+        store.clone(),
+        reserving(config.reservation_window),
+        reserving(config.flash_reservation_window),
+    )
+    .observed_by(sale_events.observer());
     let inventory = if config.inventory_batching {
         inventory
     } else {

@@ -24,6 +24,9 @@ pub enum Refusal {
     UnknownVariant { variant: VariantId },
     /// The lines come from more than one shop.
     MixedShops,
+    /// The buyer, or the buyer's address, holds as many unpaid reservations
+    /// as it may ([`crate::UnpaidCaps`]).
+    TooManyUnpaid,
 }
 
 /// The answer kept under a key.

@@ -8,7 +8,6 @@
 //! Idempotency-Keys are written in the same transaction (group commit).
 
 use std::collections::{BTreeSet, HashMap};
-use std::time::Duration;
 
 use domain::Timestamp;
 use domain::ids::{AdjustmentId, OrderId, RoomId, ShopId, UserId, VariantId};
@@ -22,6 +21,7 @@ use crate::answer::{Answer, Refusal};
 use crate::db::column;
 use crate::db::{Exec, Execute, Params, execute, fetch_all};
 use crate::error::{Result, StoreError};
+use crate::holds::{Holds, Reservations};
 use crate::keys::{Earlier, Keyed, again_on_key_race, made, take_keys};
 use crate::reservations::{Item, NewOrder, draft_order, finish_batch, item};
 use crate::row::{Get, corrupt};
@@ -43,6 +43,8 @@ pub struct RegularOrder {
     pub lines: Vec<RegularLine>,
     /// Taken, and its answer recorded, in the batch's own transaction.
     pub idempotency: Option<OrderKey>,
+    /// The client address it came from ([`crate::UnpaidCaps`]).
+    pub from: Option<String>,
 }
 
 impl Keyed for RegularOrder {
@@ -194,18 +196,18 @@ impl Store {
     pub async fn reserve_batch(
         &self,
         orders: &[RegularOrder],
-        reservation: Duration,
+        rules: &Reservations,
     ) -> Result<Vec<OrderOutcome>> {
-        again_on_key_race(|| self.reserve_batch_once(orders, reservation)).await
+        again_on_key_race(|| self.reserve_batch_once(orders, rules)).await
     }
 
     async fn reserve_batch_once(
         &self,
         orders: &[RegularOrder],
-        reservation: Duration,
+        rules: &Reservations,
     ) -> Result<Vec<OrderOutcome>> {
         let now = Timestamp::now();
-        let expires_at = now.plus_millis(reservation.as_millis() as i64);
+        let expires_at = now.plus_millis(rules.window.as_millis() as i64);
         let mut tx = self.write().await?;
         let earlier = take_keys(&mut tx, orders, now).await?;
         let mut decided: Vec<Option<OrderOutcome>> = earlier
@@ -218,6 +220,13 @@ impl Store {
             .filter(|(_, d)| d.is_none())
             .flat_map(|(o, _)| o.lines.iter().map(|l| l.variant.as_str()))
             .collect();
+        let undecided = orders.iter().zip(&decided).filter(|(_, d)| d.is_none());
+        let mut holds = Holds::read(
+            &mut tx,
+            rules.caps,
+            undecided.map(|(o, _)| (&o.buyer, o.from.as_deref())),
+        )
+        .await?;
         let shelf = shelves(&mut tx, &wanted).await?;
         let mut left: HashMap<String, i64> = shelf
             .iter()
@@ -236,6 +245,11 @@ impl Store {
                     continue;
                 }
             };
+            let units = order.lines.iter().map(|l| l.quantity.get()).sum();
+            if !holds.take(&order.buyer, order.from.as_deref(), units) {
+                decided[i] = Some(OrderOutcome::Refused(Refusal::TooManyUnpaid));
+                continue;
+            }
             let mut lines = Vec::with_capacity(order.lines.len());
             for line in &order.lines {
                 let on = &shelf[line.variant.as_str()];
@@ -258,6 +272,7 @@ impl Store {
                 expires_at,
                 reason: "reserved at the regular price",
                 idempotency_key: order.idempotency.as_ref().map(|k| k.key.as_str()),
+                from: order.from.as_deref(),
             })?;
             for line in &order.lines {
                 let units = left.entry(line.variant.as_str().to_owned()).or_default();
@@ -265,12 +280,12 @@ impl Store {
                 takes.push(Take {
                     variant: &line.variant,
                     quantity: line.quantity.get(),
-                    order: drafted.0.id.clone(),
+                    order: drafted.order.id.clone(),
                     buyer: &order.buyer,
                     after: *units,
                 });
             }
-            decided[i] = Some(OrderOutcome::Reserved(Box::new(drafted.0.clone())));
+            decided[i] = Some(OrderOutcome::Reserved(Box::new(drafted.order.clone())));
             drafts.push(drafted);
         }
         take_stock(&mut tx, &takes, now).await?;
@@ -402,6 +417,7 @@ mod tests {
                 })
                 .collect(),
             idempotency: None,
+            from: None,
         }
     }
 

@@ -79,6 +79,11 @@ const SQLITE_MIGRATIONS: Migrations = &[
         "stream origins",
         include_str!("../migrations/sqlite/0014_stream_origins.sql"),
     ),
+    (
+        15,
+        "unpaid holds",
+        include_str!("../migrations/sqlite/0015_unpaid_holds.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: Migrations = &[
     (
@@ -150,6 +155,11 @@ const POSTGRES_MIGRATIONS: Migrations = &[
         14,
         "stream origins",
         include_str!("../migrations/postgres/0014_stream_origins.sql"),
+    ),
+    (
+        15,
+        "unpaid holds",
+        include_str!("../migrations/postgres/0015_unpaid_holds.sql"),
     ),
 ];
 

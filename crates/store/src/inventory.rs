@@ -29,8 +29,9 @@ use crate::batcher::{Batchers, Serve};
 use crate::checkout::{OrderOutcome, RegularOrder};
 use crate::db::{Exec, Execute, Params, column, execute, fetch_all, fetch_optional};
 use crate::error::{Result, StoreError};
+use crate::holds::{Holds, Reservations};
 use crate::keys::{Earlier, Keyed, again_on_key_race, made, take_keys};
-use crate::reservations::{Item, NewOrder, draft_order, finish_batch, item};
+use crate::reservations::{Draft, Item, NewOrder, draft_order, finish_batch, item};
 use crate::row::{Get, corrupt};
 
 /// One buyer's tap on a sale.
@@ -41,6 +42,8 @@ pub struct Claim {
     /// The tap's Idempotency-Key: taken, and its answer recorded, inside the
     /// batch's own transaction, so that it costs no commit of its own.
     pub idempotency: Option<ClaimKey>,
+    /// The client address the tap came from ([`crate::UnpaidCaps`]).
+    pub from: Option<String>,
 }
 
 /// A tap's Idempotency-Key and the hash of its request.
@@ -123,24 +126,39 @@ impl Store {
         &self,
         sale: &SaleId,
         claims: &[Claim],
-        reservation: Duration,
+        rules: &Reservations,
     ) -> Result<Vec<ClaimOutcome>> {
-        again_on_key_race(|| self.claim_batch_once(sale, claims, reservation)).await
+        again_on_key_race(|| self.claim_batch_once(sale, claims, rules)).await
     }
 
     async fn claim_batch_once(
         &self,
         sale: &SaleId,
         claims: &[Claim],
-        reservation: Duration,
+        rules: &Reservations,
     ) -> Result<Vec<ClaimOutcome>> {
         let now = Timestamp::now();
+        let reservation = rules.window;
         let mut tx = self.write().await?;
         let earlier = take_keys(&mut tx, claims, now).await?;
         let mut decided: Vec<Option<ClaimOutcome>> = earlier
             .into_iter()
             .map(|e| e.map(ClaimOutcome::Earlier))
             .collect();
+        let undecided = claims.iter().zip(&decided).filter(|(_, d)| d.is_none());
+        let mut holds = Holds::read(
+            &mut tx,
+            rules.caps,
+            undecided.map(|(c, _)| (&c.buyer, c.from.as_deref())),
+        )
+        .await?;
+        for (claim, decision) in claims.iter().zip(decided.iter_mut()) {
+            if decision.is_none()
+                && !holds.take(&claim.buyer, claim.from.as_deref(), claim.quantity.get())
+            {
+                *decision = Some(ClaimOutcome::Refused(Refusal::TooManyUnpaid));
+            }
+        }
         let mut drafts = Vec::new();
         let wanted: i64 = claims
             .iter()
@@ -225,7 +243,7 @@ async fn serve_taps(
     decided: &mut [Option<ClaimOutcome>],
     now: Timestamp,
     reservation: Duration,
-) -> Result<Vec<(Order, Option<String>)>> {
+) -> Result<Vec<Draft>> {
     let item = &terms.item;
     let mut left = terms.granted;
     let mut reserved = Vec::new();
@@ -294,11 +312,12 @@ async fn serve_taps(
                 expires_at,
                 reason: "reserved in a flash sale",
                 idempotency_key: claim.idempotency.as_ref().map(|k| k.key.as_str()),
+                from: claim.from.as_deref(),
             })
         })
         .collect::<Result<Vec<_>>>()?;
-    for (&i, (order, _)) in reserved.iter().zip(&drafts) {
-        decided[i] = Some(ClaimOutcome::Reserved(Box::new(order.clone())));
+    for (&i, draft) in reserved.iter().zip(&drafts) {
+        decided[i] = Some(ClaimOutcome::Reserved(Box::new(draft.order.clone())));
     }
     if left > 0 {
         // Units claimed for taps that were refused go back to the sale.
@@ -380,7 +399,7 @@ fn buyer_id<R: Get>(r: &R) -> Result<String> {
 struct SaleTaps {
     store: Store,
     sale: SaleId,
-    reservation: Duration,
+    rules: Reservations,
     /// Poked after every batch that sold something (see [`run_reporter`]).
     poke: watch::Sender<()>,
 }
@@ -393,7 +412,7 @@ impl Serve for SaleTaps {
     async fn serve(&mut self, taps: &[Claim]) -> Result<Vec<ClaimOutcome>> {
         let outcomes = self
             .store
-            .claim_batch(&self.sale, taps, self.reservation)
+            .claim_batch(&self.sale, taps, &self.rules)
             .await?;
         if sold_any(&outcomes) {
             self.poke.send_replace(());
@@ -405,7 +424,7 @@ impl Serve for SaleTaps {
 /// Regular orders whose first line is one variant.
 struct ShelfTaps {
     store: Store,
-    reservation: Duration,
+    rules: Reservations,
 }
 
 impl Serve for ShelfTaps {
@@ -416,7 +435,7 @@ impl Serve for ShelfTaps {
     const MAX_BATCH: usize = 128;
 
     async fn serve(&mut self, taps: &[RegularOrder]) -> Result<Vec<OrderOutcome>> {
-        self.store.reserve_batch(taps, self.reservation).await
+        self.store.reserve_batch(taps, &self.rules).await
     }
 }
 
@@ -425,7 +444,11 @@ impl Serve for ShelfTaps {
 #[derive(Clone)]
 pub struct Inventory {
     store: Store,
-    reservation: Duration,
+    /// Orders at list price.
+    regular: Reservations,
+    /// Flash-sale taps: a window of their own, shorter by default, since the
+    /// units of a sale that sells out in seconds are wanted by many.
+    flash: Reservations,
     sales: Arc<Batchers<SaleId, SaleTaps>>,
     shelves: Arc<Batchers<VariantId, ShelfTaps>>,
     /// Off only to measure against: each tap then runs its own transaction,
@@ -466,11 +489,13 @@ async fn run_reporter(
 }
 
 impl Inventory {
-    /// `reservation` is how long a reserved order waits for payment.
-    pub fn new(store: Store, reservation: Duration) -> Self {
+    /// `regular` and `flash` say how orders at list price and flash-sale taps
+    /// reserve.
+    pub fn new(store: Store, regular: Reservations, flash: Reservations) -> Self {
         Self {
             store,
-            reservation,
+            regular,
+            flash,
             sales: Arc::default(),
             shelves: Arc::default(),
             batching: true,
@@ -494,10 +519,7 @@ impl Inventory {
     /// holding it committed.
     pub async fn buy(&self, sale: &SaleId, claim: Claim) -> Result<ClaimOutcome> {
         if !self.batching {
-            let mut outcomes = self
-                .store
-                .claim_batch(sale, &[claim], self.reservation)
-                .await?;
+            let mut outcomes = self.store.claim_batch(sale, &[claim], &self.flash).await?;
             return outcomes.pop().ok_or(StoreError::Interrupted);
         }
         let start = || {
@@ -513,7 +535,7 @@ impl Inventory {
             SaleTaps {
                 store: self.store.clone(),
                 sale: sale.clone(),
-                reservation: self.reservation,
+                rules: self.flash,
                 poke,
             }
         };
@@ -531,13 +553,13 @@ impl Inventory {
         if !self.batching {
             let mut outcomes = self
                 .store
-                .reserve_batch(std::slice::from_ref(&order), self.reservation)
+                .reserve_batch(std::slice::from_ref(&order), &self.regular)
                 .await?;
             return outcomes.pop().ok_or(StoreError::Interrupted);
         }
         let start = || ShelfTaps {
             store: self.store.clone(),
-            reservation: self.reservation,
+            rules: self.regular,
         };
         self.shelves.submit(&first, order, start).await
     }

@@ -41,10 +41,19 @@ pub(crate) struct NewOrder<'a> {
     pub expires_at: Timestamp,
     pub reason: &'a str,
     pub idempotency_key: Option<&'a str>,
+    /// The client address it came from, for [`crate::UnpaidCaps`].
+    pub from: Option<&'a str>,
+}
+
+/// An order about to be written, with what the store keeps beside it.
+pub(crate) struct Draft {
+    pub order: Order,
+    pub key: Option<String>,
+    pub from: Option<String>,
 }
 
 /// The order a purchase makes, before it is written.
-pub(crate) fn draft_order(new: NewOrder<'_>) -> Result<(Order, Option<String>)> {
+pub(crate) fn draft_order(new: NewOrder<'_>) -> Result<Draft> {
     let now = new.at;
     let currency = new
         .lines
@@ -92,14 +101,23 @@ pub(crate) fn draft_order(new: NewOrder<'_>) -> Result<(Order, Option<String>)> 
         created_at: now,
         updated_at: now,
     };
-    Ok((order, new.idempotency_key.map(str::to_owned)))
+    Ok(Draft {
+        order,
+        key: new.idempotency_key.map(str::to_owned),
+        from: new.from.map(str::to_owned),
+    })
 }
 
 /// Binds the parameters of [`orders_sql`]: the same Rust values on either backend.
 macro_rules! bind_orders {
     ($q:expr, $orders:expr) => {{
         let mut q = $q;
-        for (o, key) in $orders {
+        for Draft {
+            order: o,
+            key,
+            from,
+        } in $orders
+        {
             q = q
                 .bind(o.id.as_str())
                 .bind(o.buyer_id.as_str())
@@ -110,7 +128,8 @@ macro_rules! bind_orders {
                 .bind(o.total.amount)
                 .bind(o.expires_at.map(Timestamp::as_millis))
                 .bind(o.created_at.as_millis())
-                .bind(key.as_deref());
+                .bind(key.as_deref())
+                .bind(from.as_deref());
         }
         q
     }};
@@ -120,7 +139,7 @@ macro_rules! bind_orders {
 macro_rules! bind_lines {
     ($q:expr, $orders:expr) => {{
         let mut q = $q;
-        for (o, _) in $orders {
+        for Draft { order: o, .. } in $orders {
             for (position, l) in o.lines.iter().enumerate() {
                 q = q
                     .bind(o.id.as_str())
@@ -141,7 +160,7 @@ macro_rules! bind_lines {
 macro_rules! bind_events {
     ($q:expr, $orders:expr) => {{
         let mut q = $q;
-        for (o, _) in $orders {
+        for Draft { order: o, .. } in $orders {
             let first = &o.history[0];
             q = q
                 .bind(first.id.as_str())
@@ -175,10 +194,10 @@ fn orders_sql(p: &mut Params, orders: usize) -> String {
     format!(
         "INSERT INTO orders (id, buyer_id, shop_id, room_id, sale_id, status, currency,
              total_amount, paid_amount, refunded_amount, expires_at, created_at, updated_at,
-             idempotency_key)
+             idempotency_key, placed_from)
          SELECT column1, column2, column3, column4, column5, 'reserved', column6, column7, 0, 0,
-             column8, column9, column9, column10 FROM (VALUES {}) AS v",
-        p.rows(orders, 10)
+             column8, column9, column9, column10, column11 FROM (VALUES {}) AS v",
+        p.rows(orders, 11)
     )
 }
 
@@ -217,7 +236,7 @@ fn taken<R: Get>(r: &R) -> Result<i64> {
 
 /// What a batch writes once every tap is decided.
 struct Writes<'a> {
-    orders: &'a [(Order, Option<String>)],
+    orders: &'a [Draft],
     /// The answers to record under the keys that were free.
     answers: Vec<KeyAnswer<'a>>,
     /// When the batch ran: its keys' creation time.
@@ -261,7 +280,7 @@ async fn write_batch(e: &mut impl Execute, writes: &Writes<'_>) -> Result<()> {
 /// [`write_batch`] on SQLite; returns how many keys it wrote.
 async fn write_batch_sqlite(e: &mut impl Execute, writes: &Writes<'_>) -> Result<usize> {
     let (orders, answers) = (writes.orders, &writes.answers);
-    let lines: usize = orders.iter().map(|(o, _)| o.lines.len()).sum();
+    let lines: usize = orders.iter().map(|d| d.order.lines.len()).sum();
     let mut p = Params::new(e);
     if !orders.is_empty() {
         let sql = orders_sql(&mut p, orders.len());
@@ -288,7 +307,7 @@ async fn write_batch_sqlite(e: &mut impl Execute, writes: &Writes<'_>) -> Result
 /// entries' order ids are the orders' own, `$1`); returns how many keys it
 /// wrote.
 async fn write_batch_postgres(c: &mut sqlx::PgConnection, writes: &Writes<'_>) -> Result<usize> {
-    let orders: Vec<&Order> = writes.orders.iter().map(|(o, _)| o).collect();
+    let orders: Vec<&Order> = writes.orders.iter().map(|d| &d.order).collect();
     let lines: Vec<(&Order, i64, &OrderLine)> = orders
         .iter()
         .flat_map(|o| {
@@ -304,12 +323,12 @@ async fn write_batch_postgres(c: &mut sqlx::PgConnection, writes: &Writes<'_>) -
         "WITH o AS (
              INSERT INTO orders (id, buyer_id, shop_id, room_id, sale_id, status, currency,
                  total_amount, paid_amount, refunded_amount, expires_at, created_at, updated_at,
-                 idempotency_key)
+                 idempotency_key, placed_from)
              SELECT id, buyer, shop, room, sale, 'reserved', currency, total, 0, 0, expires,
-                 created, created, key
+                 created, created, key, placed
              FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-                 $7::bigint[], $8::bigint[], $9::bigint[], $10::text[])
-                 AS v (id, buyer, shop, room, sale, currency, total, expires, created, key)
+                 $7::bigint[], $8::bigint[], $9::bigint[], $10::text[], $30::text[])
+                 AS v (id, buyer, shop, room, sale, currency, total, expires, created, key, placed)
          ), l AS (
              INSERT INTO order_lines (order_id, position, variant_id, product_id, sku, title,
                  quantity, unit_amount)
@@ -342,7 +361,7 @@ async fn write_batch_postgres(c: &mut sqlx::PgConnection, writes: &Writes<'_>) -
     .bind(column(&orders, |o| o.total.amount))
     .bind(column(&orders, |o| o.expires_at.map(Timestamp::as_millis)))
     .bind(column(&orders, |o| o.created_at.as_millis()))
-    .bind(column(writes.orders, |(_, k)| k.as_deref()))
+    .bind(column(writes.orders, |d| d.key.as_deref()))
     .bind(column(&lines, |(o, _, _)| o.id.as_str()))
     .bind(column(&lines, |(_, i, _)| *i))
     .bind(column(&lines, |(_, _, l)| l.variant_id.as_str()))
@@ -362,6 +381,7 @@ async fn write_batch_postgres(c: &mut sqlx::PgConnection, writes: &Writes<'_>) -
     .bind(column(answers, |a| a.body.as_str()))
     .bind(writes.at.as_millis())
     .bind(key_cutoff(writes.at).as_millis())
+    .bind(column(writes.orders, |d| d.from.as_deref()))
     .fetch_one(c)
     .await?;
     Ok(usize::try_from(taken).unwrap_or_default())
@@ -374,7 +394,7 @@ pub(crate) async fn finish_batch<T: Keyed, O>(
     mut tx: Tx,
     taps: &[T],
     decided: Vec<Option<O>>,
-    orders: &[(Order, Option<String>)],
+    orders: &[Draft],
     at: Timestamp,
     record: impl Fn(&O) -> Result<Option<Answer>>,
 ) -> Result<Vec<O>> {

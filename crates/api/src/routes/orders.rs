@@ -20,7 +20,7 @@ use super::catalog::owned_shop;
 use super::{Page, PageQuery};
 use crate::AppState;
 use crate::error::{ApiError, ApiResult, Code, ErrorBody};
-use crate::extract::{CurrentUser, JsonBody, QueryParams};
+use crate::extract::{ClientAddr, CurrentUser, JsonBody, QueryParams};
 use crate::idempotency;
 
 pub(crate) fn router() -> OpenApiRouter<AppState> {
@@ -104,12 +104,13 @@ const MAX_LINES: usize = 20;
     responses(
         (status = 201, body = Order),
         (status = 400, description = "`invalid_idempotency_key`", body = ErrorBody),
-        (status = 409, description = "`sold_out`, `idempotency_key_in_use`", body = ErrorBody),
+        (status = 409, description = "`sold_out`, `idempotency_key_in_use`, `too_many_unpaid`", body = ErrorBody),
         (status = 422, description = "`invalid_field`, `idempotency_key_reused`", body = ErrorBody),
     ))]
 async fn create_order(
     State(state): State<AppState>,
     current: CurrentUser,
+    ClientAddr(client): ClientAddr,
     headers: HeaderMap,
     JsonBody(body): JsonBody<serde_json::Value>,
 ) -> ApiResult<Response> {
@@ -164,6 +165,7 @@ async fn create_order(
         buyer: current.user.id.clone(),
         room,
         lines,
+        from: client.map(|ip| ip.to_string()),
         idempotency: Some(OrderKey {
             key,
             request_hash: hash,

@@ -19,7 +19,7 @@ use super::catalog::{MoneyInput, owned_shop};
 use super::{Page, PageQuery};
 use crate::AppState;
 use crate::error::{ApiError, ApiResult, Code, ErrorBody};
-use crate::extract::{CurrentUser, JsonBody, QueryParams};
+use crate::extract::{ClientAddr, CurrentUser, JsonBody, QueryParams};
 use crate::idempotency;
 
 pub(crate) fn router() -> OpenApiRouter<AppState> {
@@ -263,12 +263,13 @@ async fn update_sale(
         (status = 400, description = "`invalid_idempotency_key`", body = ErrorBody),
         (status = 401, description = "`unauthenticated`", body = ErrorBody),
         (status = 404, description = "`not_found`: no such sale in this room", body = ErrorBody),
-        (status = 409, description = "`sold_out`, `limit_reached`, `sale_not_live`, `idempotency_key_in_use`", body = ErrorBody),
+        (status = 409, description = "`sold_out`, `limit_reached`, `sale_not_live`, `idempotency_key_in_use`, `too_many_unpaid`", body = ErrorBody),
         (status = 422, description = "`invalid_field`, `idempotency_key_reused`", body = ErrorBody),
     ))]
 async fn buy(
     State(state): State<AppState>,
     current: CurrentUser,
+    ClientAddr(client): ClientAddr,
     Path((room, sale)): Path<(String, String)>,
     headers: HeaderMap,
     JsonBody(body): JsonBody<serde_json::Value>,
@@ -297,6 +298,7 @@ async fn buy(
     let claim = Claim {
         buyer,
         quantity,
+        from: client.map(|ip| ip.to_string()),
         idempotency: Some(ClaimKey {
             key,
             request_hash: hash,

@@ -537,3 +537,125 @@ async fn metrics_can_ask_for_a_token() {
     assert_eq!(res.status(), StatusCode::OK);
     assert!(res.text().await.unwrap().contains("hawker_streams_live"));
 }
+
+/// Reserves `units` of `variant` at list price as `token`, from `client`.
+async fn hoard(
+    app: &TestApp,
+    client: &reqwest::Client,
+    token: &str,
+    variant: &Value,
+    units: i64,
+) -> (StatusCode, Value) {
+    let res = client
+        .post(app.url("/api/v1/orders"))
+        .bearer_auth(token)
+        .header(
+            "idempotency-key",
+            format!("k-{}", domain::ids::OrderId::generate()),
+        )
+        .json(&json!({"lines": [{"variant_id": variant, "quantity": units}]}))
+        .send()
+        .await
+        .unwrap();
+    (res.status(), res.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn a_hoarding_script_is_stopped_at_the_unpaid_caps() {
+    let app = TestApp::spawn_with(|c| {
+        c.unpaid_caps = store::UnpaidCaps {
+            orders_per_buyer: 3,
+            units_per_buyer: 5,
+            orders_per_address: 4,
+        };
+    })
+    .await;
+    let (_, room, sale) = crate::selling::live_sale(&app, 100, 10, 5).await;
+    let variant = sale["variant_id"].clone();
+    let script = client_from("127.0.0.2");
+    let accounts = [
+        app.sign_up("bot1@example.com").await,
+        app.sign_up("bot2@example.com").await,
+        app.sign_up("bot3@example.com").await,
+    ];
+    // One account: three orders, then no more until it pays.
+    for _ in 0..3 {
+        let (status, order) = hoard(&app, &script, &accounts[0].token, &variant, 1).await;
+        assert_eq!(status, StatusCode::CREATED, "{order}");
+    }
+    let (status, refused) = hoard(&app, &script, &accounts[0].token, &variant, 1).await;
+    assert_eq!(
+        (status, refused["error"]["code"].as_str()),
+        (StatusCode::CONFLICT, Some("too_many_unpaid"))
+    );
+    // Nor in a flash sale.
+    let (status, refused, _) = crate::selling::buy(
+        &app,
+        &accounts[0].token,
+        &room,
+        &sale,
+        Some("f1"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        (status, refused["error"]["code"].as_str()),
+        (StatusCode::CONFLICT, Some("too_many_unpaid"))
+    );
+    // Another account: five units at most.
+    let (status, _) = hoard(&app, &script, &accounts[1].token, &variant, 6).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    let (status, order) = hoard(&app, &script, &accounts[1].token, &variant, 5).await;
+    assert_eq!(status, StatusCode::CREATED, "{order}");
+    // A third account from the same address meets the address's cap.
+    let (status, refused) = hoard(&app, &script, &accounts[2].token, &variant, 1).await;
+    assert_eq!(
+        (status, refused["error"]["code"].as_str()),
+        (StatusCode::CONFLICT, Some("too_many_unpaid"))
+    );
+    // From elsewhere it buys, in a flash sale with a reservation of its own.
+    let elsewhere = client_from("127.0.0.3");
+    let (status, tapped, _) = crate::selling::buy(
+        &app,
+        &accounts[2].token,
+        &room,
+        &sale,
+        Some("f2"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{tapped}");
+    let held_ms = |order: &Value| {
+        let at = |field: &str| {
+            serde_json::from_value::<domain::Timestamp>(order[field].clone())
+                .unwrap()
+                .as_millis()
+        };
+        at("expires_at") - at("created_at")
+    };
+    assert_eq!(
+        held_ms(&tapped),
+        3 * 60 * 1000,
+        "a flash-sale tap waits 3 minutes"
+    );
+    assert_eq!(
+        held_ms(&order),
+        10 * 60 * 1000,
+        "an order at list price waits 10"
+    );
+    let (status, _) = hoard(&app, &elsewhere, &accounts[2].token, &variant, 1).await;
+    assert_eq!(status, StatusCode::CREATED);
+    // Paid, an order no longer counts.
+    let res = app
+        .client
+        .post(app.url(&format!("/api/v1/orders/{}/payments", order["id"].as_str().unwrap())))
+        .bearer_auth(&accounts[1].token)
+        .header("idempotency-key", "pay-1")
+        .json(&json!({"card": {"number": "4242424242424242", "exp_month": 12, "exp_year": 2034, "cvc": "123"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let (status, order) = hoard(&app, &script, &accounts[1].token, &variant, 5).await;
+    assert_eq!(status, StatusCode::CREATED, "{order}");
+}

@@ -66,8 +66,9 @@ impl TestApp {
 
     async fn start(db: TestDatabase, configure: impl FnOnce(&mut ApiConfig)) -> Self {
         let mut config = ApiConfig::new(db.dir().to_path_buf());
-        // Every test signs its accounts up from 127.0.0.1.
+        // Every test signs its accounts up and buys from 127.0.0.1.
         config.sign_ups_per_address = 100_000;
+        config.unpaid_caps.orders_per_address = 100_000;
         configure(&mut config);
         Self::on(Arc::new(db), config).await
     }

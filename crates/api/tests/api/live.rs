@@ -983,7 +983,11 @@ async fn a_room_opened_on_another_node_shows_who_said_its_chat() {
 
 #[tokio::test]
 async fn a_lapsed_reservation_gives_its_units_back_to_the_room() {
-    let app = TestApp::spawn_with(|c| c.reservation_window = Duration::from_millis(300)).await;
+    let app = TestApp::spawn_with(|c| {
+        c.reservation_window = Duration::from_millis(300);
+        c.flash_reservation_window = Duration::from_millis(300);
+    })
+    .await;
     let (_, room, sale) = live_sale(&app, 5, 1, 1).await;
     let mut viewer = open(&app, room["id"].as_str().unwrap(), None, None).await;
     next(&mut viewer).await;

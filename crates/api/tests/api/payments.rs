@@ -460,7 +460,11 @@ async fn sellers_list_their_orders_with_filters() {
 
 #[tokio::test]
 async fn an_expired_reservation_cannot_be_paid() {
-    let app = TestApp::spawn_with(|c| c.reservation_window = Duration::ZERO).await;
+    let app = TestApp::spawn_with(|c| {
+        c.reservation_window = Duration::ZERO;
+        c.flash_reservation_window = Duration::ZERO;
+    })
+    .await;
     let (_, buyer, _, order) = reserve(&app, 1).await;
     let (s, e) = pay(&app, &buyer.token, &order, "late", card("4242424242424242")).await;
     assert_error((s, e), StatusCode::CONFLICT, "order_expired");

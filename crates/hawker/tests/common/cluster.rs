@@ -96,8 +96,9 @@ impl Cluster {
                 .args(["--shutdown-grace", "2"])
                 .args(["--cluster-secret", "test-cluster-secret"])
                 .args(["--log", "info,live=debug"])
-                // The tests' accounts all sign up from loopback.
+                // The tests' accounts all sign up and buy from loopback.
                 .env("HAWKER_SIGN_UPS_PER_ADDRESS", "10000")
+                .env("HAWKER_MAX_UNPAID_ORDERS_PER_ADDRESS", "10000")
                 .env_remove("HAWKER_DATABASE_URL")
                 .env_remove("HAWKER_NATS_URL")
                 .envs(self.env.iter().map(|(k, v)| (*k, v.as_str())))

@@ -39,7 +39,7 @@ pub(crate) async fn a_batch_of_regular_orders_takes_all_lines_or_none(store: &St
         keyed(regular(&buyer, &[(b, 1)]), "k1", "h"),
         keyed(regular(&buyer, &[(b, 1)]), "k1", "h"),
     ];
-    let got = store.reserve_batch(&batch, WINDOW).await.unwrap();
+    let got = store.reserve_batch(&batch, &WINDOW).await.unwrap();
     assert_eq!(
         order_kinds(&got),
         [
@@ -104,13 +104,13 @@ pub(crate) async fn a_batch_of_regular_orders_takes_all_lines_or_none(store: &St
                 keyed(regular(&buyer, &[(b, 1)]), "k1", "h"),
                 keyed(regular(&buyer, &[(b, 1)]), "k2", "h"),
             ],
-            WINDOW,
+            &WINDOW,
         )
         .await
         .unwrap();
     assert_eq!(order_kinds(&again), ["replay", "out_of_stock"]);
     let reused = store
-        .reserve_batch(&[keyed(regular(&buyer, &[(a, 1)]), "k1", "other")], WINDOW)
+        .reserve_batch(&[keyed(regular(&buyer, &[(a, 1)]), "k1", "other")], &WINDOW)
         .await
         .unwrap();
     assert_eq!(order_kinds(&reused), ["reused"]);
@@ -122,7 +122,7 @@ pub(crate) async fn a_batch_of_regular_orders_takes_all_lines_or_none(store: &St
         &store::Answer::Made(serde_json::to_string(keyed_order.as_ref()).unwrap())
     );
     let refused = store
-        .reserve_batch(&[keyed(regular(&buyer, &[(b, 1)]), "k2", "h")], WINDOW)
+        .reserve_batch(&[keyed(regular(&buyer, &[(b, 1)]), "k2", "h")], &WINDOW)
         .await
         .unwrap();
     assert!(
@@ -152,7 +152,7 @@ pub(crate) async fn a_storm_of_regular_orders_takes_exactly_the_shelf(store: &St
         .unwrap();
     let (hot, extra) = (p.variants[0].id.clone(), p.variants[1].id.clone());
     let crowd = buyers(store, 400).await;
-    let inventory = Inventory::new(store.clone(), WINDOW);
+    let inventory = Inventory::new(store.clone(), WINDOW, WINDOW);
     // Every other buyer also takes a unit of another variant in the same order.
     let taps: Vec<_> = crowd
         .iter()

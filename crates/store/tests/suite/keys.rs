@@ -78,7 +78,7 @@ pub(crate) async fn idempotency_keys(store: &Store) {
     claim.idempotency = Some(key);
     // The same key twice in one batch: one order, and the other tap is refused.
     let got = store
-        .claim_batch(&sale, &[claim.clone(), claim.clone()], WINDOW)
+        .claim_batch(&sale, &[claim.clone(), claim.clone()], &WINDOW)
         .await
         .unwrap();
     let ClaimOutcome::Reserved(order) = &got[0] else {
@@ -88,7 +88,7 @@ pub(crate) async fn idempotency_keys(store: &Store) {
     let body = serde_json::to_string(order.as_ref()).unwrap();
     // A retry in a later batch gets the first answer, recorded with the order.
     let again = store
-        .claim_batch(&sale, &[claim.clone()], WINDOW)
+        .claim_batch(&sale, &[claim.clone()], &WINDOW)
         .await
         .unwrap();
     match &again[0] {
@@ -108,7 +108,7 @@ pub(crate) async fn idempotency_keys(store: &Store) {
     if let Some(k) = changed.idempotency.as_mut() {
         k.request_hash = "other".into();
     }
-    let reused = store.claim_batch(&sale, &[changed], WINDOW).await.unwrap();
+    let reused = store.claim_batch(&sale, &[changed], &WINDOW).await.unwrap();
     assert!(matches!(reused[0], ClaimOutcome::Earlier(Earlier::Reused)));
     assert_eq!(
         store.sale_tally(&sale).await.unwrap().orders,
@@ -152,7 +152,7 @@ async fn a_batch_that_loses_a_race_for_a_key_is_served_again() {
     });
     let batch = {
         let (store, sale) = (store.clone(), sale.clone());
-        tokio::spawn(async move { store.claim_batch(&sale, &[claim], WINDOW).await })
+        tokio::spawn(async move { store.claim_batch(&sale, &[claim], &WINDOW).await })
     };
     // The batch finds the key free and waits on the uncommitted row: its
     // connection shows up in PostgreSQL as waiting for a lock.

@@ -12,8 +12,8 @@ use domain::money::{Currency, Money};
 use domain::room::RoomStatus;
 use domain::stock::{AdjustmentReason, StockDelta};
 use std::time::Duration;
-use store::OrderChange;
 use store::testing::TestDatabase;
+use store::{OrderChange, Reservations};
 
 use domain::ids::{SaleId, VariantId};
 use domain::sale::{BuyQuantity, SaleQuantity, SaleStatus};
@@ -228,10 +228,11 @@ pub(crate) fn tap(buyer: &UserId, n: i64) -> Claim {
         buyer: buyer.clone(),
         quantity: BuyQuantity::parse("quantity", n).unwrap(),
         idempotency: None,
+        from: None,
     }
 }
 
-pub(crate) const WINDOW: Duration = Duration::from_secs(600);
+pub(crate) const WINDOW: Reservations = Reservations::lasting(Duration::from_secs(600));
 
 pub(crate) fn kinds(outcomes: &[ClaimOutcome]) -> Vec<&'static str> {
     outcomes
@@ -264,6 +265,7 @@ pub(crate) fn regular(buyer: &UserId, lines: &[(&VariantId, i64)]) -> RegularOrd
         room: None,
         lines,
         idempotency: None,
+        from: None,
     }
 }
 

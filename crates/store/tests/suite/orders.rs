@@ -31,7 +31,11 @@ pub(crate) async fn a_reservation_waits_for_a_payment_in_progress(store: &Store)
     let ann = user(store, "ann@example.com").await;
     let bob = user(store, "bob@example.com").await;
     let got = store
-        .claim_batch(&sale, &[tap(&ann, 1), tap(&bob, 1)], Duration::ZERO)
+        .claim_batch(
+            &sale,
+            &[tap(&ann, 1), tap(&bob, 1)],
+            &Reservations::lasting(Duration::ZERO),
+        )
         .await
         .unwrap();
     let (ClaimOutcome::Reserved(anns), ClaimOutcome::Reserved(bobs)) = (&got[0], &got[1]) else {
@@ -179,7 +183,11 @@ pub(crate) async fn unpaid_reservations_expire_and_give_their_units_back(store: 
     let ann = user(store, "ann@example.com").await;
     let bob = user(store, "bob@example.com").await;
     let got = store
-        .claim_batch(&sale, &[tap(&ann, 2), tap(&bob, 1)], Duration::ZERO)
+        .claim_batch(
+            &sale,
+            &[tap(&ann, 2), tap(&bob, 1)],
+            &Reservations::lasting(Duration::ZERO),
+        )
         .await
         .unwrap();
     let ClaimOutcome::Reserved(anns) = &got[0] else {
@@ -235,14 +243,18 @@ pub(crate) async fn unpaid_reservations_expire_and_give_their_units_back(store: 
     );
     // Ann's limit counts only what she holds: she can buy 2 again.
     let again = store
-        .claim_batch(&sale, &[tap(&ann, 2)], WINDOW)
+        .claim_batch(&sale, &[tap(&ann, 2)], &WINDOW)
         .await
         .unwrap();
     assert!(matches!(again[0], ClaimOutcome::Reserved(_)));
 
     // After the sale closed, a lapsed reservation goes back to the shelf.
     let late = store
-        .claim_batch(&sale, &[tap(&bob, 1)], Duration::ZERO)
+        .claim_batch(
+            &sale,
+            &[tap(&bob, 1)],
+            &Reservations::lasting(Duration::ZERO),
+        )
         .await
         .unwrap();
     assert!(matches!(late[0], ClaimOutcome::Reserved(_)));
@@ -298,7 +310,7 @@ pub(crate) async fn orders_pay_ship_refund_and_cancel(store: &Store) {
     store.start_sale(&sale, &seller).await.unwrap();
     let ann = user(store, "ann@example.com").await;
     let got = store
-        .claim_batch(&sale, &[tap(&ann, 2), tap(&ann, 1)], WINDOW)
+        .claim_batch(&sale, &[tap(&ann, 2), tap(&ann, 1)], &WINDOW)
         .await
         .unwrap();
     let (ClaimOutcome::Reserved(first), ClaimOutcome::Reserved(second)) = (&got[0], &got[1]) else {
@@ -425,7 +437,11 @@ pub(crate) async fn payment_attempts_are_one_at_a_time(store: &Store) {
     store.start_sale(&sale, &seller).await.unwrap();
     let ann = user(store, "ann@example.com").await;
     let got = store
-        .claim_batch(&sale, &[tap(&ann, 1)], Duration::ZERO)
+        .claim_batch(
+            &sale,
+            &[tap(&ann, 1)],
+            &Reservations::lasting(Duration::ZERO),
+        )
         .await
         .unwrap();
     let ClaimOutcome::Reserved(order) = &got[0] else {
@@ -505,7 +521,11 @@ pub(crate) async fn refund_claims_never_exceed_the_payment(store: &Store) {
     store.start_sale(&sale, &seller).await.unwrap();
     let ann = user(store, "ann@example.com").await;
     let got = store
-        .claim_batch(&sale, &[tap(&ann, 2)], Duration::ZERO)
+        .claim_batch(
+            &sale,
+            &[tap(&ann, 2)],
+            &Reservations::lasting(Duration::ZERO),
+        )
         .await
         .unwrap();
     let ClaimOutcome::Reserved(order) = &got[0] else {

@@ -6,7 +6,7 @@ pub(crate) async fn sale_lifecycle_moves_stock_through_the_ledger(store: &Store)
     let (seller, variant, sale) = sale_setup(store, 10, 6, 2).await;
     let buyer = user(store, "b@example.com").await;
     let scheduled = store
-        .claim_batch(&sale, &[tap(&buyer, 1)], WINDOW)
+        .claim_batch(&sale, &[tap(&buyer, 1)], &WINDOW)
         .await
         .unwrap();
     assert!(matches!(
@@ -32,7 +32,7 @@ pub(crate) async fn sale_lifecycle_moves_stock_through_the_ledger(store: &Store)
     ));
 
     let got = store
-        .claim_batch(&sale, &[tap(&buyer, 2)], WINDOW)
+        .claim_batch(&sale, &[tap(&buyer, 2)], &WINDOW)
         .await
         .unwrap();
     let ClaimOutcome::Reserved(order) = &got[0] else {
@@ -80,7 +80,7 @@ pub(crate) async fn sale_lifecycle_moves_stock_through_the_ledger(store: &Store)
         Err(StoreError::WrongState)
     ));
     let after = store
-        .claim_batch(&sale, &[tap(&buyer, 1)], WINDOW)
+        .claim_batch(&sale, &[tap(&buyer, 1)], &WINDOW)
         .await
         .unwrap();
     assert!(matches!(after[0], ClaimOutcome::Refused(Refusal::NotLive)));
@@ -117,7 +117,7 @@ pub(crate) async fn a_batch_allocates_exactly_what_is_left(store: &Store) {
         .claim_batch(
             &sale,
             &[tap(&b[0], 3), tap(&b[1], 3), tap(&b[2], 2), tap(&b[3], 1)],
-            WINDOW,
+            &WINDOW,
         )
         .await
         .unwrap();
@@ -139,7 +139,7 @@ pub(crate) async fn a_batch_allocates_exactly_what_is_left(store: &Store) {
     let sale2 = another_sale(store, &sale, 5, 10).await;
     store.start_sale(&sale2, &seller).await.unwrap();
     let got = store
-        .claim_batch(&sale2, &[tap(&b[0], 3), tap(&b[1], 3)], WINDOW)
+        .claim_batch(&sale2, &[tap(&b[0], 3), tap(&b[1], 3)], &WINDOW)
         .await
         .unwrap();
     assert!(matches!(got[0], ClaimOutcome::Reserved(_)));
@@ -164,7 +164,7 @@ pub(crate) async fn one_buyers_taps_in_one_batch_respect_the_limit(store: &Store
                 tap(&b[1], 2),
                 tap(&b[2], 1),
             ],
-            WINDOW,
+            &WINDOW,
         )
         .await
         .unwrap();
@@ -177,7 +177,7 @@ pub(crate) async fn one_buyers_taps_in_one_batch_respect_the_limit(store: &Store
     let sale2 = another_sale(store, &sale, 10, 2).await;
     store.start_sale(&sale2, &seller).await.unwrap();
     let first = store
-        .claim_batch(&sale2, &[tap(&b[0], 2)], WINDOW)
+        .claim_batch(&sale2, &[tap(&b[0], 2)], &WINDOW)
         .await
         .unwrap();
     assert_eq!(kinds(&first), ["reserved"]);
@@ -185,7 +185,7 @@ pub(crate) async fn one_buyers_taps_in_one_batch_respect_the_limit(store: &Store
         .claim_batch(
             &sale2,
             &[tap(&b[0], 1), tap(&b[1], 1), tap(&b[1], 1), tap(&b[1], 1)],
-            WINDOW,
+            &WINDOW,
         )
         .await
         .unwrap();
@@ -205,7 +205,7 @@ pub(crate) async fn a_storm_sells_exactly_the_quantity(store: &Store) {
     let (seller, _, sale) = sale_setup(store, 1000, 100, 1).await;
     store.start_sale(&sale, &seller).await.unwrap();
     let crowd = buyers(store, 1500).await;
-    let inventory = Inventory::new(store.clone(), WINDOW);
+    let inventory = Inventory::new(store.clone(), WINDOW, WINDOW);
     let taps: Vec<_> = crowd
         .iter()
         .map(|b| {
@@ -248,7 +248,7 @@ pub(crate) async fn parallel_taps_cannot_pass_the_per_buyer_limit(store: &Store)
     let (seller, _, sale) = sale_setup(store, 100, 50, 2).await;
     store.start_sale(&sale, &seller).await.unwrap();
     let greedy = user(store, "greedy@example.com").await;
-    let inventory = Inventory::new(store.clone(), WINDOW);
+    let inventory = Inventory::new(store.clone(), WINDOW, WINDOW);
     let taps: Vec<_> = (0..20)
         .map(|_| {
             let (inventory, sale, claim) = (inventory.clone(), sale.clone(), tap(&greedy, 1));
@@ -259,7 +259,8 @@ pub(crate) async fn parallel_taps_cannot_pass_the_per_buyer_limit(store: &Store)
     for t in taps {
         match t.await.unwrap().unwrap() {
             ClaimOutcome::Reserved(_) => reserved += 1,
-            ClaimOutcome::Refused(Refusal::LimitReached) => {}
+            // Taps of one batch past the buyer's unpaid orders count first.
+            ClaimOutcome::Refused(Refusal::LimitReached | Refusal::TooManyUnpaid) => {}
             other => panic!("unexpected {other:?}"),
         }
     }
@@ -267,7 +268,7 @@ pub(crate) async fn parallel_taps_cannot_pass_the_per_buyer_limit(store: &Store)
     // Also straight through one batch, and across two batches.
     let other = user(store, "other@example.com").await;
     let got = store
-        .claim_batch(&sale, &[tap(&other, 2), tap(&other, 1)], WINDOW)
+        .claim_batch(&sale, &[tap(&other, 2), tap(&other, 1)], &WINDOW)
         .await
         .unwrap();
     assert!(matches!(got[0], ClaimOutcome::Reserved(_)));
@@ -276,7 +277,7 @@ pub(crate) async fn parallel_taps_cannot_pass_the_per_buyer_limit(store: &Store)
         ClaimOutcome::Refused(Refusal::LimitReached)
     ));
     let too_many = store
-        .claim_batch(&sale, &[tap(&other, 3)], WINDOW)
+        .claim_batch(&sale, &[tap(&other, 3)], &WINDOW)
         .await
         .unwrap();
     assert!(matches!(
