@@ -50,6 +50,8 @@ pub enum Credential {
 pub struct CurrentUser {
     pub user: User,
     pub credential: Credential,
+    /// The hash of the secret presented (session or token).
+    pub secret_hash: String,
 }
 
 impl CurrentUser {
@@ -188,6 +190,7 @@ async fn lookup(
         return Ok(found.map(|(id, user)| CurrentUser {
             user,
             credential: Credential::Session(id),
+            secret_hash: hash.to_owned(),
         }));
     }
     if token.starts_with(API_TOKEN_PREFIX) {
@@ -195,6 +198,7 @@ async fn lookup(
         return Ok(found.map(|(_, user)| CurrentUser {
             user,
             credential: Credential::Token,
+            secret_hash: hash.to_owned(),
         }));
     }
     Ok(None)

@@ -395,7 +395,8 @@ pub async fn run_selling_clock(state: AppState, shutdown: CancellationToken) {
 }
 
 /// Forgets the cached credentials of every user whose sign-ins changed on any
-/// node, until `shutdown`. `sessions` was subscribed to before the server took
+/// node, and takes their rights from room sockets opened with a credential
+/// that no longer signs in, until `shutdown`. `sessions` was subscribed to before the server took
 /// its first request.
 pub async fn follow_sessions(
     state: AppState,
@@ -412,6 +413,14 @@ pub async fn follow_sessions(
             Ok(domain::event::SessionEvent::CredentialsChanged { user }) => {
                 state.credentials().forget_user(&user);
                 metrics::counter!("api_credentials_forgotten_total").increment(1);
+                // Room sockets opened with a credential that no longer
+                // signs in lose the user's rights.
+                match state.store().credential_hashes(&user).await {
+                    Ok(valid) => state.hub().signed_out(&user, valid.into_iter().collect()),
+                    Err(e) => {
+                        tracing::warn!(%user, error = %e, "cannot tell which sockets signed out")
+                    }
+                }
             }
             Err(e) => tracing::debug!(error = %e, "a sessions event was skipped"),
         }

@@ -337,6 +337,10 @@ pub enum ShopEvent {
     /// The shop's new blocked words, lower case.
     #[serde(rename = "moderation.blocked_words")]
     BlockedWords { words: Vec<String> },
+    /// `user` moderates the shop's rooms now, or no longer: connections
+    /// already open change with it.
+    #[serde(rename = "moderation.moderator")]
+    Moderator { user: UserId, moderator: bool },
 }
 
 impl ShopEvent {

@@ -47,6 +47,22 @@ pub struct Viewer {
     pub name: String,
     /// The shop's owner or one of its moderators: not held to slow mode.
     pub moderator: bool,
+    /// What the connection signed in with (the hash of the session's or the
+    /// token's secret): once it no longer signs in, the connection watches
+    /// on without its user's rights.
+    pub credential: String,
+}
+
+/// A change to what a signed-in viewer may do, for the connections open now.
+#[derive(Debug, Clone)]
+pub(crate) enum Grant {
+    /// `user` moderates the room's shop now, or no longer.
+    Moderator { user: UserId, moderator: bool },
+    /// Of `user`'s credentials, only these still sign in.
+    SignedOut {
+        user: UserId,
+        valid: std::sync::Arc<std::collections::HashSet<String>>,
+    },
 }
 
 /// What a connection may do, and how often.
@@ -181,11 +197,15 @@ pub async fn serve<S, E>(
     // every connection of a big room has written its flush.
     let (said, mut inbound) = mpsc::channel(16);
     let closing = CancellationToken::new();
+    let signed_in = SignedIn {
+        grants: room.grants(),
+        viewer,
+    };
     let mut reader = hub.spawn_reader(read(
         rx,
         hub.clone(),
         room.clone(),
-        viewer,
+        signed_in,
         limits.clone(),
         said,
         closing.clone(),
@@ -255,6 +275,41 @@ enum Inbound {
     Close(u16, &'static str),
 }
 
+/// Who a connection speaks for, kept up to date: a moderator dismissed, or
+/// a session signed out, changes it on connections already open.
+struct SignedIn {
+    grants: broadcast::Receiver<Grant>,
+    viewer: Option<Viewer>,
+}
+
+impl SignedIn {
+    /// Applies a change; the notice for the client, if its rights changed.
+    fn apply(&mut self, grant: Grant) -> Option<Utf8Bytes> {
+        let viewer = self.viewer.as_mut()?;
+        match grant {
+            Grant::Moderator { user, moderator } if user == viewer.id => {
+                if viewer.moderator == moderator {
+                    return None;
+                }
+                viewer.moderator = moderator;
+                let notice = json!({"type": "moderator", "moderator": moderator});
+                Some(Utf8Bytes::from(notice.to_string()))
+            }
+            Grant::SignedOut { user, valid } if user == viewer.id => {
+                if valid.contains(&viewer.credential) {
+                    return None;
+                }
+                self.viewer = None;
+                metrics::counter!("live_signed_out_total").increment(1);
+                let notice = json!({"type": "error", "code": "signed_out",
+                    "message": "signed out: you can watch, but not chat or like, until you sign in again"});
+                Some(Utf8Bytes::from(notice.to_string()))
+            }
+            _ => None,
+        }
+    }
+}
+
 /// The reading half of a connection: `chat`, `like` and `ping`, the limits on
 /// what a client sends, and the heartbeat (a client silent for three of them is
 /// closed). Once the writing half closes (`closing`), it only reads on to the
@@ -263,7 +318,7 @@ async fn read<R, E>(
     mut rx: R,
     hub: Hub,
     room: std::sync::Arc<Room>,
-    viewer: Option<Viewer>,
+    mut signed_in: SignedIn,
     limits: Limits,
     said: mpsc::Sender<Inbound>,
     closing: CancellationToken,
@@ -279,6 +334,22 @@ async fn read<R, E>(
         let next = tokio::select! {
             () = closing.cancelled(), if !draining => {
                 draining = true;
+                continue;
+            }
+            grant = signed_in.grants.recv() => {
+                let notice = match grant {
+                    Ok(grant) => signed_in.apply(grant),
+                    // Missed changes: nobody keeps rights they may have lost.
+                    Err(RecvError::Lagged(_)) => signed_in.viewer.take().map(|_| Utf8Bytes::from_static(
+                        r#"{"type":"error","code":"signed_out","message":"sign in again to chat"}"#,
+                    )),
+                    Err(RecvError::Closed) => None,
+                };
+                if let Some(notice) = notice
+                    && said.send(Inbound::Send(notice)).await.is_err()
+                {
+                    return;
+                }
                 continue;
             }
             next = tokio::time::timeout(limits.heartbeat * 3, rx.next()) => next,
@@ -333,7 +404,7 @@ async fn read<R, E>(
                 read_text(
                     &hub,
                     &room,
-                    viewer.as_ref(),
+                    signed_in.viewer.as_ref(),
                     &mut likes,
                     &limits,
                     text.as_str(),
@@ -696,6 +767,7 @@ mod tests {
             id: user.id,
             name: "Ann".into(),
             moderator: true,
+            credential: "hash".into(),
         };
         (db, hub, room.id, viewer)
     }

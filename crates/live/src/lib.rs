@@ -27,7 +27,7 @@ use domain::event::{
     ChatEntry, ChatMessage, PinCard, RoomEvent, RoomSummary, SaleState, ShopEvent, Speaker,
     Undecodable,
 };
-use domain::ids::{MessageId, RoomId};
+use domain::ids::{MessageId, RoomId, UserId};
 use domain::room::{ChatText, Playback, RoomStatus};
 use domain::sale::SaleStatus;
 use store::{ChatRecord, PageRequest, RoomSample, Store, StoreError};
@@ -219,6 +219,27 @@ impl Hub {
     }
 
     /// This node's name in the rooms' leases and reports.
+    /// Of `user`'s credentials only `valid` still sign in (they signed out,
+    /// or revoked a token): this node's connections opened with another
+    /// watch on without the user's rights.
+    pub fn signed_out(&self, user: &UserId, valid: std::collections::HashSet<String>) {
+        let valid = Arc::new(valid);
+        let rooms: Vec<Arc<Room>> = self
+            .0
+            .rooms
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for room in rooms {
+            room.grant(connection::Grant::SignedOut {
+                user: user.clone(),
+                valid: valid.clone(),
+            });
+        }
+    }
+
     pub fn node(&self) -> &str {
         &self.0.node
     }
@@ -433,6 +454,9 @@ async fn run_room(hub: Hub, room: Arc<Room>, mut log: Entries, mut shop_events: 
                 match ShopEvent::decode(&payload) {
                     // For the room's rules only: viewers never see the list.
                     Ok(ShopEvent::BlockedWords { words }) => room.set_blocked_words(words),
+                    Ok(ShopEvent::Moderator { user, moderator }) => {
+                        room.grant(connection::Grant::Moderator { user, moderator });
+                    }
                     Err(e) => skip(&room.id, &e),
                 }
             }

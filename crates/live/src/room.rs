@@ -23,7 +23,7 @@ use domain::room::{RoomStatus, Sanction, SanctionKind};
 use tokio::sync::{broadcast, watch};
 
 use crate::batch::Batch;
-use crate::connection::FrameText;
+use crate::connection::{FrameText, Grant};
 
 /// Frames a room keeps for viewers who reconnect with `since`.
 pub const HISTORY: usize = 1024;
@@ -126,6 +126,8 @@ pub struct Room {
     shop_id: ShopId,
     state: Mutex<State>,
     frames: broadcast::Sender<Frame>,
+    /// Changes to what the viewers signed in on this node may do.
+    grants: broadcast::Sender<Grant>,
     /// Connections on this node.
     pub(crate) viewers: AtomicUsize,
     /// Likes received since the last report to the sequencer.
@@ -166,6 +168,7 @@ impl Room {
             applied: watch::channel(0).0,
             opened_at,
             frames: broadcast::channel(ring.max(1)).0,
+            grants: broadcast::channel(64).0,
             viewers: AtomicUsize::new(0),
             likes_pending: AtomicU64::new(0),
             likes_unsampled: AtomicU64::new(0),
@@ -186,6 +189,15 @@ impl Room {
     /// The shop the room belongs to.
     pub fn shop_id(&self) -> &ShopId {
         &self.shop_id
+    }
+
+    /// Tells this node's connections what a viewer may do now.
+    pub(crate) fn grant(&self, grant: Grant) {
+        let _ = self.grants.send(grant);
+    }
+
+    pub(crate) fn grants(&self) -> broadcast::Receiver<Grant> {
+        self.grants.subscribe()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {

@@ -87,6 +87,23 @@ impl Store {
         )
     }
 
+    /// The hashes of every credential `user` may sign in with now: live
+    /// sessions and tokens not revoked.
+    pub async fn credential_hashes(&self, user: &UserId) -> Result<Vec<String>> {
+        let mut c = self.read().await?;
+        fetch_all!(
+            &mut c,
+            sqlx::query(
+                "SELECT token_hash FROM sessions WHERE user_id = $1 AND expires_at > $2
+                 UNION ALL
+                 SELECT token_hash FROM api_tokens WHERE user_id = $1 AND revoked_at IS NULL"
+            )
+            .bind(user.as_str())
+            .bind(Timestamp::now().as_millis()),
+            token_hash
+        )
+    }
+
     /// The account and its password hash, for signing in.
     pub async fn user_by_email(&self, email: &Email) -> Result<Option<(User, String)>> {
         let mut c = self.read().await?;
@@ -261,4 +278,8 @@ impl Store {
         }
         tx.commit().await
     }
+}
+
+fn token_hash<R: Get>(r: &R) -> Result<String> {
+    r.text("token_hash")
 }

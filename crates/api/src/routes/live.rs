@@ -75,6 +75,7 @@ async fn room_socket(
                 moderator: super::moderation::moderates(&state, &user, &shop).await?,
                 id: user.user.id,
                 name: user.user.display_name.as_str().to_owned(),
+                credential: user.secret_hash,
             })
         }
     };

@@ -117,10 +117,16 @@ async fn appoint_moderator(
         .await?
         .ok_or(Code::NotFound)?;
     state.store().appoint_moderator(&shop.id, &user.id).await?;
+    let event = ShopEvent::Moderator {
+        user: user.id,
+        moderator: true,
+    };
+    state.bus().announce_shop(&shop.id, &event).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Dismisses a moderator (owner only).
+/// Dismisses a moderator (owner only): their open room sockets lose the
+/// moderator's rights at once.
 #[utoipa::path(delete, path = "/api/v1/shops/{shop}/moderators/{user}", tag = "moderation",
     params(("shop" = String, Path, description = "Shop id or handle"), ("user" = String, Path, description = "User id")),
     security(("bearer" = []), ("cookie" = [])),
@@ -135,13 +141,16 @@ async fn dismiss_moderator(
     Path((shop, user)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
     let shop = owned_shop(&state, &current, &shop).await?;
-    if !state
-        .store()
-        .dismiss_moderator(&shop.id, &UserId::from_string(user))
-        .await?
-    {
+    let user = UserId::from_string(user);
+    if !state.store().dismiss_moderator(&shop.id, &user).await? {
         return Err(Code::NotFound.into());
     }
+    // Sockets already open lose the moderator's rights at once, on every node.
+    let event = ShopEvent::Moderator {
+        user,
+        moderator: false,
+    };
+    state.bus().announce_shop(&shop.id, &event).await;
     Ok(StatusCode::NO_CONTENT)
 }
 

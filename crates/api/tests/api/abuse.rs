@@ -659,3 +659,79 @@ async fn a_hoarding_script_is_stopped_at_the_unpaid_caps() {
     let (status, order) = hoard(&app, &script, &accounts[1].token, &variant, 5).await;
     assert_eq!(status, StatusCode::CREATED, "{order}");
 }
+
+/// Reads up to the error event with `code`, past any other.
+async fn error_with(socket: &mut crate::live::Socket, code: &str) {
+    while crate::live::next_of(socket, "error").await["code"] != code {}
+}
+
+#[tokio::test]
+async fn a_dismissed_moderator_and_a_signed_out_session_lose_their_rights_on_open_sockets() {
+    use crate::live::{next, next_of, open, send};
+    let app = TestApp::spawn().await;
+    let (seller, room) = crate::live::room_of(&app).await;
+    let moderator = app.sign_up("mod@example.com").await;
+    let appoint = format!("/api/v1/shops/anns/moderators/{}", moderator.id);
+    let (status, _) = app
+        .call(reqwest::Method::PUT, &appoint, Some(&seller.token), None)
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _) = app
+        .call(
+            reqwest::Method::PUT,
+            &format!("/api/v1/rooms/{room}/slow-mode"),
+            Some(&seller.token),
+            Some(json!({"seconds": 30})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let mut socket = open(&app, &room, Some(&moderator.token), None).await;
+    next(&mut socket).await;
+    // A moderator is not held to slow mode.
+    for text in ["one", "two"] {
+        send(&mut socket, json!({"type": "chat", "text": text})).await;
+        assert_eq!(next_of(&mut socket, "chat").await["data"]["text"], text);
+    }
+    let (status, _) = app.delete(&appoint, Some(&seller.token)).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    // The socket opened as a moderator hears it, and is held to slow mode.
+    assert_eq!(next_of(&mut socket, "moderator").await["moderator"], false);
+    send(&mut socket, json!({"type": "chat", "text": "three"})).await;
+    send(&mut socket, json!({"type": "chat", "text": "four"})).await;
+    let refused = next_of(&mut socket, "error").await;
+    assert_eq!(refused["code"], "slow_mode", "{refused}");
+
+    // Signed out elsewhere (the session this socket was opened with), the
+    // socket watches on and cannot chat.
+    let (status, _) = app
+        .delete("/api/v1/sessions/current", Some(&moderator.token))
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    error_with(&mut socket, "signed_out").await;
+    send(&mut socket, json!({"type": "chat", "text": "five"})).await;
+    error_with(&mut socket, "unauthenticated").await;
+    // Another session of the seller's is not touched by this one's end.
+    let mut seller_socket = open(&app, &room, Some(&seller.token), None).await;
+    next(&mut seller_socket).await;
+    let other = app
+        .post(
+            "/api/v1/sessions",
+            None,
+            json!({"email": "anns@example.com", "password": "correct horse"}),
+        )
+        .await;
+    assert_eq!(other.0, StatusCode::CREATED, "{}", other.1);
+    let (status, _) = app
+        .delete("/api/v1/sessions/current", other.1["token"].as_str())
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    send(
+        &mut seller_socket,
+        json!({"type": "chat", "text": "still here"}),
+    )
+    .await;
+    assert_eq!(
+        next_of(&mut seller_socket, "chat").await["data"]["text"],
+        "still here"
+    );
+}

@@ -72,7 +72,7 @@ pub(crate) async fn next_of(socket: &mut Socket, kind: &str) -> Value {
     }
 }
 
-async fn send(socket: &mut Socket, frame: Value) {
+pub(crate) async fn send(socket: &mut Socket, frame: Value) {
     socket
         .send(Message::Text(frame.to_string().into()))
         .await
