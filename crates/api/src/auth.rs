@@ -41,8 +41,22 @@ pub fn stream_key_matches(stored_hash: &str, presented: &str) -> bool {
     domain::secret::secret_matches(stored_hash, presented)
 }
 
+/// Argon2id hashes running at once: each takes 19 MiB and a core for tens
+/// of milliseconds, so a flood of sign-ups or sign-ins queues here instead of
+/// taking the memory of hundreds of them at a time.
+/// (The semaphore is never closed, so the permit is always there.)
+async fn hashing() -> Option<tokio::sync::SemaphorePermit<'static>> {
+    static SLOTS: OnceLock<tokio::sync::Semaphore> = OnceLock::new();
+    let slots = SLOTS.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(2, usize::from);
+        tokio::sync::Semaphore::new(cores.clamp(2, 8))
+    });
+    slots.acquire().await.ok()
+}
+
 pub async fn hash_password(password: Password) -> ApiResult<String> {
     let salt = random_bytes::<16>()?;
+    let _slot = hashing().await;
     tokio::task::spawn_blocking(move || {
         let salt = SaltString::encode_b64(&salt).map_err(|_| Code::Internal)?;
         Argon2::default()
@@ -59,6 +73,7 @@ pub async fn hash_password(password: Password) -> ApiResult<String> {
 /// verifies against a dummy hash anyway, so both cases take the same time.
 pub async fn verify_password(password: String, hash: Option<String>) -> bool {
     static DUMMY: OnceLock<Option<String>> = OnceLock::new();
+    let _slot = hashing().await;
     tokio::task::spawn_blocking(move || {
         let known = hash.is_some();
         let hash = match hash {

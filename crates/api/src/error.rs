@@ -207,7 +207,10 @@ impl From<&store::Refusal> for ApiError {
             Refusal::MixedShops => {
                 domain::ValidationError::new("lines", "all lines must come from one shop").into()
             }
-            Refusal::TooManyUnpaid => Code::TooManyUnpaid.into(),
+            Refusal::TooManyUnpaid => {
+                metrics::counter!("hawker_unpaid_cap_refusals_total").increment(1);
+                Code::TooManyUnpaid.into()
+            }
         }
     }
 }

@@ -160,6 +160,8 @@ struct Inner {
     websockets: domain::net::Gate,
     /// HTTP-FLV viewers per client address.
     flv_viewers: domain::net::Gate,
+    /// Throttle keys this node found closed, and until when.
+    closed: ClosedKeys,
     config: ApiConfig,
     metrics: metrics_exporter_prometheus::PrometheusHandle,
 }
@@ -195,6 +197,7 @@ impl AppState {
                 http.max_connections,
                 http.max_flv_viewers_per_address,
             ),
+            closed: ClosedKeys::default(),
             credentials: extract::CredentialCache::default(),
             sale_rooms: std::sync::Mutex::default(),
             hub: parts.hub,
@@ -225,6 +228,12 @@ impl AppState {
     /// The payment provider orders are paid through.
     pub fn payment_provider(&self) -> &payments::Provider {
         &self.0.payments
+    }
+
+    /// Throttle keys this node found closed: a flood from one address is
+    /// refused here, without a write to the database for each request.
+    pub(crate) fn closed_keys(&self) -> &ClosedKeys {
+        &self.0.closed
     }
 
     /// The room WebSockets open, counted per client address.
@@ -351,6 +360,8 @@ pub async fn run_selling_clock(state: AppState, shutdown: CancellationToken) {
         match store.expire_reservations(now, 500).await {
             Ok(expired) if !expired.is_empty() => {
                 tracing::info!(orders = expired.len(), "reservations expired");
+                metrics::counter!("hawker_reservations_expired_total")
+                    .increment(expired.len() as u64);
                 let sales: std::collections::HashSet<_> =
                     expired.into_iter().filter_map(|e| e.sale).collect();
                 for sale in sales {
@@ -424,6 +435,33 @@ pub async fn follow_sessions(
             }
             Err(e) => tracing::debug!(error = %e, "a sessions event was skipped"),
         }
+    }
+}
+
+/// Throttle keys found closed, each until its window reopens.
+#[derive(Default)]
+pub(crate) struct ClosedKeys(
+    std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
+);
+
+impl ClosedKeys {
+    /// Seconds until `key` reopens, if it is closed.
+    pub(crate) fn closed_for(&self, key: &str) -> Option<u64> {
+        let keys = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let left = keys
+            .get(key)?
+            .checked_duration_since(std::time::Instant::now())?;
+        Some(left.as_secs().max(1))
+    }
+
+    /// `key` is closed for `seconds`.
+    pub(crate) fn close(&self, key: &str, seconds: u64) {
+        let mut keys = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let now = std::time::Instant::now();
+        if keys.len() >= 100_000 {
+            keys.retain(|_, until| *until > now);
+        }
+        keys.insert(key.to_owned(), now + Duration::from_secs(seconds));
     }
 }
 

@@ -140,6 +140,7 @@ pub async fn serve(
             .serve_connection(TokioIo::new(tcp), service)
             .with_upgrades();
         let stopping = shutdown.clone();
+        let open = gate.clone();
         connections.spawn(async move {
             tokio::pin!(connection);
             let ended = tokio::select! {
@@ -150,9 +151,17 @@ pub async fn serve(
                     connection.await
                 }
             };
-            if let Err(e) = ended {
-                tracing::debug!(%peer, error = %e, "HTTP connection ended");
+            match ended {
+                Err(e) if e.is_timeout() => {
+                    metrics::counter!("hawker_http_header_timeouts_total").increment(1);
+                    tracing::debug!(%peer, "a request's headers did not come in time");
+                }
+                Err(e) => tracing::debug!(%peer, error = %e, "HTTP connection ended"),
+                Ok(()) => {}
             }
+            // The connection's own place may still be held by an upgraded
+            // socket; the gauge says what is open now.
+            metrics::gauge!("hawker_http_connections").set(open.open() as f64);
         });
     }
     drop(listener);

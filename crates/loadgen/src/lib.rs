@@ -3,8 +3,10 @@
 //! [`crowd::flash_sales`] and [`crowd::chat`] to keep the demo room busy;
 //! [`room`] is the live-room benchmark (its viewers speak WebSocket through
 //! [`ws`]), [`cluster`] the same room over several nodes with one of them
-//! killed, [`video`] the video benchmark's clients.
+//! killed, [`video`] the video benchmark's clients, [`abuse`] a show under
+//! attack.
 
+pub mod abuse;
 pub mod cluster;
 pub mod crowd;
 pub mod room;

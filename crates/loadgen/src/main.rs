@@ -49,6 +49,8 @@ enum Scenario {
     /// Publishers of a pre-encoded clip and HTTP-FLV or RTMP players, against
     /// Hawker or nginx-rtmp: latency, CPU per stream, viewers per core
     Video(VideoArgs),
+    /// A show measured calm and then under attack (bench/abuse)
+    Abuse(AbuseArgs),
 }
 
 #[derive(clap::Args)]
@@ -174,6 +176,34 @@ struct RoomArgs {
 }
 
 #[derive(clap::Args)]
+struct AbuseArgs {
+    /// Hawker's base URL, http://IP:PORT
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// Hawker's RTMP address
+    #[arg(long, default_value = "127.0.0.1:1935")]
+    rtmp: std::net::SocketAddr,
+    /// Where to write the show's stream key, for the encoder
+    #[arg(long)]
+    key_file: std::path::PathBuf,
+    /// WebSocket viewers of the show
+    #[arg(long, default_value_t = 1000)]
+    viewers: usize,
+    /// Chat messages a second
+    #[arg(long, default_value_t = 50.0)]
+    chat_rate: f64,
+    /// Flash-sale purchases a second
+    #[arg(long, default_value_t = 10.0)]
+    tap_rate: f64,
+    /// Seconds each phase (calm, attacked) is measured
+    #[arg(long, default_value_t = 15)]
+    seconds: u64,
+    /// The server's process id, for its memory
+    #[arg(long)]
+    server_pid: Option<u32>,
+}
+
+#[derive(clap::Args)]
 struct FlashSale {
     /// Hawker's base URL
     #[arg(long, default_value = "http://127.0.0.1:8080")]
@@ -243,6 +273,21 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }),
         Scenario::Video(args) => runtime.block_on(video(args)),
+        Scenario::Abuse(args) => runtime.block_on(async move {
+            let figures = loadgen::abuse::run(loadgen::abuse::Plan {
+                base: args.url,
+                rtmp: args.rtmp,
+                key_file: args.key_file,
+                viewers: args.viewers,
+                chat_rate: args.chat_rate,
+                tap_rate: args.tap_rate,
+                seconds: args.seconds,
+                server_pid: args.server_pid,
+            })
+            .await?;
+            println!("{}", serde_json::to_string(&figures)?);
+            Ok(())
+        }),
         Scenario::Cluster(args) => runtime.block_on(async move {
             let figures = loadgen::cluster::run(loadgen::cluster::Plan {
                 nodes: args.nodes,

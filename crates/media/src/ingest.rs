@@ -67,7 +67,12 @@ pub async fn serve(listener: TcpListener, media: Media, shutdown: CancellationTo
                         continue;
                     }
                 };
+                let open = gate.clone();
                 let task = connection(socket, peer, pass, media.clone(), shutdown.clone());
+                let task = async move {
+                    task.await;
+                    metrics::gauge!("hawker_rtmp_connections").set(open.open() as f64);
+                };
                 match &event_loop {
                     Some(event_loop) => connections.spawn_on(task, &event_loop.handle),
                     None => connections.spawn(task),
@@ -155,6 +160,13 @@ impl Closed {
     fn reason(&self) -> &'static str {
         match self {
             Closed::Io(_) => "io",
+            Closed::Protocol(crate::rtmp::SessionError::Chunk(
+                crate::rtmp::chunk::ChunkError::TooLong(_),
+            )) => "message_too_long",
+            Closed::Protocol(crate::rtmp::SessionError::Amf(crate::amf::AmfError::TooMany(_))) => {
+                "amf_values"
+            }
+            Closed::Protocol(crate::rtmp::SessionError::Chatter) => "chatter",
             Closed::Protocol(_) => "protocol",
             Closed::Media(_) => "media",
             Closed::Refused(_) => "refused",
@@ -218,9 +230,11 @@ async fn run(
     socket.set_nonblocking(true)?;
     let limits = media.settings().rtmp.clone();
     let mut session = Session::new(&limits);
-    let mut input = BytesMut::with_capacity(64 * 1024);
+    // Small until the connection publishes: a thousand that never do cost
+    // a few MiB, not a hundred.
+    let mut input = BytesMut::with_capacity(4 * 1024);
     let mut output = Output::new(limits.max_pending_output);
-    let mut chunk = vec![0u8; 64 * 1024];
+    let mut chunk = vec![0u8; 4 * 1024];
     let mut replaced: Option<CancellationToken> = None;
     let mut ticks = aligned_ticks(media.settings().ingest_tick);
     let opened = Instant::now();
@@ -259,6 +273,7 @@ async fn run(
                     Ok(started) => {
                         replaced = Some(started.replaced().clone());
                         last_read = Instant::now();
+                        chunk.resize(64 * 1024, 0);
                         *publisher = Some(started);
                         session.accept_publish();
                     }

@@ -133,16 +133,25 @@ async fn sign_up(
     // Before the password is hashed: each hash takes 19 MiB and a core's
     // tens of milliseconds.
     let address = peer.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
-    let counted = state
-        .store()
-        .throttle_hit(
-            &format!("sign-up:address:{address}"),
-            state.config().sign_ups_per_address,
-            SIGN_UP_WINDOW,
-        )
-        .await?;
+    let key = format!("sign-up:address:{address}");
+    let closed = state.closed_keys();
+    let counted = match closed.closed_for(&key) {
+        Some(wait) => Err(wait),
+        None => {
+            let limit = state.config().sign_ups_per_address;
+            let counted = state
+                .store()
+                .throttle_hit(&key, limit, SIGN_UP_WINDOW)
+                .await?;
+            if let Err(wait) = counted {
+                tracing::warn!(%address, "sign-ups from this address limited");
+                closed.close(&key, wait);
+            }
+            counted
+        }
+    };
     if let Err(wait) = counted {
-        tracing::warn!(%address, "sign-ups from this address limited");
+        metrics::counter!("hawker_sign_ups_refused_total").increment(1);
         return Err(ApiError::from(Code::RateLimited).retry_after(wait));
     }
     let password_hash = hash_password(password).await?;
@@ -181,13 +190,26 @@ async fn sign_in(
     let pair_key = format!("sign-in:account:{}:{address}", email.as_str());
     let config = state.config();
     let store = state.store();
-    // Counted in the database, so that every node shares the count.
-    if let Some((started, failures)) = store.throttle_peek(&address_key, SIGN_IN_WINDOW).await?
-        && failures >= i64::from(config.sign_in_failures_per_address)
-    {
-        tracing::warn!(%address, failures, "sign-ins from this address refused");
-        let ends = started.plus_millis(SIGN_IN_WINDOW.as_millis() as i64);
-        return Err(ApiError::from(Code::RateLimited).retry_after(seconds_until(ends)));
+    // Counted in the database, so that every node shares the count; a node
+    // that found an address closed remembers it until it reopens.
+    let closed = state.closed_keys();
+    let refused = match closed.closed_for(&address_key) {
+        Some(wait) => Some(wait),
+        None => match store.throttle_peek(&address_key, SIGN_IN_WINDOW).await? {
+            Some((started, failures))
+                if failures >= i64::from(config.sign_in_failures_per_address) =>
+            {
+                tracing::warn!(%address, failures, "sign-ins from this address refused");
+                let ends = started.plus_millis(SIGN_IN_WINDOW.as_millis() as i64);
+                closed.close(&address_key, seconds_until(ends));
+                Some(seconds_until(ends))
+            }
+            _ => None,
+        },
+    };
+    if let Some(wait) = refused {
+        metrics::counter!("hawker_sign_ins_refused_total", "limit" => "per_address").increment(1);
+        return Err(ApiError::from(Code::RateLimited).retry_after(wait));
     }
     if let Some((last, failures)) = store.throttle_peek(&pair_key, SIGN_IN_WINDOW).await?
         && let Some(wait) = sign_in_delay(failures, config.sign_in_free_failures)
@@ -195,6 +217,7 @@ async fn sign_in(
         let until = last.plus_millis(wait.as_millis() as i64);
         if until > Timestamp::now() {
             tracing::warn!(%address, failures, "sign-in to one account from this address delayed");
+            metrics::counter!("hawker_sign_ins_refused_total", "limit" => "delay").increment(1);
             return Err(ApiError::from(Code::RateLimited).retry_after(seconds_until(until)));
         }
     }

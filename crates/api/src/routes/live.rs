@@ -56,6 +56,23 @@ async fn room_socket(
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> ApiResult<Response> {
+    // Over the limit, the socket opens and closes at once with 1013 (try
+    // again later): a browser's WebSocket API shows a refused upgrade as a
+    // bare failure, a close code as a reason. Nothing else is done for it.
+    let place = match state.websockets().admit(caller.client) {
+        Ok(place) => place,
+        Err(full) => {
+            metrics::counter!("hawker_websockets_refused_total", "limit" => full.as_str())
+                .increment(1);
+            return Ok(upgrade.on_upgrade(|mut socket| async move {
+                let close = CloseFrame {
+                    code: close_code::AGAIN,
+                    reason: "too many connections from your address".into(),
+                };
+                let _ = socket.send(Message::Close(Some(close))).await;
+            }));
+        }
+    };
     let hub = state.hub().clone();
     let seat = hub
         .join(&RoomId::from_string(room))
@@ -79,28 +96,13 @@ async fn room_socket(
             })
         }
     };
-    // Over the limit, the socket opens and closes at once with 1013 (try
-    // again later): a browser's WebSocket API shows a refused upgrade as a
-    // bare failure, a close code as a reason.
-    let place = state.websockets().admit(caller.client);
-    if let Err(full) = &place {
-        metrics::counter!("hawker_websockets_refused_total", "limit" => full.as_str()).increment(1);
-    }
     Ok(upgrade
         .read_buffer_size(4096)
         .write_buffer_size(16 * 1024)
         .max_write_buffer_size(256 * 1024)
         .max_message_size(MAX_INCOMING)
         .max_frame_size(MAX_INCOMING)
-        .on_upgrade(move |mut socket| async move {
-            let Ok(place) = place else {
-                let close = CloseFrame {
-                    code: close_code::AGAIN,
-                    reason: "too many connections from your address".into(),
-                };
-                let _ = socket.send(Message::Close(Some(close))).await;
-                return;
-            };
+        .on_upgrade(move |socket| async move {
             live::serve(socket, hub, seat, viewer, query.since).await;
             drop((place, caller.admitted));
         }))

@@ -29,6 +29,11 @@ const WINDOW: u32 = 2_500_000;
 /// The smallest acknowledgement window an encoder may ask of the server: a
 /// window of one byte would have it write an acknowledgement per byte read.
 const MIN_PEER_WINDOW: u32 = 64 * 1024;
+/// Messages a connection may send before it publishes: OBS and ffmpeg send
+/// about ten (chunk size, window, connect, releaseStream, FCPublish,
+/// createStream, publish); a client that keeps talking without publishing is
+/// closed rather than answered until the publish deadline.
+const MAX_MESSAGES_BEFORE_PUBLISH: u32 = 100;
 
 const CONTROL_CSID: u8 = 2;
 const COMMAND_CSID: u8 = 3;
@@ -63,6 +68,8 @@ pub enum SessionError {
     Short(&'static str),
     #[error("application {0:?} does not exist; publish to rtmp://HOST:1935/live/STREAM_KEY")]
     UnknownApp(String),
+    #[error("more than {MAX_MESSAGES_BEFORE_PUBLISH} messages before publishing")]
+    Chatter,
 }
 
 /// What one RTMP connection may cost the server, and how many there may be.
@@ -141,6 +148,8 @@ pub struct Session {
     /// The longest message once publishing.
     max_message: usize,
     max_amf_values: usize,
+    /// Messages read before publishing.
+    messages: u32,
 }
 
 impl Session {
@@ -152,6 +161,7 @@ impl Session {
             reader: ChunkReader::new(limits.max_message_before_publish),
             max_message: limits.max_message,
             max_amf_values: limits.max_amf_values,
+            messages: 0,
             writer: ChunkWriter::new(),
             out: BytesMut::new(),
             received: 0,
@@ -248,6 +258,12 @@ impl Session {
 
     fn on_message(&mut self, message: Message) -> Result<Step, SessionError> {
         use message_type as t;
+        if !self.publishing {
+            self.messages += 1;
+            if self.messages > MAX_MESSAGES_BEFORE_PUBLISH {
+                return Err(SessionError::Chatter);
+            }
+        }
         let mut payload = message.payload.clone();
         match message.type_id {
             t::SET_CHUNK_SIZE => {
@@ -676,7 +692,7 @@ mod tests {
             0,
             1u32.to_be_bytes().to_vec(),
         );
-        for _ in 0..1000 {
+        for _ in 0..90 {
             encoder.message(message_type::ACKNOWLEDGEMENT, 0, 0, vec![0; 4]);
         }
         let mut session = Session::new(&Limits::default());
