@@ -201,6 +201,10 @@ struct AbuseArgs {
     /// The server's process id, for its memory
     #[arg(long)]
     server_pid: Option<u32>,
+    /// The attacks, comma-separated: rtmp, bombs, slowloris, websockets,
+    /// sign-ups [default: all]
+    #[arg(long, value_delimiter = ',')]
+    attacks: Vec<String>,
 }
 
 #[derive(clap::Args)]
@@ -283,6 +287,11 @@ fn main() -> anyhow::Result<()> {
                 tap_rate: args.tap_rate,
                 seconds: args.seconds,
                 server_pid: args.server_pid,
+                attacks: if args.attacks.is_empty() {
+                    loadgen::abuse::ATTACKS.map(str::to_owned).to_vec()
+                } else {
+                    args.attacks
+                },
             })
             .await?;
             println!("{}", serde_json::to_string(&figures)?);

@@ -12,14 +12,7 @@ use tokio::net::TcpStream;
 use tokio::process::Command;
 
 use crate::helpers::TestApp;
-use crate::video::{eventually, publish, room_with_key};
-
-/// C0 + C1 + C2 of a plain handshake.
-fn handshake() -> Vec<u8> {
-    let mut bytes = vec![3u8];
-    bytes.extend_from_slice(&[0u8; 1536 * 2]);
-    bytes
-}
+use crate::video::{eventually, handshake, publish, room_with_key};
 
 /// A ping request on the control chunk stream: a message the server
 /// answers and otherwise ignores.

@@ -520,7 +520,7 @@ async fn closed_by_server(app: &TestApp, bytes: &[u8], within: Duration) -> bool
 }
 
 /// C0 + C1 + C2 of a plain handshake.
-fn handshake() -> Vec<u8> {
+pub(crate) fn handshake() -> Vec<u8> {
     let mut bytes = vec![3u8];
     bytes.extend_from_slice(&[0u8; 1536 * 2]);
     bytes

@@ -84,49 +84,76 @@ impl Attack {
     }
 }
 
-/// Starts every attacker; they stop once `stop` is cancelled.
-pub(crate) fn start(targets: Targets, stop: CancellationToken) -> Attack {
+/// The kinds of attack, as `--attacks` names them.
+pub const KINDS: [&str; 5] = ["rtmp", "bombs", "slowloris", "websockets", "sign-ups"];
+
+/// Starts the attackers of the `kinds` named; they stop once `stop` is
+/// cancelled.
+pub(crate) fn start(targets: Targets, kinds: &[String], stop: CancellationToken) -> Attack {
+    let on = |kind: &str| kinds.iter().any(|k| k == kind);
     let targets = Arc::new(targets);
     let tally = Arc::new(Tally::default());
     let mut tasks = JoinSet::new();
     let (second, tenth) = (Duration::from_secs(1), Duration::from_millis(100));
-    for i in 0..2000u32 {
-        let source = 100 + (i % 20) as u8;
-        let junk = junk_rtmp(targets.clone(), source, tally.clone(), stop.clone());
-        tasks.spawn(again(stop.clone(), second, junk));
+    // One client per source address, kept alive, as a flooding script has.
+    let clients: Vec<reqwest::Client> = (0..=255).map(super::client_from).collect();
+    let one = |source: u8, worker: u32| Attacker {
+        targets: targets.clone(),
+        tally: tally.clone(),
+        stop: stop.clone(),
+        http: clients[usize::from(source)].clone(),
+        source,
+        worker,
+    };
+    for i in (0..2000u32).filter(|_| on("rtmp")) {
+        tasks.spawn(again(one(100 + (i % 20) as u8, i), second, junk_rtmp));
     }
-    let bomb = bomb_before_publish(targets.clone(), tally.clone());
-    tasks.spawn(again(stop.clone(), tenth, bomb));
-    let bomb = bomb_after_publish(targets.clone(), tally.clone());
-    tasks.spawn(again(stop.clone(), tenth, bomb));
-    for i in 0..800u32 {
-        let source = 120 + (i % 4) as u8;
-        let slow = slowloris(targets.clone(), source, tally.clone(), stop.clone());
-        tasks.spawn(again(stop.clone(), tenth, slow));
+    if on("bombs") {
+        tasks.spawn(again(one(150, 0), tenth, bomb_before_publish));
+        tasks.spawn(again(one(151, 0), tenth, bomb_after_publish));
     }
-    for i in 0..600u32 {
-        let source = 130 + (i % 4) as u8;
-        let flood = websocket(targets.clone(), source, tally.clone(), stop.clone());
-        tasks.spawn(again(stop.clone(), second, flood));
+    for i in (0..800u32).filter(|_| on("slowloris")) {
+        tasks.spawn(again(one(120 + (i % 4) as u8, i), tenth, slowloris));
     }
-    for i in 0..32u32 {
-        let client = super::client_from(140 + (i % 4) as u8);
-        let flood = sign_up(targets.clone(), client, i, tally.clone());
-        tasks.spawn(again(stop.clone(), tenth, flood));
+    for i in (0..600u32).filter(|_| on("websockets")) {
+        tasks.spawn(again(one(130 + (i % 4) as u8, i), second, websocket));
+    }
+    for i in (0..32u32).filter(|_| on("sign-ups")) {
+        tasks.spawn(again(one(140 + (i % 4) as u8, i), tenth, sign_up));
     }
     Attack { tasks, tally }
 }
 
-/// Runs `attempt` over and over, `pause` apart, until `stop`.
-async fn again<F, Fut>(stop: CancellationToken, pause: Duration, attempt: F)
+/// One attacker: what it attacks, where it counts, when it stops, the
+/// address it comes from and its number among its kind.
+#[derive(Clone)]
+struct Attacker {
+    targets: Arc<Targets>,
+    tally: Arc<Tally>,
+    stop: CancellationToken,
+    /// An HTTP client whose connections come from `source`.
+    http: reqwest::Client,
+    source: u8,
+    worker: u32,
+}
+
+/// Runs `attempt` over and over, `pause` apart, until the attacker's stop.
+async fn again<F, Fut>(a: Attacker, pause: Duration, attempt: F)
 where
-    F: Fn() -> Fut,
+    F: Fn(Attacker) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
-    while !stop.is_cancelled() {
+    let stop = a.stop.clone();
+    for n in 0u64.. {
+        if stop.is_cancelled() {
+            return;
+        }
+        let mut this = a.clone();
+        // A new number each time, for what must differ (a sign-up's email).
+        this.worker = a.worker.wrapping_mul(1_000_003).wrapping_add(n as u32);
         tokio::select! {
             () = stop.cancelled() => return,
-            () = attempt() => {}
+            () = attempt(this) => {}
         }
         tokio::time::sleep(pause).await;
     }
@@ -153,39 +180,29 @@ async fn until_closed(mut read: impl AsyncReadExt + Unpin) {
     while matches!(read.read(&mut sink).await, Ok(n) if n > 0) {}
 }
 
-fn junk_rtmp(
-    t: Arc<Targets>,
-    source: u8,
-    tally: Arc<Tally>,
-    stop: CancellationToken,
-) -> impl Fn() -> futures_util::future::BoxFuture<'static, ()> {
-    move || {
-        let (t, tally, stop) = (t.clone(), tally.clone(), stop.clone());
-        Box::pin(async move {
-            let Some(socket) = connect_from(source, t.rtmp).await else {
-                return;
-            };
-            tally.rtmp_connections.fetch_add(1, Relaxed);
-            let (read, mut write) = socket.into_split();
-            if write.write_all(&handshake()).await.is_err() {
+async fn junk_rtmp(a: Attacker) {
+    let Some(socket) = connect_from(a.source, a.targets.rtmp).await else {
+        return;
+    };
+    a.tally.rtmp_connections.fetch_add(1, Relaxed);
+    let (read, mut write) = socket.into_split();
+    if write.write_all(&handshake()).await.is_err() {
+        return;
+    }
+    // A ping request: answered and otherwise ignored.
+    const PING: [u8; 18] = [0x02, 0, 0, 0, 0, 0, 6, 4, 0, 0, 0, 0, 0, 6, 0, 0, 0, 1];
+    let chatter = async {
+        let mut every = tokio::time::interval(Duration::from_millis(2));
+        while !a.stop.is_cancelled() {
+            every.tick().await;
+            if write.write_all(&PING).await.is_err() {
                 return;
             }
-            // A ping request: answered and otherwise ignored.
-            const PING: [u8; 18] = [0x02, 0, 0, 0, 0, 0, 6, 4, 0, 0, 0, 0, 0, 6, 0, 0, 0, 1];
-            let chatter = async {
-                let mut every = tokio::time::interval(Duration::from_millis(2));
-                while !stop.is_cancelled() {
-                    every.tick().await;
-                    if write.write_all(&PING).await.is_err() {
-                        return;
-                    }
-                }
-            };
-            tokio::select! {
-                () = chatter => {}
-                () = until_closed(read) => {}
-            }
-        })
+        }
+    };
+    tokio::select! {
+        () = chatter => {}
+        () = until_closed(read) => {}
     }
 }
 
@@ -204,146 +221,87 @@ fn command_chunks(payload: &[u8]) -> Vec<u8> {
     out
 }
 
-fn bomb_before_publish(
-    t: Arc<Targets>,
-    tally: Arc<Tally>,
-) -> impl Fn() -> futures_util::future::BoxFuture<'static, ()> {
-    move || {
-        let (t, tally) = (t.clone(), tally.clone());
-        Box::pin(async move {
-            let Some(mut socket) = connect_from(150, t.rtmp).await else {
-                return;
-            };
-            let mut wire = handshake();
-            wire.extend_from_slice(&command_chunks(&[0x05; 60_000]));
-            if socket.write_all(&wire).await.is_ok() {
-                tally.amf_bombs.fetch_add(1, Relaxed);
-                until_closed(socket).await;
-            }
-        })
+async fn bomb_before_publish(a: Attacker) {
+    let Some(mut socket) = connect_from(a.source, a.targets.rtmp).await else {
+        return;
+    };
+    let mut wire = handshake();
+    wire.extend_from_slice(&command_chunks(&[0x05; 60_000]));
+    if socket.write_all(&wire).await.is_ok() {
+        a.tally.amf_bombs.fetch_add(1, Relaxed);
+        until_closed(socket).await;
     }
 }
 
-fn bomb_after_publish(
-    t: Arc<Targets>,
-    tally: Arc<Tally>,
-) -> impl Fn() -> futures_util::future::BoxFuture<'static, ()> {
-    move || {
-        let (t, tally) = (t.clone(), tally.clone());
-        Box::pin(async move {
-            let Ok(mut bomber) = crate::rtmp::Client::publish(t.rtmp, &t.bomb_key).await else {
-                return;
-            };
-            bomber.tag(18, 0, &vec![0x05u8; (8 << 20) - 64]);
-            if bomber.flush().await.is_ok() {
-                tally.amf_bombs.fetch_add(1, Relaxed);
-                while bomber.next_media().await.is_ok() {}
-            }
-        })
+async fn bomb_after_publish(a: Attacker) {
+    let Ok(mut bomber) = crate::rtmp::Client::publish(a.targets.rtmp, &a.targets.bomb_key).await
+    else {
+        return;
+    };
+    bomber.tag(18, 0, &vec![0x05u8; (8 << 20) - 64]);
+    if bomber.flush().await.is_ok() {
+        a.tally.amf_bombs.fetch_add(1, Relaxed);
+        while bomber.next_media().await.is_ok() {}
     }
 }
 
-fn slowloris(
-    t: Arc<Targets>,
-    source: u8,
-    tally: Arc<Tally>,
-    stop: CancellationToken,
-) -> impl Fn() -> futures_util::future::BoxFuture<'static, ()> {
-    move || {
-        let (t, tally, stop) = (t.clone(), tally.clone(), stop.clone());
-        Box::pin(async move {
-            let Some(socket) = connect_from(source, t.http).await else {
+async fn slowloris(a: Attacker) {
+    let Some(socket) = connect_from(a.source, a.targets.http).await else {
+        return;
+    };
+    a.tally.slowloris_connections.fetch_add(1, Relaxed);
+    let (read, mut write) = socket.into_split();
+    let dribble = async {
+        if write
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+            .await
+            .is_err()
+        {
+            return;
+        }
+        let mut every = tokio::time::interval(Duration::from_millis(500));
+        while !a.stop.is_cancelled() {
+            every.tick().await;
+            if write.write_all(b"x").await.is_err() {
                 return;
-            };
-            tally.slowloris_connections.fetch_add(1, Relaxed);
-            let (read, mut write) = socket.into_split();
-            let dribble = async {
-                if write
-                    .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ")
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
-                let mut every = tokio::time::interval(Duration::from_millis(500));
-                while !stop.is_cancelled() {
-                    every.tick().await;
-                    if write.write_all(b"x").await.is_err() {
-                        return;
-                    }
-                }
-            };
-            tokio::select! {
-                () = dribble => {}
-                () = until_closed(read) => {
-                    tally.slowloris_dropped.fetch_add(1, Relaxed);
-                }
             }
-        })
+        }
+    };
+    tokio::select! {
+        () = dribble => {}
+        () = until_closed(read) => {
+            a.tally.slowloris_dropped.fetch_add(1, Relaxed);
+        }
     }
 }
 
-fn websocket(
-    t: Arc<Targets>,
-    source: u8,
-    tally: Arc<Tally>,
-    stop: CancellationToken,
-) -> impl Fn() -> futures_util::future::BoxFuture<'static, ()> {
-    move || {
-        let (t, tally, stop) = (t.clone(), tally.clone(), stop.clone());
-        Box::pin(async move {
-            let path = format!("/api/v1/rooms/{}/ws", t.room);
-            let Ok(mut socket) = crate::ws::Socket::connect(source, t.http, &path, &[]).await
-            else {
-                tally.websockets_refused.fetch_add(1, Relaxed);
-                return;
-            };
-            tally.websockets_opened.fetch_add(1, Relaxed);
-            // An admitted socket gets its snapshot; a refused one its close.
-            match socket.next().await {
-                Ok(Some(_)) => {
-                    while !stop.is_cancelled() {
-                        tokio::select! {
-                            () = stop.cancelled() => return,
-                            frame = socket.next() => if !matches!(frame, Ok(Some(_))) { return },
-                        }
-                    }
-                }
-                _ => {
-                    tally.websockets_refused.fetch_add(1, Relaxed);
-                }
-            }
-        })
+async fn websocket(a: Attacker) {
+    let path = format!("/api/v1/rooms/{}/ws", a.targets.room);
+    let Ok(mut socket) = crate::ws::Socket::connect(a.source, a.targets.http, &path, &[]).await
+    else {
+        a.tally.websockets_refused.fetch_add(1, Relaxed);
+        return;
+    };
+    a.tally.websockets_opened.fetch_add(1, Relaxed);
+    // An admitted socket gets its snapshot; a refused one its close.
+    if !matches!(socket.next().await, Ok(Some(_))) {
+        a.tally.websockets_refused.fetch_add(1, Relaxed);
+        return;
     }
+    while matches!(socket.next().await, Ok(Some(_))) {}
 }
 
-fn sign_up(
-    t: Arc<Targets>,
-    client: reqwest::Client,
-    worker: u32,
-    tally: Arc<Tally>,
-) -> impl Fn() -> futures_util::future::BoxFuture<'static, ()> {
-    let attempts = Arc::new(AtomicU64::new(0));
-    move || {
-        let (t, client, tally, attempts) =
-            (t.clone(), client.clone(), tally.clone(), attempts.clone());
-        Box::pin(async move {
-            let n = attempts.fetch_add(1, Relaxed);
-            let body = json!({"email": format!("flood-{}-{worker}-{n}@abuse.example", std::process::id()), "password": "flood-password", "display_name": "Flood"});
-            match client
-                .post(format!("{}/api/v1/users", t.base))
-                .json(&body)
-                .send()
-                .await
-            {
-                Ok(res) if res.status().as_u16() == 201 => {
-                    tally.sign_ups_created.fetch_add(1, Relaxed);
-                }
-                Ok(_) => {
-                    tally.sign_ups_refused.fetch_add(1, Relaxed);
-                }
-                Err(_) => {}
-            }
-        })
+async fn sign_up(a: Attacker) {
+    let email = format!("flood-{}-{}@abuse.example", std::process::id(), a.worker);
+    let body = json!({"email": email, "password": "flood-password", "display_name": "Flood"});
+    let url = format!("{}/api/v1/users", a.targets.base);
+    match a.http.post(url).json(&body).send().await {
+        Ok(res) if res.status().as_u16() == 201 => {
+            a.tally.sign_ups_created.fetch_add(1, Relaxed);
+        }
+        Ok(_) => {
+            a.tally.sign_ups_refused.fetch_add(1, Relaxed);
+        }
+        Err(_) => {}
     }
 }

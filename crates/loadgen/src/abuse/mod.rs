@@ -28,6 +28,8 @@ use tokio_util::sync::CancellationToken;
 use crate::ws::{Frame, Socket};
 use crate::{created, percentile};
 
+pub use attack::KINDS as ATTACKS;
+
 pub struct Plan {
     pub base: String,
     pub rtmp: SocketAddr,
@@ -40,6 +42,8 @@ pub struct Plan {
     pub tap_rate: f64,
     pub seconds: u64,
     pub server_pid: Option<u32>,
+    /// Which attacks run ([`attack::KINDS`]).
+    pub attacks: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -48,6 +52,7 @@ pub struct Figures {
     pub viewers: usize,
     pub chat_rate: f64,
     pub seconds: u64,
+    pub attacks: Vec<String>,
     pub fps_calm: f64,
     pub fps_attacked: f64,
     pub chat_p99_ms_calm: Option<f64>,
@@ -425,6 +430,7 @@ pub async fn run(plan: Plan) -> anyhow::Result<Figures> {
             room: room.clone(),
             bomb_key,
         },
+        &plan.attacks,
         attack_stop.clone(),
     );
     // The attack in full swing before the show is measured.
@@ -453,6 +459,7 @@ pub async fn run(plan: Plan) -> anyhow::Result<Figures> {
         viewers: plan.viewers,
         chat_rate: plan.chat_rate,
         seconds: plan.seconds,
+        attacks: plan.attacks.clone(),
         fps_calm: fps(&calm),
         fps_attacked: fps(&attacked),
         chat_samples_calm: calm.chat_ms.len(),
