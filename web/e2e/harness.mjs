@@ -187,6 +187,35 @@ export async function countStalls(page) {
   });
 }
 
+/**
+ * Starts looking for holes in what the page's video has buffered: twice a
+ * second, every gap of more than a frame between two buffered ranges is noted
+ * (where it starts and how long it is). A hole is in the media itself, so it
+ * shows whatever the machine's speed; a stall may also come from a busy
+ * machine. Read them with `holes(page)`.
+ */
+export async function watchHoles(page) {
+  await page.evaluate(() => {
+    const video = document.querySelector('video');
+    window.holes = new Map();
+    window.holeWatch = setInterval(() => {
+      const b = video.buffered;
+      for (let i = 1; i < b.length; i++) {
+        const gap = b.start(i) - b.end(i - 1);
+        if (gap > 0.034) window.holes.set(b.end(i - 1).toFixed(2), gap.toFixed(3));
+      }
+    }, 500);
+  });
+}
+
+/** The holes seen, each `[start, length]` in seconds. */
+export async function holes(page) {
+  return page.evaluate(() => {
+    clearInterval(window.holeWatch);
+    return [...window.holes.entries()];
+  });
+}
+
 /** The stalls counted, and the seconds played since counting started. */
 export async function stalls(page) {
   return page.evaluate(() => ({
