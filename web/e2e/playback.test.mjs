@@ -40,7 +40,7 @@ test('the demo plays for 60 s with no hole at the clip loop joins', async () => 
   const played = await stalls(page);
   const found = await holes(page);
   assert.ok(played.seconds > 30, `the video played ${played.seconds} s of 60`);
-  console.log(`# stalls while playing the demo: ${played.at.length ? played.at.join(', ') : 'none'}`);
+  console.log(`stalls while playing the demo: ${played.at.length ? played.at.join(', ') : 'none'}`);
   assert.deepEqual(found, [], `holes in the buffered media (start, length): ${JSON.stringify(found)}`);
 });
 

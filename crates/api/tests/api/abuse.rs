@@ -730,3 +730,34 @@ async fn a_dismissed_moderator_and_a_signed_out_session_lose_their_rights_on_ope
         "still here"
     );
 }
+
+#[tokio::test]
+async fn http_flv_viewers_over_the_per_address_cap_get_429() {
+    let app = TestApp::spawn_with(|c| c.http.max_flv_viewers_per_address = 2).await;
+    let (_, room, key) = room_with_key(&app).await;
+    let mut encoder = publish(&app, &key, 60);
+    let url = app.url(&format!("/live/{room}.flv"));
+    let viewer = client_from("127.0.0.2");
+    let first = eventually("the stream to play", || async {
+        let res = viewer.get(&url).send().await.ok()?;
+        (res.status() == StatusCode::OK).then_some(res)
+    })
+    .await;
+    let second = viewer.get(&url).send().await.unwrap();
+    assert_eq!(second.status(), StatusCode::OK);
+    let third = viewer.get(&url).send().await.unwrap();
+    assert_eq!(third.status(), StatusCode::TOO_MANY_REQUESTS);
+    let body: Value = third.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "too_many_connections");
+    // Another address watches; a viewer that leaves gives its place back.
+    let other = client_from("127.0.0.3").get(&url).send().await.unwrap();
+    assert_eq!(other.status(), StatusCode::OK);
+    drop(first);
+    let again = eventually("the place to come back", || async {
+        let res = viewer.get(&url).send().await.ok()?;
+        (res.status() == StatusCode::OK).then_some(res)
+    })
+    .await;
+    drop((second, other, again));
+    encoder.kill().await.unwrap();
+}
