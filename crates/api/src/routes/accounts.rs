@@ -211,7 +211,8 @@ async fn sign_in(
         metrics::counter!("hawker_sign_ins_refused_total", "limit" => "per_address").increment(1);
         return Err(ApiError::from(Code::RateLimited).retry_after(wait));
     }
-    if let Some((last, failures)) = store.throttle_peek(&pair_key, SIGN_IN_WINDOW).await?
+    let pair = store.throttle_peek(&pair_key, SIGN_IN_WINDOW).await?;
+    if let Some((last, failures)) = pair
         && let Some(wait) = sign_in_delay(failures, config.sign_in_free_failures)
     {
         let until = last.plus_millis(wait.as_millis() as i64);
@@ -231,7 +232,11 @@ async fn sign_in(
         store.throttle_strike(&pair_key, SIGN_IN_WINDOW).await?;
         return Err(Code::InvalidCredentials.into());
     };
-    store.throttle_clear(&pair_key).await?;
+    // Only a pair with failures has a row to clear: a plain sign-in writes
+    // nothing here.
+    if pair.is_some() {
+        store.throttle_clear(&pair_key).await?;
+    }
     start_session(&state, user, StatusCode::CREATED).await
 }
 
